@@ -1,0 +1,148 @@
+//! The compilation pass: shared bookkeeping (verdicts, accepted objects,
+//! certificates, Secret lookups) and the order in which kinds are compiled.
+
+use std::collections::BTreeMap;
+
+use postern_api::{Kind, Object, ObjectKey};
+use postern_snapshot::{Certificate, Snapshot, SourceObject};
+
+use crate::{Inputs, Output, Reason, Verdict};
+
+/// A refusal: the reason and a sentence naming what is wrong.
+pub(crate) type Refusal = (Reason, String);
+
+pub(crate) struct Build<'a> {
+    pub(crate) inputs: &'a Inputs,
+    verdicts: Vec<Verdict>,
+    objects: Vec<SourceObject>,
+    pub(crate) certificates: BTreeMap<String, Certificate>,
+}
+
+impl<'a> Build<'a> {
+    pub(crate) fn new(inputs: &'a Inputs) -> Self {
+        Build {
+            inputs,
+            verdicts: Vec::new(),
+            objects: Vec::new(),
+            certificates: BTreeMap::new(),
+        }
+    }
+
+    pub(crate) fn run(mut self) -> Output {
+        // Sites first: tunnels lose hostnames that ProxyTargets serve.
+        let sites = crate::sites::compile(&mut self);
+        let claimed = sites
+            .iter()
+            .flat_map(|s| s.hostnames.iter().cloned())
+            .collect();
+        let users = crate::others::users(&mut self);
+        let tunnels = crate::others::tunnels(&mut self, &claimed);
+        let oauth_clients = crate::others::oauth_clients(&mut self);
+
+        self.objects.sort();
+        self.verdicts
+            .sort_by(|a, b| (a.kind, &a.key).cmp(&(b.kind, &b.key)));
+        let snapshot = Snapshot {
+            schema: postern_snapshot::SCHEMA,
+            version: String::new(),
+            objects: self.objects,
+            sites,
+            users,
+            tunnels,
+            oauth_clients,
+            certificates: self.certificates.into_values().collect(),
+        }
+        .seal();
+        Output {
+            snapshot,
+            verdicts: self.verdicts,
+        }
+    }
+
+    /// Records the outcome for `obj`; an accepted object joins the snapshot's
+    /// object list so an ack of the snapshot programs this generation.
+    pub(crate) fn verdict<S>(
+        &mut self,
+        kind: Kind,
+        obj: &Object<S>,
+        outcome: Result<String, Refusal>,
+    ) -> bool {
+        let (reason, message) = match outcome {
+            Ok(message) => (Reason::Accepted, message),
+            Err(refusal) => refusal,
+        };
+        if reason == Reason::Accepted {
+            self.objects.push(SourceObject {
+                kind: kind.as_str().to_string(),
+                namespace: obj.namespace().to_string(),
+                name: obj.meta.name.clone(),
+                generation: obj.generation(),
+            });
+        }
+        self.verdicts.push(Verdict {
+            kind,
+            key: obj.key(),
+            generation: obj.generation(),
+            reason,
+            message,
+        });
+        reason == Reason::Accepted
+    }
+
+    /// The bytes of `key` in Secret `namespace/name`, or why not.
+    pub(crate) fn secret_value(
+        &self,
+        namespace: &str,
+        name: &str,
+        key: &str,
+    ) -> Result<&'a [u8], Refusal> {
+        let secret = self
+            .inputs
+            .secrets
+            .get(&ObjectKey::new(namespace, name))
+            .ok_or_else(|| {
+                (
+                    Reason::SecretNotFound,
+                    format!("Secret {namespace}/{name} not found"),
+                )
+            })?;
+        match secret.data.get(key) {
+            Some(value) if !value.is_empty() => Ok(value),
+            Some(_) => Err((
+                Reason::SecretNotFound,
+                format!("key {key} of Secret {namespace}/{name} is empty"),
+            )),
+            None => Err((
+                Reason::SecretNotFound,
+                format!("Secret {namespace}/{name} has no key {key}"),
+            )),
+        }
+    }
+
+    /// Every value of Secret `namespace/name`, sorted by key.
+    pub(crate) fn secret_values(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Vec<&'a [u8]>, Refusal> {
+        let secret = self
+            .inputs
+            .secrets
+            .get(&ObjectKey::new(namespace, name))
+            .ok_or_else(|| {
+                (
+                    Reason::SecretNotFound,
+                    format!("Secret {namespace}/{name} not found"),
+                )
+            })?;
+        Ok(secret.data.values().map(Vec::as_slice).collect())
+    }
+}
+
+/// Sorts objects oldest first (creation time, then namespace/name): the order
+/// in which conflicting claims are granted.
+pub(crate) fn oldest_first<S>(objects: &[Object<S>]) -> Vec<&Object<S>> {
+    let mut sorted: Vec<&Object<S>> = objects.iter().collect();
+    sorted.sort_by(|a, b| a.age_key().cmp(&b.age_key()));
+    sorted
+}

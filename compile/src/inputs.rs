@@ -1,0 +1,52 @@
+//! What compilation reads.
+
+use std::collections::BTreeMap;
+
+use postern_api::{
+    OAuthClientSpec, Object, ObjectKey, ProxyTargetSpec, RouteSpec, TunnelSpec, UserUpstreamSpec,
+};
+
+/// Everything `compile` reads. Order within the vectors does not matter.
+#[derive(Clone, Debug, Default)]
+pub struct Inputs {
+    pub proxy_targets: Vec<Object<ProxyTargetSpec>>,
+    pub routes: Vec<Object<RouteSpec>>,
+    pub user_upstreams: Vec<Object<UserUpstreamSpec>>,
+    pub tunnels: Vec<Object<TunnelSpec>>,
+    pub oauth_clients: Vec<Object<OAuthClientSpec>>,
+    /// Secrets by namespace/name.
+    pub secrets: BTreeMap<ObjectKey, SecretData>,
+    /// Services by namespace/name. `None`: Service backends are not checked
+    /// against known Services (nothing to check against).
+    pub services: Option<BTreeMap<ObjectKey, ServiceInfo>>,
+    pub options: Options,
+}
+
+/// A Secret's type and decoded data.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SecretData {
+    /// `type` of the Secret, e.g. `kubernetes.io/tls`.
+    pub kind: Option<String>,
+    pub data: BTreeMap<String, Vec<u8>>,
+}
+
+/// What compilation needs to know of a Service.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServiceInfo {
+    pub ports: Vec<u16>,
+}
+
+/// Settings of the environment compilation runs for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Options {
+    /// Suffix of Service DNS names: `<svc>.<ns>.svc.<cluster_domain>`.
+    pub cluster_domain: String,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            cluster_domain: "cluster.local".to_string(),
+        }
+    }
+}

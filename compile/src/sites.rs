@@ -1,0 +1,344 @@
+//! ProxyTargets and Routes → sites.
+//!
+//! Targets are compiled oldest first, so an older target keeps a hostname a
+//! newer one also claims. Routes attach to accepted targets only and are put
+//! in match order here, once, so the data plane never sorts per request.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use postern_api::{
+    AcmeIssuer, AuthPolicy, AuthType, Backend, Kind, Object, ObjectKey, PathMatchType,
+    ProxyTargetSpec, RouteSpec, TlsConfig,
+};
+use postern_snapshot::{
+    AuthRule, BackendEndpoint, Certificate, PathRule, RouteEntry, Site, SiteTls, Timeouts,
+    sha256_hex,
+};
+
+use crate::Reason;
+use crate::build::{Build, Refusal, oldest_first};
+use crate::checks;
+
+pub(crate) fn compile(build: &mut Build<'_>) -> Vec<Site> {
+    let mut claimed: BTreeMap<String, ObjectKey> = BTreeMap::new();
+    let mut sites: BTreeMap<ObjectKey, Site> = BTreeMap::new();
+    let inputs = build.inputs;
+    for target in oldest_first(&inputs.proxy_targets) {
+        let outcome = site(build, target).and_then(|site| {
+            claim_hostnames(&claimed, &site.0.hostnames)?;
+            Ok(site)
+        });
+        let outcome = match outcome {
+            Ok((site, certificate)) => {
+                for host in &site.hostnames {
+                    claimed.insert(host.clone(), target.key());
+                }
+                if let Some(certificate) = certificate {
+                    build
+                        .certificates
+                        .insert(certificate.id.clone(), certificate);
+                }
+                sites.insert(target.key(), site);
+                Ok(String::new())
+            }
+            Err(refusal) => Err(refusal),
+        };
+        build.verdict(Kind::ProxyTarget, target, outcome);
+    }
+    attach_routes(build, &mut sites);
+    sites.into_values().collect()
+}
+
+fn claim_hostnames(claimed: &BTreeMap<String, ObjectKey>, hosts: &[String]) -> Result<(), Refusal> {
+    for host in hosts {
+        if let Some(owner) = claimed.get(host) {
+            return Err((
+                Reason::HostnameConflict,
+                format!("hostname {host} is already served by ProxyTarget {owner}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A target's site and the certificate it needs, if any.
+fn site(
+    build: &Build<'_>,
+    target: &Object<ProxyTargetSpec>,
+) -> Result<(Site, Option<Certificate>), Refusal> {
+    let ns = target.namespace();
+    let spec = &target.spec;
+    let hostnames: BTreeSet<String> = spec
+        .hostnames
+        .iter()
+        .map(|h| checks::hostname(h))
+        .collect::<Result<_, _>>()?;
+    if hostnames.is_empty() {
+        return Err((Reason::InvalidSpec, "hostnames must not be empty".into()));
+    }
+    let backend = backend(build, ns, &spec.backend)?;
+    let (tls, certificate) = match &spec.tls {
+        Some(tls) => {
+            let (tls, certificate) = site_tls(build, ns, tls)?;
+            (Some(tls), certificate)
+        }
+        None => (None, None),
+    };
+    let redirect_http = spec.redirect_http.unwrap_or(false);
+    if redirect_http && tls.is_none() {
+        return Err((Reason::InvalidSpec, "redirectHttp needs tls".into()));
+    }
+    let timeouts = spec.timeouts.clone().unwrap_or_default();
+    let defaults = Timeouts::default();
+    let site = Site {
+        id: target.key().to_string(),
+        hostnames: hostnames.into_iter().collect(),
+        backend,
+        tls,
+        redirect_http,
+        auth: auth(build, ns, spec.auth.as_ref())?,
+        timeouts: Timeouts {
+            connect_ms: checks::millis(timeouts.connect.as_ref(), defaults.connect_ms)?,
+            response_headers_ms: checks::millis(
+                timeouts.response_headers.as_ref(),
+                defaults.response_headers_ms,
+            )?,
+            idle_ms: checks::millis(timeouts.idle.as_ref(), defaults.idle_ms)?,
+        },
+        routes: Vec::new(),
+    };
+    Ok((site, certificate))
+}
+
+fn backend(build: &Build<'_>, ns: &str, backend: &Backend) -> Result<BackendEndpoint, Refusal> {
+    match (&backend.service, &backend.url) {
+        (Some(svc), None) => {
+            if let Some(services) = &build.inputs.services {
+                let key = ObjectKey::new(ns, svc.name.clone());
+                let known = services
+                    .get(&key)
+                    .ok_or_else(|| (Reason::BackendNotFound, format!("Service {key} not found")))?;
+                if !known.ports.contains(&svc.port) {
+                    return Err((
+                        Reason::BackendNotFound,
+                        format!("Service {key} has no port {}", svc.port),
+                    ));
+                }
+            }
+            let domain = &build.inputs.options.cluster_domain;
+            Ok(BackendEndpoint {
+                url: format!("http://{}.{ns}.svc.{domain}:{}", svc.name, svc.port),
+            })
+        }
+        (None, Some(url)) => {
+            let u = checks::host_url(url, &["http", "https"])?;
+            if u.userinfo.is_some() {
+                return Err((
+                    Reason::InvalidSpec,
+                    "backend url must not carry credentials".into(),
+                ));
+            }
+            let port = u.port.unwrap_or(if u.scheme == "https" { 443 } else { 80 });
+            Ok(BackendEndpoint {
+                url: format!("{}://{}:{port}", u.scheme, checks::url_host(&u.host)),
+            })
+        }
+        _ => Err((
+            Reason::InvalidSpec,
+            "backend needs exactly one of service or url".into(),
+        )),
+    }
+}
+
+fn site_tls(
+    build: &Build<'_>,
+    ns: &str,
+    tls: &TlsConfig,
+) -> Result<(SiteTls, Option<Certificate>), Refusal> {
+    match (&tls.secret_ref, &tls.acme) {
+        (Some(secret), None) => {
+            let cert = checks::utf8(build.secret_value(ns, &secret.name, "tls.crt")?, "tls.crt")?;
+            let key = checks::utf8(build.secret_value(ns, &secret.name, "tls.key")?, "tls.key")?;
+            if !cert.contains("-----BEGIN CERTIFICATE-----") || !key.contains("PRIVATE KEY-----") {
+                return Err((
+                    Reason::InvalidSpec,
+                    format!(
+                        "Secret {ns}/{} does not hold a PEM certificate and key",
+                        secret.name
+                    ),
+                ));
+            }
+            let id = format!("{ns}/{}", secret.name);
+            let certificate = Certificate {
+                id: id.clone(),
+                cert_pem: cert.to_string(),
+                key_pem: key.to_string(),
+            };
+            Ok((SiteTls::Secret { certificate: id }, Some(certificate)))
+        }
+        (None, Some(acme)) => {
+            let issuer = match acme.issuer {
+                AcmeIssuer::Staging => "staging",
+                AcmeIssuer::Production => "production",
+            };
+            let tls = SiteTls::Acme {
+                issuer: issuer.to_string(),
+                certificate: None,
+            };
+            Ok((tls, None))
+        }
+        _ => Err((
+            Reason::InvalidSpec,
+            "tls needs exactly one of secretRef or acme".into(),
+        )),
+    }
+}
+
+fn auth(build: &Build<'_>, ns: &str, policy: Option<&AuthPolicy>) -> Result<AuthRule, Refusal> {
+    let Some(policy) = policy else {
+        return Ok(AuthRule::None);
+    };
+    match policy.kind {
+        AuthType::None => Ok(AuthRule::None),
+        AuthType::Bearer => {
+            let secret = policy.tokens_secret_ref.as_ref().ok_or_else(|| {
+                (
+                    Reason::InvalidSpec,
+                    "auth type bearer needs tokensSecretRef".to_string(),
+                )
+            })?;
+            let mut hashes: Vec<String> = build
+                .secret_values(ns, &secret.name)?
+                .into_iter()
+                .map(<[u8]>::trim_ascii)
+                .filter(|token| !token.is_empty())
+                .map(sha256_hex)
+                .collect();
+            if hashes.is_empty() {
+                return Err((
+                    Reason::SecretNotFound,
+                    format!("Secret {ns}/{} holds no token", secret.name),
+                ));
+            }
+            hashes.sort();
+            hashes.dedup();
+            Ok(AuthRule::Bearer {
+                token_sha256: hashes,
+            })
+        }
+        AuthType::Oauth => {
+            let sorted = |v: &Option<Vec<String>>| {
+                let mut v = v.clone().unwrap_or_default();
+                v.sort();
+                v.dedup();
+                v
+            };
+            Ok(AuthRule::Oauth {
+                allowed_users: sorted(&policy.allowed_users),
+                scopes: sorted(&policy.scopes),
+            })
+        }
+    }
+}
+
+fn attach_routes(build: &mut Build<'_>, sites: &mut BTreeMap<ObjectKey, Site>) {
+    let inputs = build.inputs;
+    for route in oldest_first(&inputs.routes) {
+        let target = ObjectKey::new(route.namespace(), route.spec.target_ref.name.clone());
+        let outcome = match sites.get_mut(&target) {
+            None => Err(target_missing(build, &target)),
+            Some(site) => route_entry(build, route).map(|entry| {
+                site.routes.push(entry);
+                String::new()
+            }),
+        };
+        build.verdict(Kind::Route, route, outcome);
+    }
+    for site in sites.values_mut() {
+        site.routes.sort_by(|a, b| {
+            b.priority
+                .cmp(&a.priority)
+                .then(b.path.value().len().cmp(&a.path.value().len()))
+                .then(a.id.cmp(&b.id))
+        });
+    }
+}
+
+fn target_missing(build: &Build<'_>, target: &ObjectKey) -> Refusal {
+    let exists = build
+        .inputs
+        .proxy_targets
+        .iter()
+        .any(|t| &t.key() == target);
+    let message = if exists {
+        format!("ProxyTarget {target} is not accepted")
+    } else {
+        format!("ProxyTarget {target} not found")
+    };
+    (Reason::TargetNotFound, message)
+}
+
+fn route_entry(build: &Build<'_>, route: &Object<RouteSpec>) -> Result<RouteEntry, Refusal> {
+    let ns = route.namespace();
+    let spec = &route.spec;
+    let value = spec.matches.path.value.clone();
+    let path = match spec.matches.path.kind {
+        PathMatchType::RegularExpression => {
+            regex::Regex::new(&format!("^(?:{value})$")).map_err(|e| {
+                (
+                    Reason::InvalidRegex,
+                    format!("path {value:?} is not a valid regular expression: {e}"),
+                )
+            })?;
+            PathRule::Regex(value)
+        }
+        kind => {
+            if !value.starts_with('/') {
+                return Err((
+                    Reason::InvalidSpec,
+                    format!("path {value:?} must start with /"),
+                ));
+            }
+            if kind == PathMatchType::Exact {
+                PathRule::Exact(value)
+            } else {
+                PathRule::Prefix(value)
+            }
+        }
+    };
+    let mut methods: Vec<String> = spec
+        .matches
+        .methods
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|m| m.to_ascii_uppercase())
+        .collect();
+    if let Some(bad) = methods
+        .iter()
+        .find(|m| m.is_empty() || !m.bytes().all(|b| b.is_ascii_uppercase()))
+    {
+        return Err((
+            Reason::InvalidSpec,
+            format!("{bad:?} is not an HTTP method"),
+        ));
+    }
+    methods.sort();
+    methods.dedup();
+    Ok(RouteEntry {
+        id: route.key().to_string(),
+        path,
+        methods,
+        priority: spec.priority,
+        backend: spec
+            .backend
+            .as_ref()
+            .map(|b| backend(build, ns, b))
+            .transpose()?,
+        auth: spec
+            .auth
+            .as_ref()
+            .map(|a| auth(build, ns, Some(a)))
+            .transpose()?,
+    })
+}

@@ -1,0 +1,353 @@
+//! Every cross-object rule of compile, and its determinism.
+
+mod fixtures;
+
+use fixtures::*;
+use postern_api::{Backend, Kind, LocalRef, ObjectKey, PathMatchType, ServiceBackend, TlsConfig};
+use postern_compile::{Inputs, Output, Reason, ServiceInfo, compile};
+use postern_snapshot::{PathRule, SiteTls, Upstream};
+
+fn verdict(out: &Output, kind: Kind, name: &str) -> (Reason, String) {
+    let v = out
+        .verdicts
+        .iter()
+        .find(|v| v.kind == kind && v.key == ObjectKey::new(NS, name))
+        .unwrap_or_else(|| panic!("no verdict for {kind} {name}"));
+    (v.reason, v.message.clone())
+}
+
+fn full_inputs() -> Inputs {
+    let mut inputs = Inputs::default();
+    inputs.proxy_targets = vec![
+        target("api", &["api.example.com"]),
+        target("web", &["*.example.org"]),
+    ];
+    inputs.routes = vec![
+        route("v1", "api", PathMatchType::Prefix, "/v1", 10),
+        route("v1-users", "api", PathMatchType::Prefix, "/v1/users", 10),
+        route("health", "api", PathMatchType::Exact, "/healthz", 50),
+        route(
+            "re",
+            "web",
+            PathMatchType::RegularExpression,
+            "/item/[0-9]+",
+            0,
+        ),
+    ];
+    inputs.user_upstreams = vec![
+        user("alice", "alice", "socks5://socks.internal:1080"),
+        user("bob", "bob", "direct://"),
+    ];
+    secret(&mut inputs, "alice-proxy", &[("password", "pw-a")]);
+    secret(&mut inputs, "bob-proxy", &[("password", "pw-b")]);
+    inputs.tunnels = vec![tunnel("laptop", &["app.example.net"])];
+    secret(&mut inputs, "laptop-agent", &[("key", "agent-secret")]);
+    inputs.oauth_clients = vec![client("my-app")];
+    inputs
+}
+
+#[test]
+fn everything_valid_is_accepted_and_the_snapshot_validates() {
+    let out = compile(&full_inputs());
+    let refused: Vec<_> = out.verdicts.iter().filter(|v| !v.accepted()).collect();
+    assert!(refused.is_empty(), "{refused:?}");
+    assert_eq!(out.verdicts.len(), 10);
+    assert_eq!(out.snapshot.objects.len(), 10);
+    assert_eq!(out.snapshot.validate(), Ok(()));
+    assert_eq!(out.snapshot.summary().routes, 4);
+}
+
+#[test]
+fn same_inputs_in_any_order_give_identical_bytes_and_version() {
+    let a = compile(&full_inputs()).snapshot;
+    let mut shuffled = full_inputs();
+    shuffled.proxy_targets.reverse();
+    shuffled.routes.reverse();
+    shuffled.user_upstreams.reverse();
+    let b = compile(&shuffled).snapshot;
+    assert_eq!(a.version, b.version);
+    assert_eq!(a.to_json().expect("json"), b.to_json().expect("json"));
+    assert_eq!(a.version.len(), 32);
+}
+
+#[test]
+fn a_change_changes_the_version() {
+    let a = compile(&full_inputs()).snapshot;
+    let mut changed = full_inputs();
+    changed.proxy_targets[0]
+        .spec
+        .hostnames
+        .push("api2.example.com".into());
+    assert_ne!(a.version, compile(&changed).snapshot.version);
+}
+
+#[test]
+fn the_older_target_keeps_a_contested_hostname() {
+    let mut inputs = Inputs::default();
+    inputs.proxy_targets = vec![
+        created(
+            target("newer", &["shared.example.com", "own.example.com"]),
+            "2026-01-02T00:00:00Z",
+        ),
+        created(
+            target("older", &["SHARED.example.com"]),
+            "2026-01-01T00:00:00Z",
+        ),
+    ];
+    let out = compile(&inputs);
+    assert_eq!(
+        verdict(&out, Kind::ProxyTarget, "older").0,
+        Reason::Accepted
+    );
+    let (reason, message) = verdict(&out, Kind::ProxyTarget, "newer");
+    assert_eq!(reason, Reason::HostnameConflict);
+    assert!(
+        message.contains("shared.example.com") && message.contains("team/older"),
+        "{message}"
+    );
+    assert_eq!(out.snapshot.sites.len(), 1);
+    assert_eq!(out.snapshot.sites[0].hostnames, vec!["shared.example.com"]);
+}
+
+#[test]
+fn a_route_whose_target_is_missing_or_refused_is_refused() {
+    let mut inputs = Inputs::default();
+    inputs.proxy_targets = vec![
+        created(target("a", &["a.example.com"]), "2026-01-01T00:00:00Z"),
+        created(target("b", &["a.example.com"]), "2026-01-02T00:00:00Z"),
+    ];
+    inputs.routes = vec![
+        route("to-nothing", "ghost", PathMatchType::Prefix, "/", 0),
+        route("to-loser", "b", PathMatchType::Prefix, "/", 0),
+    ];
+    let out = compile(&inputs);
+    let (reason, message) = verdict(&out, Kind::Route, "to-nothing");
+    assert_eq!(reason, Reason::TargetNotFound);
+    assert!(message.contains("team/ghost not found"), "{message}");
+    let (reason, message) = verdict(&out, Kind::Route, "to-loser");
+    assert_eq!(reason, Reason::TargetNotFound);
+    assert!(message.contains("not accepted"), "{message}");
+}
+
+#[test]
+fn routes_are_ordered_by_priority_then_length() {
+    let out = compile(&full_inputs());
+    let api = out
+        .snapshot
+        .sites
+        .iter()
+        .find(|s| s.id == "team/api")
+        .expect("site");
+    let order: Vec<&str> = api.routes.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(order, ["team/health", "team/v1-users", "team/v1"]);
+    assert_eq!(api.routes[0].path, PathRule::Exact("/healthz".into()));
+}
+
+#[test]
+fn an_invalid_regex_is_refused_alone() {
+    let mut inputs = full_inputs();
+    inputs.routes.push(route(
+        "broken",
+        "api",
+        PathMatchType::RegularExpression,
+        "/(unclosed",
+        0,
+    ));
+    let out = compile(&inputs);
+    let (reason, message) = verdict(&out, Kind::Route, "broken");
+    assert_eq!(reason, Reason::InvalidRegex);
+    assert!(message.contains("/(unclosed"), "{message}");
+    assert_eq!(verdict(&out, Kind::Route, "re").0, Reason::Accepted);
+}
+
+#[test]
+fn a_tunnel_loses_a_hostname_a_target_serves() {
+    let mut inputs = full_inputs();
+    inputs.tunnels.push(tunnel("clash", &["api.example.com"]));
+    secret(&mut inputs, "clash-agent", &[("key", "k")]);
+    let out = compile(&inputs);
+    let (reason, message) = verdict(&out, Kind::Tunnel, "clash");
+    assert_eq!(reason, Reason::HostnameConflict);
+    assert!(message.contains("ProxyTarget"), "{message}");
+}
+
+#[test]
+fn missing_secrets_and_keys_are_named() {
+    let mut inputs = full_inputs();
+    inputs.secrets.remove(&ObjectKey::new(NS, "alice-proxy"));
+    secret(&mut inputs, "laptop-agent", &[("wrong", "x")]);
+    let out = compile(&inputs);
+    let (reason, message) = verdict(&out, Kind::UserUpstream, "alice");
+    assert_eq!(reason, Reason::SecretNotFound);
+    assert!(message.contains("team/alice-proxy not found"), "{message}");
+    let (reason, message) = verdict(&out, Kind::Tunnel, "laptop");
+    assert_eq!(reason, Reason::SecretNotFound);
+    assert!(message.contains("no key key"), "{message}");
+
+    let mut tls = full_inputs();
+    tls.proxy_targets[0].spec.tls = Some(TlsConfig {
+        secret_ref: Some(LocalRef {
+            name: "api-tls".into(),
+        }),
+        acme: None,
+    });
+    let out = compile(&tls);
+    assert_eq!(
+        verdict(&out, Kind::ProxyTarget, "api").0,
+        Reason::SecretNotFound
+    );
+    secret(&mut tls, "api-tls", &[("tls.crt", CERT), ("tls.key", KEY)]);
+    let out = compile(&tls);
+    assert_eq!(verdict(&out, Kind::ProxyTarget, "api").0, Reason::Accepted);
+    assert_eq!(out.snapshot.certificates.len(), 1);
+    assert_eq!(
+        out.snapshot.sites[0].tls,
+        Some(SiteTls::Secret {
+            certificate: "team/api-tls".into()
+        })
+    );
+    assert_eq!(out.snapshot.validate(), Ok(()));
+}
+
+#[test]
+fn a_duplicate_proxy_user_is_refused() {
+    let mut inputs = full_inputs();
+    inputs.user_upstreams.push(created(
+        user("alice2", "alice", "direct://"),
+        "2027-01-01T00:00:00Z",
+    ));
+    secret(&mut inputs, "alice2-proxy", &[("password", "x")]);
+    let out = compile(&inputs);
+    let (reason, message) = verdict(&out, Kind::UserUpstream, "alice2");
+    assert_eq!(reason, Reason::DuplicateUser);
+    assert!(message.contains("team/alice"), "{message}");
+    assert_eq!(out.snapshot.users.len(), 2);
+}
+
+#[test]
+fn a_secret_rotation_changes_the_version_and_the_user_revision() {
+    let before = compile(&full_inputs()).snapshot;
+    let mut rotated = full_inputs();
+    secret(&mut rotated, "alice-proxy", &[("password", "new")]);
+    let after = compile(&rotated).snapshot;
+    assert_ne!(before.version, after.version);
+    let rev = |s: &postern_snapshot::Snapshot, u: &str| {
+        s.users
+            .iter()
+            .find(|x| x.user == u)
+            .map(|x| x.revision.clone())
+    };
+    assert_ne!(rev(&before, "alice"), rev(&after, "alice"));
+    assert_eq!(rev(&before, "bob"), rev(&after, "bob"));
+}
+
+#[test]
+fn passwords_are_hashed_and_credentials_come_from_secrets() {
+    let mut inputs = full_inputs();
+    inputs.user_upstreams[0]
+        .spec
+        .upstream_credentials_secret_ref = Some(LocalRef {
+        name: "socks-creds".into(),
+    });
+    secret(
+        &mut inputs,
+        "socks-creds",
+        &[("username", "u"), ("password", "p")],
+    );
+    let out = compile(&inputs);
+    let json = String::from_utf8(out.snapshot.to_json().expect("json")).expect("utf8");
+    assert!(
+        !json.contains("pw-a"),
+        "plaintext proxy password in the snapshot"
+    );
+    let alice = out
+        .snapshot
+        .users
+        .iter()
+        .find(|u| u.user == "alice")
+        .expect("alice");
+    match &alice.upstream {
+        Upstream::Socks5 {
+            host,
+            port,
+            credentials: Some(c),
+        } => {
+            assert_eq!(
+                (host.as_str(), *port, c.username.as_str()),
+                ("socks.internal", 1080, "u")
+            );
+        }
+        other => panic!("unexpected upstream {other:?}"),
+    }
+    assert_eq!(
+        alice.password.sha256,
+        postern_snapshot::salted_sha256(&alice.password.salt, b"pw-a")
+    );
+}
+
+#[test]
+fn inline_credentials_are_accepted_with_a_warning() {
+    let mut inputs = full_inputs();
+    inputs.user_upstreams[0].spec.upstream = "http://u:p@proxy.internal:3128".into();
+    let out = compile(&inputs);
+    let (reason, message) = verdict(&out, Kind::UserUpstream, "alice");
+    assert_eq!(reason, Reason::Accepted);
+    assert!(message.contains("discouraged"), "{message}");
+}
+
+#[test]
+fn specs_no_schema_checked_are_checked_here() {
+    let mut inputs = full_inputs();
+    inputs.user_upstreams[0].spec.upstream = "ftp://x".into();
+    inputs.proxy_targets[1].spec.hostnames = vec!["not a host".into()];
+    let out = compile(&inputs);
+    assert_eq!(
+        verdict(&out, Kind::UserUpstream, "alice").0,
+        Reason::InvalidSpec
+    );
+    assert_eq!(
+        verdict(&out, Kind::ProxyTarget, "web").0,
+        Reason::InvalidSpec
+    );
+}
+
+#[test]
+fn service_backends_resolve_to_cluster_dns_when_the_service_exists() {
+    let mut inputs = full_inputs();
+    inputs.proxy_targets[0].spec.backend = Backend {
+        service: Some(ServiceBackend {
+            name: "api".into(),
+            port: 8080,
+        }),
+        url: None,
+    };
+    inputs.services = Some(Default::default());
+    let out = compile(&inputs);
+    assert_eq!(
+        verdict(&out, Kind::ProxyTarget, "api").0,
+        Reason::BackendNotFound
+    );
+    inputs.services = Some([(ObjectKey::new(NS, "api"), ServiceInfo { ports: vec![8080] })].into());
+    let out = compile(&inputs);
+    let site = out
+        .snapshot
+        .sites
+        .iter()
+        .find(|s| s.id == "team/api")
+        .expect("site");
+    assert_eq!(site.backend.url, "http://api.team.svc.cluster.local:8080");
+}
+
+#[test]
+fn objects_carry_their_generation() {
+    let mut inputs = full_inputs();
+    inputs.proxy_targets[0].meta.generation = Some(7);
+    let out = compile(&inputs);
+    let api = out
+        .snapshot
+        .objects
+        .iter()
+        .find(|o| o.name == "api")
+        .expect("api");
+    assert_eq!((api.kind.as_str(), api.generation), ("ProxyTarget", 7));
+}

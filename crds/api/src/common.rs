@@ -1,0 +1,151 @@
+//! Types several resources share: references, backends, auth and status.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A reference to an object in the same namespace.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct LocalRef {
+    /// Name of the object, in the referring object's namespace.
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
+    pub name: String,
+}
+
+/// A key of a Secret in the same namespace.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct SecretKeyRef {
+    /// Name of the Secret, in the referring object's namespace.
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
+    pub name: String,
+    /// Key within the Secret's data. Each field that takes a SecretKeyRef says
+    /// which key it reads when this is left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
+    pub key: Option<String>,
+}
+
+impl SecretKeyRef {
+    pub fn key_or<'a>(&'a self, default: &'a str) -> &'a str {
+        self.key.as_deref().unwrap_or(default)
+    }
+}
+
+/// A Service in the same namespace and one of its ports.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ServiceBackend {
+    /// Name of the Service.
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+    )]
+    pub name: String,
+    /// Port number of the Service (not the target port of its pods).
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: u16,
+}
+
+/// Where requests go: a Service in the cluster or a URL. Exactly one is set.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "has(self.service) != has(self.url)", "message": "exactly one of service or url must be set"}
+]))]
+pub struct Backend {
+    /// A Service in the same namespace, reached through its cluster DNS name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<ServiceBackend>,
+    /// An http:// or https:// URL with a host and optional port, and no path,
+    /// query or credentials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048), regex(pattern = r"^https?://[^/?#@\s]+/?$"))]
+    pub url: Option<String>,
+}
+
+/// How a host or route authenticates requests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthType {
+    /// No authentication.
+    #[default]
+    None,
+    /// A static bearer token from a Secret.
+    Bearer,
+    /// Postern's OAuth 2.1 authorization server.
+    Oauth,
+}
+
+/// Authentication policy of a ProxyTarget, or a Route's override of it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "self.type != 'bearer' || has(self.tokensSecretRef)", "message": "auth type bearer needs tokensSecretRef"},
+    {"rule": "self.type == 'oauth' || (!has(self.allowedUsers) && !has(self.scopes))", "message": "allowedUsers and scopes apply only to auth type oauth"}
+]))]
+pub struct AuthPolicy {
+    /// none, bearer or oauth.
+    #[serde(rename = "type")]
+    pub kind: AuthType,
+    /// For bearer: a Secret whose every value is one accepted token (any key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_secret_ref: Option<LocalRef>,
+    /// For oauth: users allowed on this host (login names of the identity provider).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1000), inner(length(min = 1, max = 256)))]
+    pub allowed_users: Option<Vec<String>>,
+    /// For oauth: scopes an access token must carry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(max = 100),
+        inner(
+            length(min = 1, max = 128),
+            regex(pattern = r"^[\x21\x23-\x5b\x5d-\x7e]+$")
+        )
+    )]
+    pub scopes: Option<Vec<String>>,
+}
+
+/// True, False or Unknown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum ConditionStatus {
+    True,
+    False,
+    Unknown,
+}
+
+/// The shape of Kubernetes' metav1.Condition.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    /// Accepted, Programmed, CertificateReady or AgentConnected.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub status: ConditionStatus,
+    /// A CamelCase word for machines.
+    pub reason: String,
+    /// A sentence for people.
+    #[serde(default)]
+    pub message: String,
+    /// The generation the condition was computed from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// When the status last changed (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_transition_time: Option<String>,
+}
+
+/// The status every Postern resource reports.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResourceStatus {
+    /// The generation the operator last acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Accepted, Programmed and, where they apply, CertificateReady and AgentConnected.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}

@@ -1,0 +1,91 @@
+//! ProxyTarget: one site, its hostnames, its backend, TLS and auth.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::{AuthPolicy, Backend, Duration, LocalRef};
+
+/// Hostnames served by one backend. Hostnames are unique across the cluster:
+/// when two ProxyTargets claim one, the older keeps it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "!has(self.redirectHttp) || !self.redirectHttp || has(self.tls)", "message": "redirectHttp needs tls"}
+]))]
+pub struct ProxyTargetSpec {
+    /// Hostnames this target serves: exact (`api.example.com`) or one-label
+    /// wildcards (`*.example.com`). Lowercase; ports are not part of a hostname.
+    #[schemars(
+        length(min = 1, max = 100),
+        inner(
+            length(min = 1, max = 253),
+            regex(
+                pattern = r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+            )
+        )
+    )]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    pub hostnames: Vec<String>,
+    /// Where requests that no Route claims go.
+    pub backend: Backend,
+    /// TLS termination. Absent: the target is served over plain HTTP only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
+    /// Answer plain HTTP requests with a redirect to HTTPS (needs tls).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect_http: Option<bool>,
+    /// Authentication in front of the backend. Absent: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthPolicy>,
+    /// Timeouts towards the backend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeouts: Option<TargetTimeouts>,
+}
+
+/// Where the certificate comes from. Exactly one of secretRef and acme is set.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "has(self.secretRef) != has(self.acme)", "message": "exactly one of secretRef or acme must be set"}
+]))]
+pub struct TlsConfig {
+    /// A `kubernetes.io/tls` Secret with keys `tls.crt` and `tls.key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<LocalRef>,
+    /// A certificate ordered over ACME for every hostname of the target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acme: Option<AcmeTls>,
+}
+
+/// Which ACME directory issues the certificate.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AcmeIssuer {
+    /// The staging directory: untrusted certificates, generous rate limits.
+    Staging,
+    /// The production directory.
+    #[default]
+    Production,
+}
+
+/// ACME settings of a target.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct AcmeTls {
+    /// staging or production.
+    pub issuer: AcmeIssuer,
+}
+
+/// Timeouts towards the backend; each has a default when left out.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetTimeouts {
+    /// Establishing the TCP (and TLS) connection. Default 5s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect: Option<Duration>,
+    /// From the request sent to the response headers. Default 60s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_headers: Option<Duration>,
+    /// A connection with no traffic either way. Default 5m.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle: Option<Duration>,
+}

@@ -1,0 +1,48 @@
+//! UserUpstream: a forward-proxy user and the upstream their tunnels use.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::{LocalRef, SecretKeyRef};
+
+/// A user of the forward proxy and where their connections go. Changing the
+/// upstream, its credentials or the password cuts the user's open tunnels.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UserUpstreamSpec {
+    /// The proxy user name clients send in Proxy-Authorization. Unique
+    /// across the cluster; the older UserUpstream keeps a duplicated name.
+    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z0-9._~-]+$"))]
+    pub user: String,
+    /// The user's proxy password: a Secret key (default key `password`).
+    pub password_secret_ref: SecretKeyRef,
+    /// `direct://`, or `socks5://`, `http://`, `https://` with host and port.
+    #[schemars(
+        length(min = 9, max = 2048),
+        regex(pattern = r"^(direct://|(socks5|http|https)://[^/?#\s]+(:[0-9]{1,5})?/?)$")
+    )]
+    pub upstream: String,
+    /// Credentials for the upstream: a Secret with keys `username` and `password`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_credentials_secret_ref: Option<LocalRef>,
+    /// Which destinations the user may reach. Absent: every destination but
+    /// link-local and cloud metadata addresses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destinations: Option<Destinations>,
+    /// Open tunnels the user may hold at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000000))]
+    pub max_connections: Option<u32>,
+}
+
+/// Destination rules: `host:port` globs (`*.example.com:443`, `*:80`) or CIDRs.
+/// Deny wins over allow; an empty allow list allows everything not denied.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Destinations {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 1000), inner(length(min = 1, max = 260)))]
+    pub allow: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 1000), inner(length(min = 1, max = 260)))]
+    pub deny: Vec<String>,
+}

@@ -1,0 +1,20 @@
+//! The contract between the operator and the data planes.
+//!
+//! A [`Snapshot`] is everything a data plane needs to serve traffic, compiled
+//! from resources by `postern-compile`. It is immutable, versioned by a hash
+//! of its content (versions are opaque and only compared for equality) and
+//! serialised as JSON with a schema number: a data plane refuses a schema it
+//! cannot read and keeps serving its last good snapshot.
+//!
+//! This crate must not depend on kube, tokio or hyper: it is linked by both
+//! sides and by standalone mode.
+
+mod model;
+pub mod sync;
+mod validate;
+
+pub use model::*;
+pub use validate::SnapshotError;
+
+/// The snapshot schema this build writes and reads.
+pub const SCHEMA: u32 = 1;

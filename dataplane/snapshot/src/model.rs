@@ -1,0 +1,352 @@
+//! The snapshot's types. Every list is sorted by the compiler, and no map is
+//! a `HashMap`, so the same resources always serialise to the same bytes.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// One immutable, complete configuration of the data plane.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Snapshot {
+    pub schema: u32,
+    /// Hex SHA-256 of the snapshot serialised with an empty version.
+    pub version: String,
+    /// Every accepted resource and its generation, sorted. An ack of this
+    /// snapshot means all of these generations are programmed.
+    pub objects: Vec<SourceObject>,
+    /// Reverse-proxy sites (ProxyTargets and their Routes), sorted by id.
+    pub sites: Vec<Site>,
+    /// Forward-proxy users, sorted by user name.
+    pub users: Vec<ProxyUser>,
+    /// Reverse tunnels, sorted by id.
+    pub tunnels: Vec<TunnelEntry>,
+    /// Statically declared OAuth clients, sorted by client id.
+    pub oauth_clients: Vec<OAuthClientEntry>,
+    /// Certificates and keys referenced by sites, sorted by id.
+    pub certificates: Vec<Certificate>,
+}
+
+/// A resource included in a snapshot.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct SourceObject {
+    /// ProxyTarget, Route, UserUpstream, Tunnel or OAuthClient.
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    pub generation: i64,
+}
+
+/// A reverse-proxy site: one ProxyTarget with its Routes in match order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Site {
+    /// `namespace/name` of the ProxyTarget.
+    pub id: String,
+    /// Lowercase exact names and `*.` wildcards, sorted.
+    pub hostnames: Vec<String>,
+    pub backend: BackendEndpoint,
+    pub tls: Option<SiteTls>,
+    pub redirect_http: bool,
+    pub auth: AuthRule,
+    pub timeouts: Timeouts,
+    /// Routes in match order: priority descending, then longer value, then id.
+    pub routes: Vec<RouteEntry>,
+}
+
+/// A resolved backend: scheme, host and port, no path.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackendEndpoint {
+    /// `http://host:port` or `https://host:port`.
+    pub url: String,
+}
+
+/// How a site gets its certificate.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "source")]
+pub enum SiteTls {
+    /// A certificate in [`Snapshot::certificates`] with this id.
+    Secret { certificate: String },
+    /// Ordered over ACME; the certificate appears once issued.
+    Acme {
+        issuer: String,
+        certificate: Option<String>,
+    },
+}
+
+/// Authentication in front of a site or route.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "type")]
+pub enum AuthRule {
+    #[default]
+    None,
+    /// Hex SHA-256 of each accepted token, sorted: the data plane hashes the
+    /// presented token and compares in constant time, and no token is kept
+    /// in the snapshot in the clear.
+    Bearer { token_sha256: Vec<String> },
+    /// Checked by the OAuth authorization server.
+    #[serde(rename_all = "camelCase")]
+    Oauth {
+        allowed_users: Vec<String>,
+        scopes: Vec<String>,
+    },
+}
+
+/// Timeouts towards a backend, in milliseconds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Timeouts {
+    pub connect_ms: u64,
+    pub response_headers_ms: u64,
+    pub idle_ms: u64,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect_ms: 5_000,
+            response_headers_ms: 60_000,
+            idle_ms: 300_000,
+        }
+    }
+}
+
+/// One Route of a site.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteEntry {
+    /// `namespace/name` of the Route.
+    pub id: String,
+    pub path: PathRule,
+    /// Uppercase methods, sorted; empty means every method.
+    pub methods: Vec<String>,
+    pub priority: i32,
+    pub backend: Option<BackendEndpoint>,
+    pub auth: Option<AuthRule>,
+}
+
+/// A path match.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "type", content = "value")]
+pub enum PathRule {
+    Prefix(String),
+    Exact(String),
+    /// Matched against the whole path (the data plane anchors it).
+    Regex(String),
+}
+
+impl PathRule {
+    pub fn value(&self) -> &str {
+        match self {
+            PathRule::Prefix(v) | PathRule::Exact(v) | PathRule::Regex(v) => v,
+        }
+    }
+}
+
+/// A forward-proxy user.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProxyUser {
+    /// `namespace/name` of the UserUpstream.
+    pub id: String,
+    pub user: String,
+    pub password: PasswordHash,
+    pub upstream: Upstream,
+    pub destinations: DestinationRules,
+    pub max_connections: Option<u32>,
+    /// Changes whenever the password, upstream or its credentials change:
+    /// the data plane cuts the user's open tunnels when it does.
+    pub revision: String,
+}
+
+/// A salted SHA-256 of a password (hex). The salt is derived from the user's
+/// identity so compilation stays deterministic.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PasswordHash {
+    pub salt: String,
+    pub sha256: String,
+}
+
+impl PasswordHash {
+    pub fn new(salt: &str, password: &[u8]) -> Self {
+        PasswordHash {
+            salt: salt.to_string(),
+            sha256: salted_sha256(salt, password),
+        }
+    }
+}
+
+/// Hex SHA-256 of `salt || 0x00 || secret`.
+pub fn salted_sha256(salt: &str, secret: &[u8]) -> String {
+    let mut h = Sha256::new();
+    h.update(salt.as_bytes());
+    h.update([0u8]);
+    h.update(secret);
+    hex::encode(h.finalize())
+}
+
+/// Hex SHA-256 of some bytes.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Where a user's connections go.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "scheme")]
+pub enum Upstream {
+    Direct,
+    Socks5 {
+        host: String,
+        port: u16,
+        credentials: Option<Credentials>,
+    },
+    Http {
+        host: String,
+        port: u16,
+        credentials: Option<Credentials>,
+    },
+    Https {
+        host: String,
+        port: u16,
+        credentials: Option<Credentials>,
+    },
+}
+
+/// Credentials for an upstream proxy. Plain text: the data plane must present them.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Destination allow and deny rules, as written in the UserUpstream.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DestinationRules {
+    pub allow: Vec<String>,
+    pub deny: Vec<String>,
+}
+
+/// A reverse tunnel an agent may attach to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TunnelEntry {
+    pub id: String,
+    /// `http` or `tcp`.
+    pub mode: String,
+    pub hostnames: Vec<String>,
+    pub path_prefix: Option<String>,
+    pub tcp_port: Option<u16>,
+    /// The key (PEM or shared secret) that verifies the agent's JWT.
+    pub agent_key: String,
+}
+
+/// A statically declared OAuth client.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OAuthClientEntry {
+    pub id: String,
+    pub client_id: String,
+    pub redirect_uris: Vec<String>,
+    pub grant_types: Vec<String>,
+    pub scopes: Vec<String>,
+    /// Salted SHA-256 of the client secret; absent for public clients.
+    pub secret: Option<PasswordHash>,
+}
+
+/// A certificate chain and its private key, PEM.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Certificate {
+    /// `namespace/secret-name`.
+    pub id: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl std::fmt::Debug for Certificate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Certificate")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Snapshot {
+    /// Sets `schema` and `version` from the content. Call once, after every
+    /// list is sorted.
+    pub fn seal(mut self) -> Self {
+        self.schema = crate::SCHEMA;
+        self.version = self.content_hash();
+        self
+    }
+
+    /// The hash the version must equal.
+    pub fn content_hash(&self) -> String {
+        // Serialising with the version blanked avoids cloning a large snapshot.
+        let bytes = serde_json::to_vec(&Unsealed(self)).unwrap_or_default();
+        sha256_hex(&bytes)[..32].to_string()
+    }
+
+    /// Serialised form, as sent on the wire and kept by the operator.
+    pub fn to_json(&self) -> Result<Vec<u8>, serde_json::Error> {
+        serde_json::to_vec(self)
+    }
+
+    /// A summary per kind, with no secret material: what admin endpoints show.
+    pub fn summary(&self) -> Summary {
+        let count = |k: &str| self.objects.iter().filter(|o| o.kind == k).count();
+        Summary {
+            schema: self.schema,
+            version: self.version.clone(),
+            proxy_targets: count("ProxyTarget"),
+            routes: count("Route"),
+            user_upstreams: count("UserUpstream"),
+            tunnels: count("Tunnel"),
+            oauth_clients: count("OAuthClient"),
+            hostnames: self.sites.iter().map(|s| s.hostnames.len()).sum(),
+            certificates: self.certificates.len(),
+        }
+    }
+}
+
+/// Serialises a snapshot as if its version were empty.
+struct Unsealed<'a>(&'a Snapshot);
+
+impl Serialize for Unsealed<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let snap = self.0;
+        let mut st = s.serialize_struct("Snapshot", 8)?;
+        st.serialize_field("schema", &snap.schema)?;
+        st.serialize_field("version", "")?;
+        st.serialize_field("objects", &snap.objects)?;
+        st.serialize_field("sites", &snap.sites)?;
+        st.serialize_field("users", &snap.users)?;
+        st.serialize_field("tunnels", &snap.tunnels)?;
+        st.serialize_field("oauthClients", &snap.oauth_clients)?;
+        st.serialize_field("certificates", &snap.certificates)?;
+        st.end()
+    }
+}
+
+/// Counts per kind: safe to show anyone who may see the admin API.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Summary {
+    pub schema: u32,
+    pub version: String,
+    pub proxy_targets: usize,
+    pub routes: usize,
+    pub user_upstreams: usize,
+    pub tunnels: usize,
+    pub oauth_clients: usize,
+    pub hostnames: usize,
+    pub certificates: usize,
+}

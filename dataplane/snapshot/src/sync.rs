@@ -1,0 +1,157 @@
+//! The sync protocol: messages between a data plane and the operator.
+//!
+//! Transport: one TCP connection per data plane, opened by the data plane,
+//! carrying frames of a 4-byte big-endian length followed by one JSON message.
+//! The data plane speaks first with [`ToOperator::Hello`], carrying the shared
+//! sync token; the operator answers with the current snapshot at once and
+//! every new one after it; the data plane acks or nacks each by version.
+//! Either side sends `Ping` when idle; a peer silent for [`DEAD_AFTER_SECS`]
+//! is dropped and the data plane reconnects with backoff.
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::{Snapshot, SnapshotError};
+
+/// Bumped on any incompatible change to these messages.
+pub const PROTOCOL: u32 = 1;
+/// Largest frame either side accepts.
+pub const MAX_FRAME: usize = 256 * 1024 * 1024;
+/// Seconds between pings on an idle connection.
+pub const PING_SECS: u64 = 5;
+/// Seconds of silence after which a peer is considered gone.
+pub const DEAD_AFTER_SECS: u64 = 20;
+
+/// Messages from a data plane.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ToOperator {
+    #[serde(rename_all = "camelCase")]
+    Hello {
+        protocol: u32,
+        /// Stable name of the data plane (its pod name), used in status and metrics.
+        dataplane_id: String,
+        /// The shared sync token.
+        token: String,
+        /// Snapshot schemas this data plane reads.
+        schemas: Vec<u32>,
+        /// The version it is serving now, if any.
+        current_version: Option<String>,
+    },
+    Ack {
+        version: String,
+    },
+    Nack {
+        version: String,
+        reason: String,
+    },
+    Ping,
+    Pong,
+}
+
+/// Messages from the operator.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+// Externally tagged: an internally tagged enum buffers its content, which
+// `RawValue` cannot pass through.
+#[serde(rename_all = "camelCase")]
+pub enum ToDataplane {
+    #[serde(rename_all = "camelCase")]
+    Welcome {
+        operator_id: String,
+    },
+    /// The hello was refused; the connection closes after this.
+    Refused {
+        reason: String,
+    },
+    /// A snapshot, kept as raw JSON so a data plane can read `schema` and
+    /// `version` and nack a snapshot whose body it cannot parse.
+    Snapshot {
+        schema: u32,
+        version: String,
+        body: Box<RawValue>,
+    },
+    Ping,
+    Pong,
+}
+
+impl ToDataplane {
+    /// Wraps a serialised snapshot without parsing it again.
+    pub fn snapshot(snapshot: &Snapshot, json: Vec<u8>) -> Result<Self, serde_json::Error> {
+        let text = String::from_utf8(json).map_err(serde::de::Error::custom)?;
+        Ok(ToDataplane::Snapshot {
+            schema: snapshot.schema,
+            version: snapshot.version.clone(),
+            body: RawValue::from_string(text)?,
+        })
+    }
+}
+
+/// Reads a snapshot frame's body, refusing a schema this build cannot read.
+pub fn decode_snapshot(schema: u32, body: &RawValue) -> Result<Snapshot, SnapshotError> {
+    if schema != crate::SCHEMA {
+        return Err(SnapshotError::Schema {
+            found: schema,
+            supported: crate::SCHEMA,
+        });
+    }
+    serde_json::from_str(body.get()).map_err(|e| SnapshotError::Decode(e.to_string()))
+}
+
+/// Encodes one message as JSON (the caller adds the length prefix).
+pub fn encode<T: Serialize>(msg: &T) -> Result<Vec<u8>, serde_json::Error> {
+    serde_json::to_vec(msg)
+}
+
+/// Decodes one frame's JSON.
+pub fn decode<'a, T: Deserialize<'a>>(frame: &'a [u8]) -> Result<T, serde_json::Error> {
+    serde_json::from_slice(frame)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_frame_round_trips() {
+        let snap = Snapshot::default().seal();
+        let msg = ToDataplane::snapshot(&snap, snap.to_json().expect("json")).expect("wrap");
+        let bytes = encode(&msg).expect("encode");
+        let ToDataplane::Snapshot {
+            schema,
+            version,
+            body,
+        } = decode(&bytes).expect("decode")
+        else {
+            panic!("not a snapshot frame");
+        };
+        assert_eq!(version, snap.version);
+        assert_eq!(decode_snapshot(schema, &body), Ok(snap));
+    }
+
+    #[test]
+    fn unknown_schema_is_refused_before_parsing() {
+        let body = RawValue::from_string("{\"not\":\"a snapshot\"}".into()).expect("raw");
+        assert!(matches!(
+            decode_snapshot(99, &body),
+            Err(SnapshotError::Schema { found: 99, .. })
+        ));
+        assert!(matches!(
+            decode_snapshot(crate::SCHEMA, &body),
+            Err(SnapshotError::Decode(_))
+        ));
+    }
+
+    #[test]
+    fn hello_uses_camel_case_tags() {
+        let hello = ToOperator::Hello {
+            protocol: PROTOCOL,
+            dataplane_id: "dp-1".into(),
+            token: "t".into(),
+            schemas: vec![1],
+            current_version: None,
+        };
+        let text = String::from_utf8(encode(&hello).expect("encode")).expect("utf8");
+        assert!(text.starts_with("{\"hello\":"), "{text}");
+        assert!(text.contains("\"dataplaneId\":\"dp-1\""), "{text}");
+    }
+}

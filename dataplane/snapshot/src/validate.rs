@@ -1,0 +1,217 @@
+//! The consistency check a data plane runs before applying a snapshot.
+
+use std::collections::BTreeSet;
+
+use crate::{PathRule, SiteTls, Snapshot};
+
+/// Why a snapshot was refused. The text is sent back in a NACK.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("unsupported snapshot schema {found} (this build reads {supported})")]
+    Schema { found: u32, supported: u32 },
+    #[error("version {claimed} does not match the content hash {actual}")]
+    Version { claimed: String, actual: String },
+    #[error("hostname {0} is served by two sites")]
+    DuplicateHostname(String),
+    #[error("proxy user {0} appears twice")]
+    DuplicateUser(String),
+    #[error("route {route}: invalid regular expression: {error}")]
+    Regex { route: String, error: String },
+    #[error("site {site} refers to missing certificate {certificate}")]
+    MissingCertificate { site: String, certificate: String },
+    #[error("cannot read snapshot: {0}")]
+    Decode(String),
+}
+
+impl Snapshot {
+    /// Checks what the data plane relies on; the compiler guarantees all of
+    /// it, so a failure means a bug or a mismatched build, and the data plane
+    /// keeps its last good snapshot.
+    pub fn validate(&self) -> Result<(), SnapshotError> {
+        if self.schema != crate::SCHEMA {
+            return Err(SnapshotError::Schema {
+                found: self.schema,
+                supported: crate::SCHEMA,
+            });
+        }
+        let actual = self.content_hash();
+        if actual != self.version {
+            return Err(SnapshotError::Version {
+                claimed: self.version.clone(),
+                actual,
+            });
+        }
+        self.check_hostnames()?;
+        self.check_users()?;
+        self.check_routes()?;
+        self.check_certificates()
+    }
+
+    fn check_hostnames(&self) -> Result<(), SnapshotError> {
+        let mut seen = BTreeSet::new();
+        for host in self.sites.iter().flat_map(|s| &s.hostnames) {
+            if !seen.insert(host.as_str()) {
+                return Err(SnapshotError::DuplicateHostname(host.clone()));
+            }
+        }
+        Ok(())
+    }
+
+    fn check_users(&self) -> Result<(), SnapshotError> {
+        let mut seen = BTreeSet::new();
+        for user in &self.users {
+            if !seen.insert(user.user.as_str()) {
+                return Err(SnapshotError::DuplicateUser(user.user.clone()));
+            }
+        }
+        Ok(())
+    }
+
+    fn check_routes(&self) -> Result<(), SnapshotError> {
+        for route in self.sites.iter().flat_map(|s| &s.routes) {
+            if let PathRule::Regex(re) = &route.path {
+                regex::Regex::new(&format!("^(?:{re})$")).map_err(|e| SnapshotError::Regex {
+                    route: route.id.clone(),
+                    error: e.to_string(),
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    fn check_certificates(&self) -> Result<(), SnapshotError> {
+        let ids: BTreeSet<&str> = self.certificates.iter().map(|c| c.id.as_str()).collect();
+        for site in &self.sites {
+            let wanted = match &site.tls {
+                Some(SiteTls::Secret { certificate }) => Some(certificate),
+                Some(SiteTls::Acme { certificate, .. }) => certificate.as_ref(),
+                None => None,
+            };
+            if let Some(certificate) = wanted
+                && !ids.contains(certificate.as_str())
+            {
+                return Err(SnapshotError::MissingCertificate {
+                    site: site.id.clone(),
+                    certificate: certificate.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{AuthRule, BackendEndpoint, RouteEntry, Site, Timeouts};
+
+    fn site(id: &str, hosts: &[&str]) -> Site {
+        Site {
+            id: id.into(),
+            hostnames: hosts.iter().map(|h| h.to_string()).collect(),
+            backend: BackendEndpoint {
+                url: "http://127.0.0.1:1".into(),
+            },
+            tls: None,
+            redirect_http: false,
+            auth: AuthRule::None,
+            timeouts: Timeouts::default(),
+            routes: vec![],
+        }
+    }
+
+    #[test]
+    fn sealed_snapshot_validates() {
+        let snap = Snapshot {
+            sites: vec![site("a/a", &["a.example.com"])],
+            ..Snapshot::default()
+        }
+        .seal();
+        assert_eq!(snap.validate(), Ok(()));
+    }
+
+    #[test]
+    fn version_hash_covers_every_field() {
+        // The Unsealed serializer lists fields by hand; this catches a field
+        // added to Snapshot but not hashed.
+        let snap = Snapshot {
+            sites: vec![site("a/a", &["a.example.com"])],
+            ..Snapshot::default()
+        }
+        .seal();
+        let mut blank = snap.clone();
+        blank.version.clear();
+        let bytes = serde_json::to_vec(&blank).expect("serialise");
+        assert_eq!(&crate::sha256_hex(&bytes)[..32], snap.version);
+    }
+
+    #[test]
+    fn tampered_content_is_refused() {
+        let mut snap = Snapshot {
+            sites: vec![site("a/a", &["a.example.com"])],
+            ..Snapshot::default()
+        }
+        .seal();
+        snap.sites[0].hostnames[0] = "b.example.com".into();
+        assert!(matches!(
+            snap.validate(),
+            Err(SnapshotError::Version { .. })
+        ));
+    }
+
+    #[test]
+    fn future_schema_is_refused() {
+        let mut snap = Snapshot::default().seal();
+        snap.schema = crate::SCHEMA + 1;
+        assert!(matches!(snap.validate(), Err(SnapshotError::Schema { .. })));
+    }
+
+    #[test]
+    fn duplicate_hostnames_are_refused() {
+        let snap = Snapshot {
+            sites: vec![
+                site("a/a", &["x.example.com"]),
+                site("a/b", &["x.example.com"]),
+            ],
+            ..Snapshot::default()
+        }
+        .seal();
+        assert_eq!(
+            snap.validate(),
+            Err(SnapshotError::DuplicateHostname("x.example.com".into()))
+        );
+    }
+
+    #[test]
+    fn bad_regex_and_missing_certificate_are_refused() {
+        let mut s = site("a/a", &["a.example.com"]);
+        s.routes.push(RouteEntry {
+            id: "a/r".into(),
+            path: PathRule::Regex("(".into()),
+            methods: vec![],
+            priority: 0,
+            backend: None,
+            auth: None,
+        });
+        let snap = Snapshot {
+            sites: vec![s.clone()],
+            ..Snapshot::default()
+        }
+        .seal();
+        assert!(matches!(snap.validate(), Err(SnapshotError::Regex { .. })));
+
+        s.routes.clear();
+        s.tls = Some(SiteTls::Secret {
+            certificate: "a/tls".into(),
+        });
+        let snap = Snapshot {
+            sites: vec![s],
+            ..Snapshot::default()
+        }
+        .seal();
+        assert!(matches!(
+            snap.validate(),
+            Err(SnapshotError::MissingCertificate { .. })
+        ));
+    }
+}

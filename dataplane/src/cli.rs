@@ -1,0 +1,150 @@
+//! The command line: subcommands and flags, parsed by clap in `main`. Holds
+//! no behaviour; each flag's environment variable suits a Helm chart.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Postern's data plane.
+#[derive(Debug, Parser)]
+#[command(name = "postern", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// Log format (the level comes from RUST_LOG, default info).
+    #[arg(long, global = true, env = "POSTERN_LOG_FORMAT", default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Cluster mode: receive snapshots from the operator.
+    Dataplane(DataplaneArgs),
+    /// No cluster: compile a folder of manifests and watch it.
+    Standalone(StandaloneArgs),
+    /// The tunnel client (not implemented yet).
+    Agent(AgentArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DataplaneArgs {
+    /// The operator's sync endpoint, HOST:PORT.
+    #[arg(long, env = "POSTERN_OPERATOR", value_name = "HOST:PORT")]
+    pub operator: String,
+    /// A file holding the shared sync token (re-read on every connection).
+    #[arg(long, env = "POSTERN_SYNC_TOKEN_FILE", value_name = "PATH")]
+    pub sync_token_file: Option<PathBuf>,
+    /// The shared sync token itself, when no file is given.
+    #[arg(long, env = "POSTERN_SYNC_TOKEN", hide_env_values = true, hide = true)]
+    pub sync_token: Option<String>,
+    /// This data plane's name in the operator's status and metrics
+    /// (default: $POD_NAME, else the hostname).
+    #[arg(long, env = "POD_NAME")]
+    pub dataplane_id: Option<String>,
+    #[command(flatten)]
+    pub listeners: ListenerArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct StandaloneArgs {
+    /// The folder of manifests (*.yaml, *.yml; not recursive).
+    #[arg(long, env = "POSTERN_MANIFESTS", value_name = "DIR")]
+    pub manifests: PathBuf,
+    #[command(flatten)]
+    pub listeners: ListenerArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// Accepted and ignored until the agent exists.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+    pub rest: Vec<String>,
+}
+
+/// Every listener of the data plane. Port 0 picks a free port; the log and
+/// the address file say which.
+#[derive(Debug, Clone, Args)]
+pub struct ListenerArgs {
+    /// CONNECT / HTTP forward proxy.
+    #[arg(long, env = "POSTERN_PROXY_ADDR", default_value = "0.0.0.0:8090", value_parser = parse_addr, value_name = "HOST:PORT")]
+    pub proxy_addr: SocketAddr,
+    /// SOCKS5 forward proxy.
+    #[arg(long, env = "POSTERN_SOCKS_ADDR", default_value = "0.0.0.0:1080", value_parser = parse_addr, value_name = "HOST:PORT")]
+    pub socks_addr: SocketAddr,
+    /// Plain HTTP: ACME challenges, redirects, plain sites.
+    #[arg(long, env = "POSTERN_HTTP_ADDR", default_value = "0.0.0.0:8080", value_parser = parse_addr, value_name = "HOST:PORT")]
+    pub http_addr: SocketAddr,
+    /// HTTPS sites.
+    #[arg(long, env = "POSTERN_HTTPS_ADDR", default_value = "0.0.0.0:8443", value_parser = parse_addr, value_name = "HOST:PORT")]
+    pub https_addr: SocketAddr,
+    /// Tunnel agents.
+    #[arg(long, env = "POSTERN_TUNNEL_ADDR", default_value = "0.0.0.0:9443", value_parser = parse_addr, value_name = "HOST:PORT")]
+    pub tunnel_addr: SocketAddr,
+    /// Admin API, /metrics, /healthz, /readyz.
+    #[arg(long, env = "POSTERN_ADMIN_ADDR", default_value = "0.0.0.0:9000", value_parser = parse_addr, value_name = "HOST:PORT")]
+    pub admin_addr: SocketAddr,
+    /// Once bound, write the listeners' real addresses here as JSON.
+    #[arg(long, env = "POSTERN_ADDR_FILE", value_name = "PATH")]
+    pub addr_file: Option<PathBuf>,
+}
+
+/// `HOST:PORT`: an IP address, or a name resolved once at start-up.
+fn parse_addr(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    text.to_socket_addrs()
+        .map_err(|e| format!("{text}: expected HOST:PORT ({e})"))?
+        .next()
+        .ok_or_else(|| format!("{text}: resolves to no address"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn both_modes_take_every_listener_flag() {
+        let flags = [
+            "--proxy-addr=127.0.0.1:0",
+            "--socks-addr=127.0.0.1:0",
+            "--http-addr=127.0.0.1:0",
+            "--https-addr=127.0.0.1:0",
+            "--tunnel-addr=127.0.0.1:0",
+            "--admin-addr=127.0.0.1:0",
+        ];
+        let standalone = ["postern", "standalone", "--manifests", "m"];
+        let dataplane = ["postern", "dataplane", "--operator", "op:7000"];
+        for base in [&standalone[..], &dataplane[..]] {
+            let args = base.iter().chain(flags.iter());
+            let cli = Cli::try_parse_from(args).expect("parses");
+            let listeners = match cli.command {
+                Command::Standalone(a) => a.listeners,
+                Command::Dataplane(a) => a.listeners,
+                Command::Agent(_) => panic!("wrong command"),
+            };
+            assert_eq!(listeners.tunnel_addr.port(), 0);
+        }
+    }
+
+    #[test]
+    fn addresses_resolve_names_and_reject_garbage() {
+        assert_eq!(parse_addr("[::1]:9000").map(|a| a.port()), Ok(9000));
+        assert!(parse_addr("localhost:9000").is_ok());
+        assert!(parse_addr("9000").is_err());
+        assert!(parse_addr("127.0.0.1:70000").is_err());
+    }
+}

@@ -1,0 +1,49 @@
+//! The data plane's one error type, for what stops a command. Failures the
+//! data plane rides out (a lost operator, an invalid manifest) are logged and
+//! reported on the admin API instead, never returned here.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Why `postern` could not start or had to stop.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(
+        "cannot bind the {name} listener on {addr}: {source} (is another postern running? pick another address with --{name}-addr)"
+    )]
+    Bind {
+        name: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot write the address file {path}: {source}")]
+    AddrFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot read the manifests directory {path}: {source}")]
+    ManifestDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("no sync token: set --sync-token-file or the POSTERN_SYNC_TOKEN environment variable")]
+    NoSyncToken,
+    #[error("{0}")]
+    NotImplemented(&'static str),
+    #[error("admin server failed: {0}")]
+    Admin(std::io::Error),
+    #[error("a task failed: {0}")]
+    Task(tokio::task::JoinError),
+}
+
+impl Error {
+    /// The process exit code: 2 for what this build cannot do, 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::NotImplemented(_) => 2,
+            _ => 1,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

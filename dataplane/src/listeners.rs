@@ -1,0 +1,94 @@
+//! Binding the data plane's sockets. Only the admin listener serves today;
+//! traffic listeners are parsed and logged as not serving until their
+//! features exist (binding them would accept connections nobody answers).
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::Path;
+
+use tokio::net::TcpListener;
+
+use crate::cli::ListenerArgs;
+use crate::{Error, Result};
+
+/// The sockets bound at start-up and their real addresses.
+pub struct Bound {
+    pub admin: TcpListener,
+    /// Listener name → bound address, for the address file.
+    pub addrs: BTreeMap<&'static str, SocketAddr>,
+}
+
+/// Binds what serves and logs the rest. Fails on a busy port.
+pub async fn bind(args: &ListenerArgs) -> Result<Bound> {
+    for (name, addr) in [
+        ("proxy", args.proxy_addr),
+        ("socks", args.socks_addr),
+        ("http", args.http_addr),
+        ("https", args.https_addr),
+        ("tunnel", args.tunnel_addr),
+    ] {
+        tracing::info!(listener = name, %addr, "not serving yet: this build has no {name} feature");
+    }
+    let admin = bind_one("admin", args.admin_addr).await?;
+    let mut addrs = BTreeMap::new();
+    addrs.insert("admin", admin.local_addr().map_err(Error::Admin)?);
+    Ok(Bound { admin, addrs })
+}
+
+async fn bind_one(name: &'static str, addr: SocketAddr) -> Result<TcpListener> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Bind { name, addr, source })?;
+    let local = listener.local_addr().map_err(Error::Admin)?;
+    if addr.port() == 0 {
+        tracing::info!(listener = name, addr = %local, "listening (port 0: picked {})", local.port());
+    } else {
+        tracing::info!(listener = name, addr = %local, "listening");
+    }
+    Ok(listener)
+}
+
+impl Bound {
+    /// Writes `{"admin":"127.0.0.1:PORT",...}` atomically (a temporary file
+    /// renamed into place), with connectable addresses: a wildcard bind is
+    /// written as loopback.
+    pub fn write_addr_file(&self, path: &Path) -> Result<()> {
+        let map: BTreeMap<&str, String> = self
+            .addrs
+            .iter()
+            .map(|(name, addr)| (*name, connectable(*addr).to_string()))
+            .collect();
+        let json = serde_json::to_vec(&map).unwrap_or_default();
+        let tmp = path.with_extension("tmp");
+        let err = |source| Error::AddrFile {
+            path: path.to_path_buf(),
+            source,
+        };
+        std::fs::write(&tmp, json).map_err(err)?;
+        std::fs::rename(&tmp, path).map_err(err)
+    }
+}
+
+/// The address a local client reaches a listener bound to `addr` on.
+fn connectable(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => (Ipv4Addr::LOCALHOST, addr.port()).into(),
+        IpAddr::V6(ip) if ip.is_unspecified() => (Ipv6Addr::LOCALHOST, addr.port()).into(),
+        _ => addr,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcard_binds_are_written_as_loopback() {
+        let any: SocketAddr = "0.0.0.0:9000".parse().expect("addr");
+        assert_eq!(connectable(any).to_string(), "127.0.0.1:9000");
+        let any6: SocketAddr = "[::]:9000".parse().expect("addr");
+        assert_eq!(connectable(any6).to_string(), "[::1]:9000");
+        let some: SocketAddr = "10.1.2.3:9000".parse().expect("addr");
+        assert_eq!(connectable(some), some);
+    }
+}

@@ -1,0 +1,168 @@
+//! Command-line flags and the immutable configuration built from them.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::token::SyncToken;
+use crate::{Error, Result};
+
+/// Flags of `postern-operator`; each falls back to an environment variable.
+#[derive(Clone, Debug, Parser)]
+#[command(name = "postern-operator", version, about)]
+pub struct Args {
+    /// Where data planes connect for snapshots.
+    #[arg(long, env = "POSTERN_SYNC_ADDR", default_value = "0.0.0.0:9091")]
+    pub sync_addr: SocketAddr,
+    /// /healthz, /readyz and /metrics.
+    #[arg(long, env = "POSTERN_ADMIN_ADDR", default_value = "0.0.0.0:9090")]
+    pub admin_addr: SocketAddr,
+    /// File holding the token data planes must present (a mounted Secret).
+    #[arg(long, env = "POSTERN_SYNC_TOKEN_FILE")]
+    pub sync_token_file: Option<PathBuf>,
+    /// The token itself, when no file is given.
+    #[arg(long = "sync-token", env = "POSTERN_SYNC_TOKEN", hide_env_values = true)]
+    pub sync_token: Option<String>,
+    /// Watch only this namespace. Absent: every namespace.
+    #[arg(long, env = "POSTERN_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Namespace of the leader-election Lease: the one the operator runs in.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub lease_namespace: String,
+    /// This replica's name in the Lease and in logs. Default: POD_NAME, else the host name.
+    #[arg(long, env = "POD_NAME")]
+    pub operator_id: Option<String>,
+    /// Quiet time after a change before recompiling.
+    #[arg(long, env = "POSTERN_DEBOUNCE_MS", default_value_t = 100)]
+    pub debounce_ms: u64,
+    /// Suffix of Service DNS names.
+    #[arg(long, env = "POSTERN_CLUSTER_DOMAIN", default_value = "cluster.local")]
+    pub cluster_domain: String,
+    /// Once listening, write `{"sync": ADDR, "admin": ADDR}` here (for port 0).
+    #[arg(long)]
+    pub addr_file: Option<PathBuf>,
+}
+
+/// Leader-election timing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LeaseTiming {
+    /// How long a lease holds without renewal.
+    pub duration: Duration,
+    /// How often the holder renews and others retry.
+    pub renew: Duration,
+}
+
+impl Default for LeaseTiming {
+    fn default() -> Self {
+        LeaseTiming {
+            duration: Duration::from_secs(15),
+            renew: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The operator's configuration, fixed for the life of the process.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub sync_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub token: SyncToken,
+    pub namespace: Option<String>,
+    pub lease_namespace: String,
+    pub operator_id: String,
+    pub debounce: Duration,
+    pub cluster_domain: String,
+    pub addr_file: Option<PathBuf>,
+    pub lease: LeaseTiming,
+}
+
+impl Args {
+    /// Reads the token file and fills in defaults that need the environment.
+    pub fn into_config(self) -> Result<Config> {
+        let token = match (&self.sync_token_file, &self.sync_token) {
+            (Some(path), _) => {
+                let raw = std::fs::read_to_string(path).map_err(|source| Error::ReadFile {
+                    path: path.clone(),
+                    source,
+                })?;
+                SyncToken::new(&raw)
+                    .ok_or_else(|| Error::Token(format!("{} is empty", path.display())))?
+            }
+            (None, Some(raw)) => SyncToken::new(raw)
+                .ok_or_else(|| Error::Token("POSTERN_SYNC_TOKEN is empty".into()))?,
+            (None, None) => {
+                return Err(Error::Token(
+                    "give --sync-token-file or POSTERN_SYNC_TOKEN".into(),
+                ));
+            }
+        };
+        Ok(Config {
+            sync_addr: self.sync_addr,
+            admin_addr: self.admin_addr,
+            token,
+            namespace: self.namespace.filter(|ns| !ns.is_empty()),
+            lease_namespace: self.lease_namespace,
+            operator_id: self.operator_id.unwrap_or_else(default_operator_id),
+            debounce: Duration::from_millis(self.debounce_ms),
+            cluster_domain: self.cluster_domain,
+            addr_file: self.addr_file,
+            lease: LeaseTiming::default(),
+        })
+    }
+}
+
+/// The host name, which in a pod is the pod name.
+fn default_operator_id() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|name| name.trim().to_string())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| format!("postern-operator-{}", std::process::id()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Args {
+        let mut argv = vec!["postern-operator"];
+        argv.extend_from_slice(args);
+        Args::try_parse_from(argv).expect("args parse")
+    }
+
+    #[test]
+    fn token_is_required() {
+        let args = Args {
+            sync_token: None,
+            sync_token_file: None,
+            ..parse(&[])
+        };
+        assert!(matches!(args.into_config(), Err(Error::Token(_))));
+    }
+
+    #[test]
+    fn flags_become_config() {
+        let config = parse(&[
+            "--sync-token",
+            "t",
+            "--sync-addr",
+            "127.0.0.1:0",
+            "--namespace",
+            "team-a",
+            "--operator-id",
+            "op-1",
+            "--debounce-ms",
+            "20",
+        ])
+        .into_config()
+        .expect("config");
+        assert_eq!(config.sync_addr.port(), 0);
+        assert_eq!(config.namespace.as_deref(), Some("team-a"));
+        assert_eq!(config.operator_id, "op-1");
+        assert_eq!(config.debounce, Duration::from_millis(20));
+        assert!(config.token.matches("t"));
+    }
+}
