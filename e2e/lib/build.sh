@@ -15,12 +15,13 @@ kube_version() { module_version "$CONTROLPLANE_DIR/kube/go.mod" k8s.io/kubernete
 helm_version() { module_version "$CONTROLPLANE_DIR/helm/go.mod" helm.sh/helm/v3; }
 
 # cache_key: hash of every go.mod, go.sum and main.go of the control-plane
-# modules, so a version bump or a changed main rebuilds and nothing else does.
+# modules and of this file (the build flags), so a version bump, a changed
+# main or changed flags rebuild, and nothing else does.
 cache_key() {
   local files
   files=$(cd "$CONTROLPLANE_DIR" && find . -name go.mod -o -name go.sum -o -name '*.go' | LC_ALL=C sort)
   # shellcheck disable=SC2086
-  (cd "$CONTROLPLANE_DIR" && hash_files $files)
+  (cd "$CONTROLPLANE_DIR" && hash_files $files ../lib/build.sh)
 }
 
 rig_cache_root() { echo "${POSTERN_RIG_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/postern-rig}"; }
@@ -50,8 +51,10 @@ kube_ldflags() {
 # go_build DIR ARGS...: one nice'd, static, reproducible go build in DIR.
 go_build() {
   local dir=$1; shift
-  log "  (cd ${dir#"$REPO_ROOT"/} && go build -trimpath $(printf '%q ' "$@"))"
-  (cd "$dir" && CGO_ENABLED=0 GOTOOLCHAIN=local nice -n 10 go build -trimpath "$@")
+  log "  (cd ${dir#"$REPO_ROOT"/} && go build -trimpath -buildvcs=false $(printf '%q ' "$@"))"
+  # -buildvcs=false: the binaries need no VCS stamp, and a checkout without
+  # commits (or without git) would otherwise fail the build.
+  (cd "$dir" && CGO_ENABLED=0 GOTOOLCHAIN=local nice -n 10 go build -trimpath -buildvcs=false "$@")
 }
 
 # build_binaries: builds into a temporary directory next to the cache entry

@@ -25,6 +25,12 @@ pub enum Error {
     Signal(io::Error),
     #[error("task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    #[error("io: {0}")]
+    Io(#[from] io::Error),
+    #[error("sync protocol: {0}")]
+    Protocol(String),
+    #[error("timed out {0}")]
+    Timeout(&'static str),
 }
 
 impl Error {
@@ -39,6 +45,9 @@ impl Error {
             Error::Json(_) => "json",
             Error::Signal(_) => "signal",
             Error::Task(_) => "task",
+            Error::Io(_) => "io",
+            Error::Protocol(_) => "protocol",
+            Error::Timeout(_) => "timeout",
         }
     }
 }

@@ -1,0 +1,131 @@
+//! The admin server: `/healthz`, `/readyz`, `/metrics` and
+//! `GET /api/v1/snapshot`. It only reads the runtime, and shows counts and
+//! versions, never secret material (keys, passwords, tokens).
+
+mod rfc3339;
+mod view;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::runtime::Runtime;
+use crate::Result;
+
+pub use view::SnapshotView;
+
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Serves the admin API on `listener` until `shutdown`.
+pub async fn serve(
+    listener: TcpListener,
+    runtime: Arc<Runtime>,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                // Out of file descriptors, a connection reset before accept:
+                // none of it is fatal, so pause and keep serving.
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = shutdown.cancelled() => return Ok(()),
+        };
+        let runtime = runtime.clone();
+        let service = service_fn(move |req| {
+            let response = handle(&req, &runtime);
+            async move { Ok::<_, Infallible>(response) }
+        });
+        tokio::spawn(async move {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service);
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, error = %e, "admin connection ended");
+            }
+        });
+    }
+}
+
+/// Routes one admin request.
+pub fn handle(req: &Request<Incoming>, runtime: &Runtime) -> Response<Full<Bytes>> {
+    route(req.method(), req.uri().path(), runtime)
+}
+
+fn route(method: &Method, path: &str, runtime: &Runtime) -> Response<Full<Bytes>> {
+    let known = ["/healthz", "/readyz", "/metrics", "/api/v1/snapshot"];
+    if !known.contains(&path) {
+        return text(StatusCode::NOT_FOUND, "not found\n");
+    }
+    if method != Method::GET && method != Method::HEAD {
+        let mut resp = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+        resp.headers_mut()
+            .insert(header::ALLOW, header::HeaderValue::from_static("GET, HEAD"));
+        return resp;
+    }
+    match path {
+        "/healthz" => text(StatusCode::OK, "ok\n"),
+        "/readyz" if runtime.current().is_some() => text(StatusCode::OK, "ready\n"),
+        "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "no snapshot applied yet\n"),
+        "/metrics" => body(StatusCode::OK, OPENMETRICS, runtime.metrics().encode().into()),
+        _ => json(&SnapshotView::of(runtime)),
+    }
+}
+
+fn text(status: StatusCode, msg: &'static str) -> Response<Full<Bytes>> {
+    body(status, "text/plain; charset=utf-8", Bytes::from_static(msg.as_bytes()))
+}
+
+fn json(view: &SnapshotView) -> Response<Full<Bytes>> {
+    match serde_json::to_vec_pretty(view) {
+        Ok(bytes) => body(StatusCode::OK, "application/json", bytes.into()),
+        Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "cannot encode\n"),
+    }
+}
+
+fn body(status: StatusCode, content_type: &'static str, bytes: Bytes) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(bytes));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, header::HeaderValue::from_static(content_type));
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::Source;
+    use postern_snapshot::Snapshot;
+
+    fn status(method: Method, path: &str, rt: &Runtime) -> StatusCode {
+        route(&method, path, rt).status()
+    }
+
+    #[test]
+    fn routes_and_methods() {
+        let rt = Runtime::new(Source::Operator);
+        assert_eq!(status(Method::GET, "/healthz", &rt), StatusCode::OK);
+        assert_eq!(status(Method::GET, "/readyz", &rt), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(status(Method::GET, "/metrics", &rt), StatusCode::OK);
+        assert_eq!(status(Method::GET, "/api/v1/snapshot", &rt), StatusCode::OK);
+        assert_eq!(status(Method::GET, "/nope", &rt), StatusCode::NOT_FOUND);
+        assert_eq!(status(Method::POST, "/healthz", &rt), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(status(Method::DELETE, "/api/v1/snapshot", &rt), StatusCode::METHOD_NOT_ALLOWED);
+        rt.apply(Snapshot::default().seal()).expect("valid");
+        assert_eq!(status(Method::GET, "/readyz", &rt), StatusCode::OK);
+    }
+}

@@ -1,0 +1,119 @@
+//! The sync client of `postern dataplane`: one long-lived connection to the
+//! operator, reconnected with jittered exponential backoff for as long as the
+//! process runs. While disconnected the data plane keeps serving its last
+//! snapshot; it never clears the runtime.
+
+pub mod backoff;
+mod session;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::DataplaneArgs;
+use crate::runtime::Runtime;
+use crate::{Error, Result};
+
+pub use backoff::Backoff;
+pub use session::SessionError;
+
+/// Where the data plane connects and how it introduces itself.
+#[derive(Clone, Debug)]
+pub struct SyncConfig {
+    /// `HOST:PORT`, resolved on every attempt (a Service name may move).
+    pub operator: String,
+    pub dataplane_id: String,
+    pub token: TokenSource,
+}
+
+/// The shared sync token.
+#[derive(Clone)]
+pub enum TokenSource {
+    Inline(String),
+    /// Re-read on every connection, so a rotated Secret is picked up.
+    File(PathBuf),
+}
+
+impl std::fmt::Debug for TokenSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TokenSource::Inline(_) => f.write_str("Inline(..)"),
+            TokenSource::File(p) => f.debug_tuple("File").field(p).finish(),
+        }
+    }
+}
+
+impl TokenSource {
+    fn read(&self) -> Result<String, SessionError> {
+        match self {
+            TokenSource::Inline(t) => Ok(t.clone()),
+            TokenSource::File(path) => std::fs::read_to_string(path)
+                .map(|t| t.trim_end().to_string())
+                .map_err(|source| SessionError::TokenFile {
+                    path: path.clone(),
+                    source,
+                }),
+        }
+    }
+}
+
+impl SyncConfig {
+    /// The token file wins over the environment variable.
+    pub fn from_args(args: &DataplaneArgs) -> Result<Self> {
+        let token = match (&args.sync_token_file, &args.sync_token) {
+            (Some(path), _) => TokenSource::File(path.clone()),
+            (None, Some(t)) if !t.is_empty() => TokenSource::Inline(t.clone()),
+            _ => return Err(Error::NoSyncToken),
+        };
+        let dataplane_id = args
+            .dataplane_id
+            .clone()
+            .filter(|id| !id.is_empty())
+            .unwrap_or_else(hostname);
+        Ok(SyncConfig {
+            operator: args.operator.clone(),
+            dataplane_id,
+            token,
+        })
+    }
+}
+
+fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "postern".to_string())
+}
+
+/// Connects, syncs, and reconnects until `shutdown`.
+pub async fn run(config: SyncConfig, runtime: Arc<Runtime>, shutdown: CancellationToken) {
+    let mut backoff = Backoff::default();
+    let mut attempts = 0u64;
+    loop {
+        if attempts > 0 {
+            runtime.metrics().sync_reconnects.inc();
+        }
+        attempts += 1;
+        let error = tokio::select! {
+            e = session::run(&config, &runtime, &mut backoff) => e,
+            () = shutdown.cancelled() => return,
+        };
+        runtime.metrics().sync_connected.set(0);
+        let serving = runtime.version().unwrap_or_else(|| "none".into());
+        if let SessionError::Refused(reason) = &error {
+            tracing::error!(operator = %config.operator, %reason, "the operator refused this data plane; will retry");
+        } else {
+            tracing::warn!(operator = %config.operator, %error, %serving, "not connected to the operator; serving the last snapshot");
+        }
+        let delay = backoff.next_delay(rand::random::<f64>());
+        tracing::info!(operator = %config.operator, delay_ms = delay.as_millis() as u64, "reconnecting");
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = shutdown.cancelled() => return,
+        }
+    }
+}

@@ -1,0 +1,207 @@
+//! One session with the operator: hello, welcome, then snapshots acked or
+//! nacked by version, pings both ways. Ends with the error that ended it;
+//! the caller decides when to try again.
+
+use std::convert::Infallible;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use postern_snapshot::sync::{
+    DEAD_AFTER_SECS, MAX_FRAME, PING_SECS, PROTOCOL, ToDataplane, ToOperator, decode,
+    decode_snapshot, encode,
+};
+use serde_json::value::RawValue;
+use tokio::net::TcpStream;
+use tokio::time::{Instant, timeout};
+use tokio_util::codec::{Framed, LengthDelimitedCodec};
+
+use super::{Backoff, SyncConfig};
+use crate::runtime::{Outcome, Runtime};
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const DEAD_AFTER: Duration = Duration::from_secs(DEAD_AFTER_SECS);
+const PING_EVERY: Duration = Duration::from_secs(PING_SECS);
+
+type Conn = Framed<TcpStream, LengthDelimitedCodec>;
+
+/// Why a session ended.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("cannot read the sync token file {path}: {source}")]
+    TokenFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot connect: {0}")]
+    Connect(std::io::Error),
+    #[error("connecting timed out after {}s", CONNECT_TIMEOUT.as_secs())]
+    ConnectTimeout,
+    #[error("refused: {0}")]
+    Refused(String),
+    #[error("the operator closed the connection")]
+    Closed,
+    #[error("the operator was silent for {DEAD_AFTER_SECS}s")]
+    Silent,
+    #[error("connection error: {0}")]
+    Io(std::io::Error),
+    #[error("protocol error: {0}")]
+    Protocol(String),
+}
+
+/// Runs one session to its end.
+pub(super) async fn run(
+    config: &SyncConfig,
+    runtime: &Arc<Runtime>,
+    backoff: &mut Backoff,
+) -> SessionError {
+    match session(config, runtime, backoff).await {
+        Ok(never) => match never {},
+        Err(e) => e,
+    }
+}
+
+async fn session(
+    config: &SyncConfig,
+    runtime: &Arc<Runtime>,
+    backoff: &mut Backoff,
+) -> Result<Infallible, SessionError> {
+    let token = config.token.read()?;
+    let stream = timeout(CONNECT_TIMEOUT, TcpStream::connect(&config.operator))
+        .await
+        .map_err(|_| SessionError::ConnectTimeout)?
+        .map_err(SessionError::Connect)?;
+    // Small frames (acks, pings) should not wait for Nagle.
+    let _ = stream.set_nodelay(true);
+    let codec = LengthDelimitedCodec::builder()
+        .max_frame_length(MAX_FRAME)
+        .new_codec();
+    let mut conn = Framed::new(stream, codec);
+    let hello = ToOperator::Hello {
+        protocol: PROTOCOL,
+        dataplane_id: config.dataplane_id.clone(),
+        token,
+        schemas: vec![postern_snapshot::SCHEMA],
+        current_version: runtime.version(),
+    };
+    send(&mut conn, &hello).await?;
+    let operator_id = welcome(&mut conn).await?;
+    tracing::info!(operator = %config.operator, %operator_id, "connected to the operator");
+    runtime.metrics().sync_connected.set(1);
+    backoff.reset();
+    serve(&mut conn, runtime).await
+}
+
+async fn welcome(conn: &mut Conn) -> Result<String, SessionError> {
+    let frame = timeout(DEAD_AFTER, conn.next())
+        .await
+        .map_err(|_| SessionError::Silent)?;
+    match read(frame)? {
+        ToDataplane::Welcome { operator_id } => Ok(operator_id),
+        ToDataplane::Refused { reason } => Err(SessionError::Refused(reason)),
+        _ => Err(SessionError::Protocol("expected welcome or refused first".into())),
+    }
+}
+
+async fn serve(conn: &mut Conn, runtime: &Arc<Runtime>) -> Result<Infallible, SessionError> {
+    let mut last_rx = Instant::now();
+    let mut last_tx = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            frame = conn.next() => {
+                let msg = read(frame)?;
+                last_rx = Instant::now();
+                if let Some(reply) = handle(msg, runtime).await? {
+                    send(conn, &reply).await?;
+                    last_tx = Instant::now();
+                }
+            }
+            _ = tick.tick() => {
+                if last_rx.elapsed() > DEAD_AFTER {
+                    return Err(SessionError::Silent);
+                }
+                if last_tx.elapsed() >= PING_EVERY {
+                    send(conn, &ToOperator::Ping).await?;
+                    last_tx = Instant::now();
+                }
+            }
+        }
+    }
+}
+
+/// The reply to one message, if any.
+async fn handle(
+    msg: ToDataplane,
+    runtime: &Arc<Runtime>,
+) -> Result<Option<ToOperator>, SessionError> {
+    match msg {
+        ToDataplane::Ping => Ok(Some(ToOperator::Pong)),
+        ToDataplane::Pong | ToDataplane::Welcome { .. } => Ok(None),
+        ToDataplane::Refused { reason } => Err(SessionError::Refused(reason)),
+        ToDataplane::Snapshot {
+            schema,
+            version,
+            body,
+        } => {
+            // Hashing and validating a large snapshot is CPU work: keep it
+            // off the async workers.
+            let rt = runtime.clone();
+            let v = version.clone();
+            let reply = tokio::task::spawn_blocking(move || apply_frame(&rt, schema, v, &body))
+                .await
+                .unwrap_or_else(|e| ToOperator::Nack {
+                    version,
+                    reason: format!("the data plane failed while applying: {e}"),
+                });
+            Ok(Some(reply))
+        }
+    }
+}
+
+/// Decodes, validates and applies one snapshot frame: an ack, or a nack
+/// with the reason (the last good snapshot keeps serving).
+fn apply_frame(runtime: &Runtime, schema: u32, version: String, body: &RawValue) -> ToOperator {
+    let snapshot = match decode_snapshot(schema, body) {
+        Ok(s) if s.version == version => s,
+        Ok(s) => {
+            let reason = format!("frame version {version} differs from the body's {}", s.version);
+            return nack(runtime, version, reason, true);
+        }
+        Err(e) => return nack(runtime, version, e.to_string(), true),
+    };
+    match runtime.apply(snapshot) {
+        Ok(Outcome::Swapped) => {
+            tracing::info!(%version, "applied snapshot");
+            ToOperator::Ack { version }
+        }
+        Ok(Outcome::Unchanged) => {
+            tracing::debug!(%version, "snapshot already in service");
+            ToOperator::Ack { version }
+        }
+        // `apply` has recorded the refusal.
+        Err(e) => nack(runtime, version, e.to_string(), false),
+    }
+}
+
+fn nack(runtime: &Runtime, version: String, reason: String, record: bool) -> ToOperator {
+    tracing::warn!(%version, %reason, serving = ?runtime.version(), "refused snapshot");
+    if record {
+        runtime.refuse(Some(version.clone()), None, reason.clone());
+    }
+    ToOperator::Nack { version, reason }
+}
+
+fn read(
+    frame: Option<Result<bytes::BytesMut, std::io::Error>>,
+) -> Result<ToDataplane, SessionError> {
+    let frame = frame.ok_or(SessionError::Closed)?.map_err(SessionError::Io)?;
+    decode(&frame).map_err(|e| SessionError::Protocol(format!("undecodable message: {e}")))
+}
+
+async fn send(conn: &mut Conn, msg: &ToOperator) -> Result<(), SessionError> {
+    let bytes = encode(msg).map_err(|e| SessionError::Protocol(e.to_string()))?;
+    conn.send(Bytes::from(bytes)).await.map_err(SessionError::Io)
+}

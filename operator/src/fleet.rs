@@ -1,0 +1,165 @@
+//! The connected data planes and what each has applied.
+//!
+//! The push server writes here; the status writer reads. A plain mutex
+//! guards a small map and is never held across an await.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::watch;
+
+use crate::publish::Published;
+
+/// The last snapshot a data plane refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Nack {
+    pub version: String,
+    pub reason: String,
+}
+
+/// One connected data plane.
+#[derive(Clone, Debug)]
+pub struct Dataplane {
+    pub id: String,
+    pub addr: SocketAddr,
+    /// Which connection this is: a reconnect under the same id replaces the
+    /// entry, and the old connection's late updates are then ignored.
+    pub conn: u64,
+    /// The newest snapshot it acked.
+    pub acked: Option<Arc<Published>>,
+    /// Set by a nack, cleared by a later ack: the data plane is serving an
+    /// older snapshot than the one it was sent.
+    pub nack: Option<Nack>,
+}
+
+/// Every connected data plane, by id.
+#[derive(Debug)]
+pub struct Fleet {
+    dataplanes: Mutex<BTreeMap<String, Dataplane>>,
+    next_conn: AtomicU64,
+    /// Bumped on every change, to wake the status writer.
+    changed: watch::Sender<u64>,
+}
+
+impl Default for Fleet {
+    fn default() -> Self {
+        Fleet {
+            dataplanes: Mutex::default(),
+            next_conn: AtomicU64::new(1),
+            changed: watch::Sender::new(0),
+        }
+    }
+}
+
+impl Fleet {
+    /// Registers a connection; returns its number.
+    pub fn connect(&self, id: &str, addr: SocketAddr) -> u64 {
+        let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        let old = self.lock().insert(
+            id.to_string(),
+            Dataplane {
+                id: id.to_string(),
+                addr,
+                conn,
+                acked: None,
+                nack: None,
+            },
+        );
+        if let Some(old) = old {
+            tracing::warn!(dataplane = id, old = %old.addr, new = %addr, "data plane id reconnected; the newer connection counts");
+        }
+        self.bump();
+        conn
+    }
+
+    pub fn acked(&self, id: &str, conn: u64, published: Arc<Published>) {
+        self.update(id, conn, |dp| {
+            dp.acked = Some(published);
+            dp.nack = None;
+        });
+    }
+
+    pub fn nacked(&self, id: &str, conn: u64, nack: Nack) {
+        self.update(id, conn, |dp| dp.nack = Some(nack));
+    }
+
+    pub fn disconnect(&self, id: &str, conn: u64) {
+        let removed = {
+            let mut map = self.lock();
+            let ours = map.get(id).is_some_and(|dp| dp.conn == conn);
+            ours && map.remove(id).is_some()
+        };
+        if removed {
+            self.bump();
+        }
+    }
+
+    /// A copy of the current state.
+    pub fn dataplanes(&self) -> Vec<Dataplane> {
+        self.lock().values().cloned().collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    fn update(&self, id: &str, conn: u64, f: impl FnOnce(&mut Dataplane)) {
+        let updated = match self.lock().get_mut(id) {
+            Some(dp) if dp.conn == conn => {
+                f(dp);
+                true
+            }
+            _ => false,
+        };
+        if updated {
+            self.bump();
+        }
+    }
+
+    fn bump(&self) {
+        self.changed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Dataplane>> {
+        self.dataplanes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 1))
+    }
+
+    #[test]
+    fn a_reconnect_replaces_the_old_connection() {
+        let fleet = Fleet::default();
+        let mut changes = fleet.subscribe();
+        let old = fleet.connect("dp", addr());
+        let new = fleet.connect("dp", addr());
+        assert_eq!(fleet.len(), 1);
+        fleet.nacked("dp", old, Nack { version: "v".into(), reason: "r".into() });
+        assert_eq!(fleet.dataplanes()[0].nack, None, "stale connection ignored");
+        fleet.disconnect("dp", old);
+        assert_eq!(fleet.len(), 1, "old connection cannot remove the new one");
+        fleet.nacked("dp", new, Nack { version: "v".into(), reason: "r".into() });
+        assert!(fleet.dataplanes()[0].nack.is_some());
+        assert!(changes.has_changed().expect("open"));
+        fleet.disconnect("dp", new);
+        assert!(fleet.is_empty());
+    }
+}

@@ -1,0 +1,221 @@
+//! Compile and publish: turns the index into the current [`Published`]
+//! snapshot on a `watch` channel that the push server and status writer read.
+//!
+//! Compilation runs on the blocking pool; nothing here waits on the API
+//! server or on data planes, so a slow status writer or a stuck data plane
+//! cannot hold back a new snapshot.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use postern_api::{Kind, ObjectKey};
+use postern_compile::{Inputs, Verdict};
+use postern_snapshot::Summary;
+use postern_snapshot::sync::{ToDataplane, encode};
+use tokio::sync::{Notify, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::index::Index;
+use crate::metrics::Metrics;
+use crate::Result;
+
+/// One compiled snapshot, ready to send, with the verdicts it came with.
+#[derive(Debug)]
+pub struct Published {
+    /// Counts publications (not versions): a new verdict with an unchanged
+    /// snapshot is still a new publication.
+    pub seq: u64,
+    pub version: String,
+    pub summary: Summary,
+    /// The `ToDataplane::Snapshot` message, encoded once for every connection.
+    pub frame: Bytes,
+    /// Generation of every object in the snapshot.
+    objects: HashMap<(Kind, ObjectKey), i64>,
+    /// One verdict per object of the five kinds.
+    pub verdicts: Vec<Verdict>,
+}
+
+impl Published {
+    /// Whether this snapshot carries the object at this generation: an ack
+    /// of it means that generation is programmed.
+    pub fn contains(&self, kind: Kind, key: &ObjectKey, generation: i64) -> bool {
+        self.objects.get(&(kind, key.clone())) == Some(&generation)
+    }
+
+    /// Compiles and encodes; CPU-bound, so callers run it off the async threads.
+    pub fn build(seq: u64, inputs: &Inputs) -> Result<Published> {
+        let output = postern_compile::compile(inputs);
+        let snapshot = output.snapshot;
+        let message = ToDataplane::snapshot(&snapshot, snapshot.to_json()?)?;
+        let objects = snapshot
+            .objects
+            .iter()
+            .filter_map(|o| {
+                let kind = Kind::parse(&o.kind)?;
+                Some(((kind, ObjectKey::new(&o.namespace, &o.name)), o.generation))
+            })
+            .collect();
+        Ok(Published {
+            seq,
+            version: snapshot.version.clone(),
+            summary: snapshot.summary(),
+            frame: Bytes::from(encode(&message)?),
+            objects,
+            verdicts: output.verdicts,
+        })
+    }
+}
+
+/// The receiving end every consumer clones: `None` until the first compile.
+pub type Latest = watch::Receiver<Option<Arc<Published>>>;
+
+/// Waits for index changes, lets them settle for `debounce`, compiles and
+/// publishes. Runs until `shutdown`.
+pub async fn rebuild_loop(
+    index: Arc<Mutex<Index>>,
+    changed: Arc<Notify>,
+    debounce: Duration,
+    tx: watch::Sender<Option<Arc<Published>>>,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) {
+    let mut seq = 0;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = changed.notified() => {}
+        }
+        settle(&changed, debounce).await;
+        let inputs = {
+            let index = lock(&index);
+            if !index.synced() {
+                continue;
+            }
+            index.inputs()
+        };
+        seq += 1;
+        let started = Instant::now();
+        let built = tokio::task::spawn_blocking(move || Published::build(seq, &inputs)).await;
+        metrics.compile_seconds.observe(started.elapsed().as_secs_f64());
+        match built {
+            Ok(Ok(published)) => offer(&tx, published, &metrics),
+            Ok(Err(error)) => tracing::error!(%error, "encoding the snapshot failed"),
+            Err(error) => tracing::error!(%error, "compilation panicked"),
+        }
+    }
+}
+
+/// Waits until no change has arrived for `debounce`, but no longer than ten
+/// debounce periods in all, so a steady trickle of changes cannot starve
+/// publication.
+async fn settle(changed: &Notify, debounce: Duration) {
+    let deadline = tokio::time::Instant::now() + debounce * 10;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(debounce) => return,
+            _ = tokio::time::sleep_until(deadline) => return,
+            _ = changed.notified() => {}
+        }
+    }
+}
+
+/// Publishes unless neither the snapshot nor any verdict changed.
+fn offer(tx: &watch::Sender<Option<Arc<Published>>>, new: Published, metrics: &Metrics) {
+    let same = tx.borrow().as_ref().is_some_and(|current| {
+        current.version == new.version && current.verdicts == new.verdicts
+    });
+    if same {
+        return;
+    }
+    tracing::info!(
+        version = %new.version,
+        proxy_targets = new.summary.proxy_targets,
+        routes = new.summary.routes,
+        user_upstreams = new.summary.user_upstreams,
+        tunnels = new.summary.tunnels,
+        oauth_clients = new.summary.oauth_clients,
+        rejected = new.verdicts.iter().filter(|v| !v.accepted()).count(),
+        "published snapshot"
+    );
+    metrics.snapshots_published.inc();
+    tx.send_replace(Some(Arc::new(new)));
+}
+
+/// Locks the index. Its lock is never held across an await, so a poisoned
+/// lock can only mean a panic mid-update of plain maps: keep going with them.
+pub fn lock(index: &Mutex<Index>) -> std::sync::MutexGuard<'_, Index> {
+    index.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use postern_api::{Backend, Object, ProxyTargetSpec};
+
+    fn inputs(host: &str, generation: i64) -> Inputs {
+        let mut pt = Object::new(
+            "team",
+            "api",
+            ProxyTargetSpec {
+                hostnames: vec![host.into()],
+                backend: Backend {
+                    url: Some("http://10.0.0.1:80".into()),
+                    service: None,
+                },
+                ..ProxyTargetSpec::default()
+            },
+        );
+        pt.meta.generation = Some(generation);
+        Inputs {
+            proxy_targets: vec![pt],
+            ..Inputs::default()
+        }
+    }
+
+    #[test]
+    fn published_knows_which_generations_it_carries() {
+        let published = Published::build(1, &inputs("a.example.com", 4)).expect("build");
+        let key = ObjectKey::new("team", "api");
+        assert!(published.contains(Kind::ProxyTarget, &key, 4));
+        assert!(!published.contains(Kind::ProxyTarget, &key, 3));
+        assert!(!published.contains(Kind::Route, &key, 4));
+        assert_eq!(published.summary.proxy_targets, 1);
+        let frame: ToDataplane = postern_snapshot::sync::decode(&published.frame).expect("frame");
+        assert!(matches!(frame, ToDataplane::Snapshot { version, .. } if version == published.version));
+    }
+
+    #[test]
+    fn unchanged_output_is_not_republished() {
+        let metrics = Metrics::default();
+        let (tx, rx) = watch::channel(None);
+        offer(&tx, Published::build(1, &inputs("a.example.com", 1)).expect("build"), &metrics);
+        offer(&tx, Published::build(2, &inputs("a.example.com", 1)).expect("build"), &metrics);
+        assert_eq!(rx.borrow().as_ref().map(|p| p.seq), Some(1));
+        offer(&tx, Published::build(3, &inputs("b.example.com", 2)).expect("build"), &metrics);
+        assert_eq!(rx.borrow().as_ref().map(|p| p.seq), Some(3));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn settle_waits_for_quiet_but_not_forever() {
+        let changed = Arc::new(Notify::new());
+        let start = tokio::time::Instant::now();
+        settle(&changed, Duration::from_millis(100)).await;
+        assert_eq!(start.elapsed(), Duration::from_millis(100));
+
+        let pinger = {
+            let changed = changed.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    changed.notify_one();
+                }
+            })
+        };
+        let start = tokio::time::Instant::now();
+        settle(&changed, Duration::from_millis(100)).await;
+        pinger.abort();
+        assert_eq!(start.elapsed(), Duration::from_secs(1), "capped at ten periods");
+    }
+}
