@@ -18,7 +18,7 @@ pub struct UserUpstreamSpec {
     pub password_secret_ref: SecretKeyRef,
     /// `direct://`, or `socks5://`, `http://`, `https://` with host and port.
     #[schemars(
-        length(min = 9, max = 2048),
+        length(min = 1, max = 2048),
         regex(pattern = r"^(direct://|(socks5|http|https)://[^/?#\s]+(:[0-9]{1,5})?/?)$")
     )]
     pub upstream: String,

@@ -1,0 +1,189 @@
+//! `postern standalone`: the snapshot compiled from a folder of manifests by
+//! the same `compile` the operator runs, re-compiled within a second of any
+//! change.
+//!
+//! Watching is polling, every 250 ms: a cheap stamp (names, mtimes, lengths)
+//! and, when it moves, a hash of the contents. Polling rather than inotify
+//! (`notify`) because it needs no extra dependency, behaves the same on
+//! every platform and filesystem (bind mounts, network filesystems), and
+//! sees a ConfigMap volume's atomic `..data` symlink swap, which inotify on
+//! the folder reports only as events on the hidden link. An invalid file
+//! never replaces the last good snapshot: it is logged and shown as
+//! `lastError` until fixed.
+
+mod load;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::runtime::{LastError, Outcome, Rejected, Runtime};
+use crate::{Error, Result};
+
+pub use load::{FileError, ManifestFile};
+
+/// How often the folder is looked at.
+pub const POLL: Duration = Duration::from_millis(250);
+
+/// Fails early, with a clear message, when `dir` is not a readable folder.
+pub fn check_dir(dir: &Path) -> Result<PathBuf> {
+    let err = |source| Error::ManifestDir {
+        path: dir.to_path_buf(),
+        source,
+    };
+    std::fs::read_dir(dir).map_err(err)?;
+    Ok(dir.to_path_buf())
+}
+
+/// Loads `dir` and applies every change until `shutdown`.
+pub async fn run(dir: PathBuf, runtime: Arc<Runtime>, shutdown: CancellationToken) {
+    tracing::info!(dir = %dir.display(), "watching manifests (polling every {}ms)", POLL.as_millis());
+    let mut watcher = Some(Watcher::new(dir, runtime));
+    let mut tick = tokio::time::interval(POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = shutdown.cancelled() => return,
+        }
+        let Some(mut w) = watcher.take() else { return };
+        // Reading and compiling are blocking work.
+        match tokio::task::spawn_blocking(move || {
+            w.poll();
+            w
+        })
+        .await
+        {
+            Ok(w) => watcher = Some(w),
+            Err(e) => {
+                tracing::error!(error = %e, "the manifest watcher failed; no further changes will apply");
+                return;
+            }
+        }
+    }
+}
+
+/// Remembers what was last seen so that unchanged folders cost one stat per file.
+pub struct Watcher {
+    dir: PathBuf,
+    runtime: Arc<Runtime>,
+    /// The stamp of the files last read.
+    stamp: Option<load::Stamp>,
+    /// A new stamp seen once: read only when the next poll sees it again, so
+    /// a file caught between truncation and write is not applied half-empty.
+    pending: Option<load::Stamp>,
+    hash: Option<[u8; 32]>,
+    dir_failing: bool,
+}
+
+impl Watcher {
+    pub fn new(dir: PathBuf, runtime: Arc<Runtime>) -> Self {
+        Watcher {
+            dir,
+            runtime,
+            stamp: None,
+            pending: None,
+            hash: None,
+            dir_failing: false,
+        }
+    }
+
+    /// Looks at the folder once and applies what changed and has settled.
+    pub fn poll(&mut self) {
+        let stamp = match load::stamp(&self.dir) {
+            Ok(stamp) => stamp,
+            Err(e) => return self.dir_failed(e),
+        };
+        self.dir_failing = false;
+        if self.stamp.as_ref() == Some(&stamp) {
+            return;
+        }
+        if self.pending.as_ref() != Some(&stamp) {
+            self.pending = Some(stamp);
+            return;
+        }
+        self.pending = None;
+        self.stamp = Some(stamp);
+        match load::read(&self.dir) {
+            Ok(files) => {
+                let hash = load::content_hash(&files);
+                if self.hash != Some(hash) {
+                    self.hash = Some(hash);
+                    self.reload(&files);
+                }
+            }
+            Err(e) => self.fail(e),
+        }
+    }
+
+    fn dir_failed(&mut self, e: std::io::Error) {
+        self.stamp = None;
+        self.pending = None;
+        if !self.dir_failing {
+            self.dir_failing = true;
+            self.fail(FileError {
+                file: self.dir.display().to_string(),
+                message: e.to_string(),
+            });
+        }
+    }
+
+    fn reload(&mut self, files: &[ManifestFile]) {
+        let output = match load::compile(files) {
+            Ok(output) => output,
+            Err(e) => return self.fail(e),
+        };
+        let rejected = rejected(&output.verdicts);
+        self.runtime.set_rejected(rejected);
+        let version = output.snapshot.version.clone();
+        match self.runtime.apply(output.snapshot) {
+            Ok(Outcome::Swapped) => {
+                tracing::info!(%version, files = files.len(), "applied snapshot from manifests");
+            }
+            Ok(Outcome::Unchanged) => {
+                tracing::info!(%version, "manifests changed; the snapshot did not");
+            }
+            // A compiler bug: the runtime has recorded it, the last good one serves.
+            Err(e) => tracing::error!(%version, error = %e, "compiled snapshot is invalid"),
+        }
+    }
+
+    fn fail(&mut self, e: FileError) {
+        tracing::error!(file = %e.file, error = %e.message, serving = ?self.runtime.version(), "invalid manifests; keeping the last good snapshot");
+        // Forget the hash: the same content must be looked at again once the
+        // file is readable (a permission fix changes no content).
+        self.hash = None;
+        self.runtime.set_error(Some(LastError {
+            file: Some(e.file),
+            version: None,
+            message: e.message,
+        }));
+    }
+}
+
+/// Logs and lists the objects compilation refused.
+fn rejected(verdicts: &[postern_compile::Verdict]) -> Vec<Rejected> {
+    verdicts
+        .iter()
+        .filter(|v| !v.accepted())
+        .map(|v| {
+            tracing::warn!(
+                kind = %v.kind,
+                namespace = %v.key.namespace,
+                name = %v.key.name,
+                reason = %v.reason,
+                message = %v.message,
+                "object rejected"
+            );
+            Rejected {
+                kind: v.kind.to_string(),
+                namespace: v.key.namespace.clone(),
+                name: v.key.name.clone(),
+                reason: v.reason.to_string(),
+                message: v.message.clone(),
+            }
+        })
+        .collect()
+}

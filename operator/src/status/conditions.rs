@@ -1,0 +1,131 @@
+//! What an object's status should say: pure, so every rule is unit-tested.
+
+use postern_api::{Condition, ConditionStatus, ResourceStatus};
+use postern_compile::Verdict;
+
+use crate::fleet::Dataplane;
+
+pub const ACCEPTED: &str = "Accepted";
+pub const PROGRAMMED: &str = "Programmed";
+
+/// The status `verdict` calls for, given the data planes' acks. Conditions
+/// this writer does not own (CertificateReady, AgentConnected) are kept from
+/// `previous`, and a condition's lastTransitionTime is kept from `previous`
+/// unless its status flipped, so an unchanged object compares equal and is
+/// not patched.
+pub fn desired(
+    verdict: &Verdict,
+    dataplanes: &[Dataplane],
+    previous: Option<&ResourceStatus>,
+    now: &str,
+) -> ResourceStatus {
+    let generation = Some(verdict.generation);
+    let accepted = Condition {
+        kind: ACCEPTED.into(),
+        status: bool_status(verdict.accepted()),
+        reason: verdict.reason.as_str().into(),
+        message: verdict.message.clone(),
+        observed_generation: generation,
+        last_transition_time: None,
+    };
+    let (status, reason, message) = programmed(verdict, dataplanes);
+    let programmed = Condition {
+        kind: PROGRAMMED.into(),
+        status,
+        reason: reason.into(),
+        message,
+        observed_generation: generation,
+        last_transition_time: None,
+    };
+    let previous_conditions = previous.map(|p| p.conditions.as_slice()).unwrap_or(&[]);
+    let mut conditions: Vec<Condition> = [accepted, programmed]
+        .into_iter()
+        .map(|c| with_transition_time(c, previous_conditions, now))
+        .collect();
+    conditions.extend(
+        previous_conditions
+            .iter()
+            .filter(|c| c.kind != ACCEPTED && c.kind != PROGRAMMED)
+            .cloned(),
+    );
+    ResourceStatus {
+        observed_generation: generation,
+        conditions,
+    }
+}
+
+/// Programmed: True once every connected data plane acked a snapshot that
+/// holds this generation of the object.
+pub fn programmed(
+    verdict: &Verdict,
+    dataplanes: &[Dataplane],
+) -> (ConditionStatus, &'static str, String) {
+    if !verdict.accepted() {
+        let message = "not in any snapshot: the object was not accepted".to_string();
+        return (ConditionStatus::False, "Invalid", message);
+    }
+    if dataplanes.is_empty() {
+        let message = "no data plane is connected".to_string();
+        return (ConditionStatus::False, "NoDataplanes", message);
+    }
+    let pending: Vec<&Dataplane> = dataplanes
+        .iter()
+        .filter(|dp| {
+            !dp.acked
+                .as_ref()
+                .is_some_and(|p| p.contains(verdict.kind, &verdict.key, verdict.generation))
+        })
+        .collect();
+    if pending.is_empty() {
+        let message = format!(
+            "generation {} applied by {} data plane(s)",
+            verdict.generation,
+            dataplanes.len()
+        );
+        return (ConditionStatus::True, PROGRAMMED, message);
+    }
+    if let Some((dp, nack)) = pending.iter().find_map(|dp| dp.nack.as_ref().map(|n| (dp, n))) {
+        let message = format!(
+            "data plane {} rejected snapshot {}: {}",
+            dp.id,
+            short(&nack.version),
+            nack.reason
+        );
+        return (ConditionStatus::False, "Rejected", message);
+    }
+    let message = format!(
+        "waiting for {} of {} data plane(s) to apply generation {}",
+        pending.len(),
+        dataplanes.len(),
+        verdict.generation
+    );
+    (ConditionStatus::False, "Pending", message)
+}
+
+fn with_transition_time(mut condition: Condition, previous: &[Condition], now: &str) -> Condition {
+    let unchanged = previous
+        .iter()
+        .find(|p| p.kind == condition.kind)
+        .filter(|p| p.status == condition.status);
+    condition.last_transition_time = match unchanged {
+        Some(p) => p.last_transition_time.clone().or_else(|| Some(now.into())),
+        None => Some(now.into()),
+    };
+    condition
+}
+
+fn bool_status(value: bool) -> ConditionStatus {
+    if value {
+        ConditionStatus::True
+    } else {
+        ConditionStatus::False
+    }
+}
+
+/// Versions are long hashes; a prefix is enough for people.
+fn short(version: &str) -> &str {
+    version.get(..12).unwrap_or(version)
+}
+
+#[cfg(test)]
+mod tests;

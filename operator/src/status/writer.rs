@@ -1,0 +1,220 @@
+//! The status writer: patches objects whose desired status differs from
+//! what they show, while this replica leads.
+//!
+//! It runs on its own task and only reads the published snapshot and the
+//! fleet, so a slow API server delays status, never snapshots.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
+use kube::Client;
+use postern_api::{Kind, ObjectKey, ResourceStatus};
+use postern_crds::{OAuthClient, ProxyTarget, Route, Tunnel, UserUpstream};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::conditions;
+use crate::fleet::Fleet;
+use crate::index::{Index, format_time};
+use crate::metrics::Metrics;
+use crate::publish::{Latest, lock};
+
+/// Patches in flight at once.
+const CONCURRENCY: usize = 8;
+/// Changes arriving this close together are handled in one pass.
+const SETTLE: Duration = Duration::from_millis(50);
+/// A pass also runs this often, to retry failed patches.
+const RESYNC: Duration = Duration::from_secs(30);
+
+/// What was last written to one object.
+#[derive(Debug)]
+struct Written {
+    uid: Option<String>,
+    status: ResourceStatus,
+}
+
+/// One patch to make.
+struct Work {
+    kind: Kind,
+    key: ObjectKey,
+    uid: Option<String>,
+    status: ResourceStatus,
+}
+
+pub struct StatusWriter {
+    pub client: Client,
+    pub index: Arc<Mutex<Index>>,
+    pub latest: Latest,
+    pub fleet: Arc<Fleet>,
+    pub leader: watch::Receiver<bool>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl StatusWriter {
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let mut fleet_changes = self.fleet.subscribe();
+        // Kept between passes so an unchanged status is never re-patched,
+        // even before the watch shows our own write.
+        let mut written: HashMap<(Kind, ObjectKey), Written> = HashMap::new();
+        loop {
+            let elected = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                elected = self.leader.wait_for(|leader| *leader) => elected.is_ok(),
+            };
+            if !elected {
+                return;
+            }
+            // Newly elected: another replica may have written since we last led.
+            written.clear();
+            while *self.leader.borrow_and_update() {
+                self.pass(&mut written).await;
+                let open = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    changed = self.latest.changed() => changed.is_ok(),
+                    changed = fleet_changes.changed() => changed.is_ok(),
+                    changed = self.leader.changed() => changed.is_ok(),
+                    _ = tokio::time::sleep(RESYNC) => true,
+                };
+                if !open {
+                    return;
+                }
+                tokio::time::sleep(SETTLE).await;
+            }
+        }
+    }
+
+    async fn pass(&mut self, written: &mut HashMap<(Kind, ObjectKey), Written>) {
+        let Some(published) = self.latest.borrow_and_update().clone() else {
+            return;
+        };
+        let work = self.plan(&published.verdicts, written);
+        if work.is_empty() {
+            return;
+        }
+        tracing::debug!(patches = work.len(), "writing status");
+        let leader = self.leader.clone();
+        let results: Vec<(Work, Outcome)> = futures::stream::iter(work)
+            .map(|work| {
+                let client = self.client.clone();
+                let leader = leader.clone();
+                async move {
+                    // Leadership can be lost mid-pass; stop writing at once.
+                    let leading = *leader.borrow();
+                    let outcome = if leading {
+                        patch(client, &work).await
+                    } else {
+                        Outcome::Skipped
+                    };
+                    (work, outcome)
+                }
+            })
+            .buffer_unordered(CONCURRENCY)
+            .collect()
+            .await;
+        for (work, outcome) in results {
+            match outcome {
+                Outcome::Written => {
+                    self.metrics.status_patches.inc();
+                    let entry = Written {
+                        uid: work.uid,
+                        status: work.status,
+                    };
+                    written.insert((work.kind, work.key), entry);
+                }
+                Outcome::Failed => {
+                    self.metrics.status_patch_errors.inc();
+                    written.remove(&(work.kind, work.key));
+                }
+                Outcome::Gone | Outcome::Skipped => {
+                    written.remove(&(work.kind, work.key));
+                }
+            }
+        }
+        let live: std::collections::HashSet<_> = published
+            .verdicts
+            .iter()
+            .map(|v| (v.kind, v.key.clone()))
+            .collect();
+        written.retain(|k, _| live.contains(k));
+    }
+
+    /// The patches the current verdicts and acks call for.
+    fn plan(
+        &self,
+        verdicts: &[postern_compile::Verdict],
+        written: &HashMap<(Kind, ObjectKey), Written>,
+    ) -> Vec<Work> {
+        let dataplanes = self.fleet.dataplanes();
+        let now = format_time(&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            k8s_openapi::jiff::Timestamp::now(),
+        ));
+        let index = lock(&self.index);
+        let mut work = Vec::new();
+        for verdict in verdicts {
+            let Some(observed) = index.observed(verdict.kind, &verdict.key) else {
+                continue; // deleted since the compile
+            };
+            if observed.generation != verdict.generation {
+                continue; // changed since the compile; the next one covers it
+            }
+            let previous = written
+                .get(&(verdict.kind, verdict.key.clone()))
+                .filter(|w| w.uid == observed.uid)
+                .map(|w| &w.status)
+                .or(observed.status.as_ref());
+            let status = conditions::desired(verdict, &dataplanes, previous, &now);
+            if previous != Some(&status) {
+                work.push(Work {
+                    kind: verdict.kind,
+                    key: verdict.key.clone(),
+                    uid: observed.uid,
+                    status,
+                });
+            }
+        }
+        work
+    }
+}
+
+enum Outcome {
+    Written,
+    /// Deleted since: not a failure worth counting.
+    Gone,
+    /// Retried on a later pass.
+    Failed,
+    /// No longer the leader.
+    Skipped,
+}
+
+/// Merge-patches the status subresource. A merge patch replaces the whole
+/// conditions list, which is why `desired` carries the conditions it does
+/// not own.
+async fn patch(client: Client, work: &Work) -> Outcome {
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(client, &work.key.namespace, &api_resource(work.kind));
+    let body = serde_json::json!({ "status": work.status });
+    match api
+        .patch_status(&work.key.name, &PatchParams::default(), &Patch::Merge(&body))
+        .await
+    {
+        Ok(_) => Outcome::Written,
+        Err(kube::Error::Api(status)) if status.is_not_found() => Outcome::Gone,
+        Err(error) => {
+            tracing::warn!(kind = %work.kind, key = %work.key, %error, "status patch failed");
+            Outcome::Failed
+        }
+    }
+}
+
+fn api_resource(kind: Kind) -> ApiResource {
+    match kind {
+        Kind::ProxyTarget => ApiResource::erase::<ProxyTarget>(&()),
+        Kind::Route => ApiResource::erase::<Route>(&()),
+        Kind::UserUpstream => ApiResource::erase::<UserUpstream>(&()),
+        Kind::Tunnel => ApiResource::erase::<Tunnel>(&()),
+        Kind::OAuthClient => ApiResource::erase::<OAuthClient>(&()),
+    }
+}

@@ -1,0 +1,278 @@
+//! The push stream: data planes connect, authenticate, and receive every
+//! snapshot; their acks and nacks go to the [`Fleet`].
+//!
+//! One task per connection. A connection never waits on another, and a data
+//! plane that stops reading is dropped after `DEAD_AFTER_SECS` rather than
+//! holding anything up.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use postern_snapshot::SCHEMA;
+use postern_snapshot::sync::{
+    DEAD_AFTER_SECS, MAX_FRAME, PING_SECS, PROTOCOL, ToDataplane, ToOperator, decode, encode,
+};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::{Instant, timeout};
+use tokio_util::codec::{Framed, LengthDelimitedCodec};
+use tokio_util::sync::CancellationToken;
+
+use crate::fleet::{Fleet, Nack};
+use crate::metrics::Metrics;
+use crate::publish::{Latest, Published};
+use crate::token::SyncToken;
+use crate::{Error, Result};
+
+/// How long a new connection has to say hello.
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+/// Snapshots sent but not yet acked that a connection remembers; older ones
+/// can no longer be credited by a late ack (the next ack covers them).
+const IN_FLIGHT: usize = 8;
+
+type Conn = Framed<TcpStream, LengthDelimitedCodec>;
+
+/// What every connection shares.
+#[derive(Clone)]
+pub struct SyncServer {
+    pub token: SyncToken,
+    pub operator_id: String,
+    pub latest: Latest,
+    pub fleet: Arc<Fleet>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl SyncServer {
+    /// Accepts connections until `shutdown`.
+    pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) {
+        loop {
+            let (stream, peer) = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        // Out of file descriptors and the like: back off, don't spin.
+                        tracing::warn!(%error, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+            };
+            let server = self.clone();
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                if let Err(error) = server.connection(stream, peer, shutdown).await {
+                    tracing::info!(%peer, %error, "data plane connection closed");
+                }
+            });
+        }
+    }
+
+    async fn connection(
+        self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        shutdown: CancellationToken,
+    ) -> Result<()> {
+        // Snapshots are small next to the frame limit; no Nagle delay for acks.
+        stream.set_nodelay(true)?;
+        let codec = LengthDelimitedCodec::builder()
+            .max_frame_length(MAX_FRAME)
+            .new_codec();
+        let mut conn = Framed::new(stream, codec);
+        let id = match self.hello(&mut conn).await {
+            Ok(id) => id,
+            Err(Error::Protocol(reason)) => {
+                tracing::warn!(%peer, %reason, "refused a data plane");
+                let refused = ToDataplane::Refused { reason: reason.clone() };
+                let _ = timeout(HELLO_TIMEOUT, conn.send(message(&refused)?)).await;
+                return Err(Error::Protocol(reason));
+            }
+            Err(other) => return Err(other),
+        };
+        let welcome = ToDataplane::Welcome {
+            operator_id: self.operator_id.clone(),
+        };
+        send(&mut conn, message(&welcome)?).await?;
+        let conn_no = self.fleet.connect(&id, peer);
+        self.metrics.dataplanes_connected.set(gauge(self.fleet.len()));
+        tracing::info!(dataplane = %id, %peer, "data plane connected");
+        let result = Session::new(&self, &id, conn_no).run(&mut conn, shutdown).await;
+        self.fleet.disconnect(&id, conn_no);
+        self.metrics.dataplanes_connected.set(gauge(self.fleet.len()));
+        tracing::info!(dataplane = %id, %peer, "data plane disconnected");
+        result
+    }
+
+    /// Reads and checks the hello; returns the data plane id. A refusal is
+    /// an `Error::Protocol` whose text goes back to the data plane.
+    async fn hello(&self, conn: &mut Conn) -> Result<String> {
+        let frame = timeout(HELLO_TIMEOUT, conn.next())
+            .await
+            .map_err(|_| Error::Timeout("waiting for hello"))?
+            .ok_or_else(|| Error::Protocol("closed before hello".into()))??;
+        let Ok(ToOperator::Hello {
+            protocol,
+            dataplane_id,
+            token,
+            schemas,
+            ..
+        }) = decode(&frame)
+        else {
+            return Err(Error::Protocol("expected a hello".into()));
+        };
+        // The token first: say nothing more about ourselves to a stranger.
+        if !self.token.matches(&token) {
+            return Err(Error::Protocol("invalid sync token".into()));
+        }
+        if protocol != PROTOCOL {
+            return Err(Error::Protocol(format!(
+                "protocol {protocol} not supported; this operator speaks {PROTOCOL}"
+            )));
+        }
+        if !schemas.contains(&SCHEMA) {
+            return Err(Error::Protocol(format!(
+                "no common snapshot schema: data plane reads {schemas:?}, operator writes {SCHEMA}"
+            )));
+        }
+        if dataplane_id.is_empty() || dataplane_id.len() > 253 {
+            return Err(Error::Protocol("dataplane id must be 1 to 253 characters".into()));
+        }
+        Ok(dataplane_id)
+    }
+}
+
+/// One authenticated connection's state.
+struct Session<'a> {
+    server: &'a SyncServer,
+    id: &'a str,
+    conn_no: u64,
+    /// Sent and not yet acked, oldest first.
+    in_flight: VecDeque<Arc<Published>>,
+    /// Version of the last snapshot sent, acked or not.
+    sent: Option<String>,
+    last_heard: Instant,
+}
+
+impl<'a> Session<'a> {
+    fn new(server: &'a SyncServer, id: &'a str, conn_no: u64) -> Self {
+        Session {
+            server,
+            id,
+            conn_no,
+            in_flight: VecDeque::new(),
+            sent: None,
+            last_heard: Instant::now(),
+        }
+    }
+
+    async fn run(&mut self, conn: &mut Conn, shutdown: CancellationToken) -> Result<()> {
+        let mut latest = self.server.latest.clone();
+        // The full current snapshot at once, even if the data plane says it
+        // has this version: its ack is what proves it to the status writer.
+        latest.mark_changed();
+        let mut ping = tokio::time::interval(Duration::from_secs(PING_SECS));
+        let dead_after = Duration::from_secs(DEAD_AFTER_SECS);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                changed = latest.changed() => {
+                    if changed.is_err() {
+                        return Ok(());
+                    }
+                    let current = latest.borrow_and_update().clone();
+                    if let Some(published) = current {
+                        self.offer(conn, published).await?;
+                    }
+                }
+                frame = conn.next() => match frame {
+                    None => return Ok(()),
+                    Some(frame) => self.receive(conn, &frame?).await?,
+                },
+                _ = ping.tick() => {
+                    if self.last_heard.elapsed() > dead_after {
+                        return Err(Error::Timeout("waiting for the data plane"));
+                    }
+                    send(conn, message(&ToDataplane::Ping)?).await?;
+                }
+            }
+        }
+    }
+
+    /// Sends a snapshot unless it is the one last sent.
+    async fn offer(&mut self, conn: &mut Conn, published: Arc<Published>) -> Result<()> {
+        if self.sent.as_ref() == Some(&published.version) {
+            return Ok(());
+        }
+        send(conn, published.frame.clone()).await?;
+        self.sent = Some(published.version.clone());
+        tracing::debug!(dataplane = self.id, version = %published.version, "sent snapshot");
+        if self.in_flight.len() == IN_FLIGHT {
+            self.in_flight.pop_front();
+        }
+        self.in_flight.push_back(published);
+        Ok(())
+    }
+
+    async fn receive(&mut self, conn: &mut Conn, frame: &[u8]) -> Result<()> {
+        self.last_heard = Instant::now();
+        let msg: ToOperator =
+            decode(frame).map_err(|e| Error::Protocol(format!("unreadable message: {e}")))?;
+        match msg {
+            ToOperator::Ack { version } => self.ack(&version),
+            ToOperator::Nack { version, reason } => self.nack(version, reason),
+            ToOperator::Ping => send(conn, message(&ToDataplane::Pong)?).await?,
+            ToOperator::Pong => {}
+            ToOperator::Hello { .. } => return Err(Error::Protocol("a second hello".into())),
+        }
+        Ok(())
+    }
+
+    fn ack(&mut self, version: &str) {
+        self.server.metrics.acks.inc();
+        match self.take(version) {
+            Some(published) => {
+                tracing::debug!(dataplane = self.id, %version, "ack");
+                self.server.fleet.acked(self.id, self.conn_no, published);
+            }
+            None => tracing::debug!(dataplane = self.id, %version, "ack of a snapshot not in flight"),
+        }
+    }
+
+    fn nack(&mut self, version: String, reason: String) {
+        self.server.metrics.nacks.inc();
+        tracing::warn!(dataplane = self.id, %version, %reason, "data plane rejected a snapshot");
+        let _ = self.take(&version);
+        let nack = Nack { version, reason };
+        self.server.fleet.nacked(self.id, self.conn_no, nack);
+    }
+
+    /// Removes `version` and everything sent before it from the in-flight
+    /// queue (a data plane applies snapshots in order), returning it.
+    fn take(&mut self, version: &str) -> Option<Arc<Published>> {
+        let at = self.in_flight.iter().rposition(|p| p.version == version)?;
+        let found = self.in_flight.drain(..=at).last();
+        found
+    }
+}
+
+fn message(msg: &ToDataplane) -> Result<Bytes> {
+    Ok(Bytes::from(encode(msg)?))
+}
+
+async fn send(conn: &mut Conn, frame: Bytes) -> Result<()> {
+    timeout(Duration::from_secs(DEAD_AFTER_SECS), conn.send(frame))
+        .await
+        .map_err(|_| Error::Timeout("sending to the data plane"))??;
+    Ok(())
+}
+
+fn gauge(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests;

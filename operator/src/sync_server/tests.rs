@@ -1,0 +1,191 @@
+//! The push server against a hand-driven data plane over real TCP.
+
+use std::sync::Arc;
+
+use futures::{SinkExt, StreamExt};
+use postern_api::{Backend, Object, ProxyTargetSpec};
+use postern_compile::Inputs;
+use postern_snapshot::sync::{PROTOCOL, ToDataplane, ToOperator, decode, encode};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio_util::codec::{Framed, LengthDelimitedCodec};
+use tokio_util::sync::CancellationToken;
+
+use super::SyncServer;
+use crate::fleet::Fleet;
+use crate::metrics::Metrics;
+use crate::publish::Published;
+use crate::token::SyncToken;
+
+type Client = Framed<TcpStream, LengthDelimitedCodec>;
+
+struct Harness {
+    addr: std::net::SocketAddr,
+    tx: watch::Sender<Option<Arc<Published>>>,
+    fleet: Arc<Fleet>,
+    shutdown: CancellationToken,
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+fn published(seq: u64, host: &str) -> Arc<Published> {
+    let pt = Object::new(
+        "team",
+        "api",
+        ProxyTargetSpec {
+            hostnames: vec![host.into()],
+            backend: Backend {
+                url: Some("http://10.0.0.1:80".into()),
+                service: None,
+            },
+            ..ProxyTargetSpec::default()
+        },
+    );
+    let inputs = Inputs {
+        proxy_targets: vec![pt],
+        ..Inputs::default()
+    };
+    Arc::new(Published::build(seq, &inputs).expect("build"))
+}
+
+async fn harness(first: Option<Arc<Published>>) -> Harness {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (tx, latest) = watch::channel(first);
+    let fleet = Arc::new(Fleet::default());
+    let server = SyncServer {
+        token: SyncToken::new("right").expect("token"),
+        operator_id: "op-test".into(),
+        latest,
+        fleet: fleet.clone(),
+        metrics: Arc::new(Metrics::default()),
+    };
+    let shutdown = CancellationToken::new();
+    tokio::spawn(server.serve(listener, shutdown.clone()));
+    Harness {
+        addr,
+        tx,
+        fleet,
+        shutdown,
+    }
+}
+
+async fn connect(addr: std::net::SocketAddr, token: &str) -> Client {
+    let stream = TcpStream::connect(addr).await.expect("connect");
+    let mut client = Framed::new(stream, LengthDelimitedCodec::new());
+    let hello = ToOperator::Hello {
+        protocol: PROTOCOL,
+        dataplane_id: "dp-1".into(),
+        token: token.into(),
+        schemas: vec![postern_snapshot::SCHEMA],
+        current_version: None,
+    };
+    client
+        .send(encode(&hello).expect("encode").into())
+        .await
+        .expect("send hello");
+    client
+}
+
+async fn recv(client: &mut Client) -> ToDataplane {
+    loop {
+        let frame = tokio::time::timeout(std::time::Duration::from_secs(5), client.next())
+            .await
+            .expect("a message within 5s")
+            .expect("connection open")
+            .expect("frame");
+        let msg: ToDataplane = decode(&frame).expect("decode");
+        if !matches!(msg, ToDataplane::Ping) {
+            return msg;
+        }
+    }
+}
+
+async fn reply(client: &mut Client, msg: &ToOperator) {
+    client
+        .send(encode(msg).expect("encode").into())
+        .await
+        .expect("send");
+}
+
+/// Polls the fleet until `check` holds (the server handles frames on its own task).
+async fn until(fleet: &Fleet, check: impl Fn(&Fleet) -> bool) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !check(fleet) {
+        assert!(tokio::time::Instant::now() < deadline, "fleet never reached the state");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_wrong_token_is_refused() {
+    let h = harness(Some(published(1, "a.example.com"))).await;
+    let mut client = connect(h.addr, "wrong").await;
+    match recv(&mut client).await {
+        ToDataplane::Refused { reason } => assert!(reason.contains("token"), "{reason}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert!(client.next().await.is_none(), "closed after the refusal");
+    assert!(h.fleet.is_empty());
+}
+
+#[tokio::test]
+async fn snapshots_flow_and_acks_and_nacks_are_tracked() {
+    let first = published(1, "a.example.com");
+    let h = harness(Some(first.clone())).await;
+    let mut client = connect(h.addr, "right").await;
+    assert!(matches!(recv(&mut client).await, ToDataplane::Welcome { operator_id } if operator_id == "op-test"));
+    let ToDataplane::Snapshot { version, .. } = recv(&mut client).await else {
+        panic!("expected the current snapshot");
+    };
+    assert_eq!(version, first.version);
+    reply(&mut client, &ToOperator::Ack { version }).await;
+    until(&h.fleet, |f| {
+        f.dataplanes()
+            .first()
+            .and_then(|dp| dp.acked.clone())
+            .is_some_and(|p| p.version == first.version)
+    })
+    .await;
+
+    let second = published(2, "b.example.com");
+    h.tx.send_replace(Some(second.clone()));
+    let ToDataplane::Snapshot { version, .. } = recv(&mut client).await else {
+        panic!("expected the new snapshot");
+    };
+    assert_eq!(version, second.version);
+    reply(
+        &mut client,
+        &ToOperator::Nack {
+            version,
+            reason: "bad cert".into(),
+        },
+    )
+    .await;
+    until(&h.fleet, |f| {
+        f.dataplanes().first().is_some_and(|dp| {
+            dp.nack.as_ref().is_some_and(|n| n.reason == "bad cert")
+                && dp.acked.as_ref().is_some_and(|p| p.version == first.version)
+        })
+    })
+    .await;
+
+    reply(&mut client, &ToOperator::Ping).await;
+    assert!(matches!(recv(&mut client).await, ToDataplane::Pong));
+    drop(client);
+    until(&h.fleet, |f| f.is_empty()).await;
+}
+
+#[tokio::test]
+async fn a_connection_before_the_first_compile_waits_for_it() {
+    let h = harness(None).await;
+    let mut client = connect(h.addr, "right").await;
+    assert!(matches!(recv(&mut client).await, ToDataplane::Welcome { .. }));
+    let first = published(1, "a.example.com");
+    h.tx.send_replace(Some(first.clone()));
+    assert!(matches!(recv(&mut client).await, ToDataplane::Snapshot { version, .. } if version == first.version));
+}
