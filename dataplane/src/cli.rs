@@ -13,7 +13,12 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
     /// Log format (the level comes from RUST_LOG, default info).
-    #[arg(long, global = true, env = "POSTERN_LOG_FORMAT", default_value = "text")]
+    #[arg(
+        long,
+        global = true,
+        env = "POSTERN_LOG_FORMAT",
+        default_value = "text"
+    )]
     pub log_format: LogFormat,
 }
 
@@ -36,7 +41,7 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct DataplaneArgs {
     /// The operator's sync endpoint, HOST:PORT.
-    #[arg(long, env = "POSTERN_OPERATOR", value_name = "HOST:PORT")]
+    #[arg(long, env = "POSTERN_OPERATOR", value_name = "HOST:PORT", value_parser = parse_host_port)]
     pub operator: String,
     /// A file holding the shared sync token (re-read on every connection).
     #[arg(long, env = "POSTERN_SYNC_TOKEN_FILE", value_name = "PATH")]
@@ -106,6 +111,17 @@ fn parse_addr(text: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("{text}: resolves to no address"))
 }
 
+/// `HOST:PORT` kept as text: resolved on every connection attempt.
+fn parse_host_port(text: &str) -> Result<String, String> {
+    let err = || format!("{text}: expected HOST:PORT");
+    let (host, port) = text.rsplit_once(':').ok_or_else(err)?;
+    let port: u16 = port.parse().map_err(|_| err())?;
+    if host.is_empty() || port == 0 {
+        return Err(err());
+    }
+    Ok(text.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -146,5 +162,14 @@ mod tests {
         assert!(parse_addr("localhost:9000").is_ok());
         assert!(parse_addr("9000").is_err());
         assert!(parse_addr("127.0.0.1:70000").is_err());
+    }
+
+    #[test]
+    fn operator_is_host_and_port() {
+        assert!(parse_host_port("postern-operator.postern.svc:7000").is_ok());
+        assert!(parse_host_port("[::1]:7000").is_ok());
+        for bad in ["operator", "operator:", ":7000", "operator:0", "operator:x"] {
+            assert!(parse_host_port(bad).is_err(), "{bad}");
+        }
     }
 }

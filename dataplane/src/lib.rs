@@ -38,19 +38,29 @@ pub async fn run_until(command: Command, shutdown: CancellationToken) -> Result<
         Command::Dataplane(args) => {
             let config = sync::SyncConfig::from_args(&args)?;
             let runtime = Runtime::new(Source::Operator);
-            serve(&args.listeners, runtime.clone(), shutdown.clone(), async move {
-                sync::run(config, runtime, shutdown).await;
-                Ok(())
-            })
+            serve(
+                &args.listeners,
+                runtime.clone(),
+                shutdown.clone(),
+                async move {
+                    sync::run(config, runtime, shutdown).await;
+                    Ok(())
+                },
+            )
             .await
         }
         Command::Standalone(args) => {
             let runtime = Runtime::new(Source::Manifests);
             let dir = standalone::check_dir(&args.manifests)?;
-            serve(&args.listeners, runtime.clone(), shutdown.clone(), async move {
-                standalone::run(dir, runtime, shutdown).await;
-                Ok(())
-            })
+            serve(
+                &args.listeners,
+                runtime.clone(),
+                shutdown.clone(),
+                async move {
+                    standalone::run(dir, runtime, shutdown).await;
+                    Ok(())
+                },
+            )
             .await
         }
         Command::Agent(_) => Err(Error::NotImplemented(

@@ -23,7 +23,11 @@ pub struct Args {
     #[arg(long, env = "POSTERN_SYNC_TOKEN_FILE")]
     pub sync_token_file: Option<PathBuf>,
     /// The token itself, when no file is given.
-    #[arg(long = "sync-token", env = "POSTERN_SYNC_TOKEN", hide_env_values = true)]
+    #[arg(
+        long = "sync-token",
+        env = "POSTERN_SYNC_TOKEN",
+        hide_env_values = true
+    )]
     pub sync_token: Option<String>,
     /// Watch only this namespace. Absent: every namespace.
     #[arg(long, env = "POSTERN_NAMESPACE")]

@@ -148,15 +148,29 @@ mod tests {
     #[test]
     fn a_reconnect_replaces_the_old_connection() {
         let fleet = Fleet::default();
-        let mut changes = fleet.subscribe();
+        let changes = fleet.subscribe();
         let old = fleet.connect("dp", addr());
         let new = fleet.connect("dp", addr());
         assert_eq!(fleet.len(), 1);
-        fleet.nacked("dp", old, Nack { version: "v".into(), reason: "r".into() });
+        fleet.nacked(
+            "dp",
+            old,
+            Nack {
+                version: "v".into(),
+                reason: "r".into(),
+            },
+        );
         assert_eq!(fleet.dataplanes()[0].nack, None, "stale connection ignored");
         fleet.disconnect("dp", old);
         assert_eq!(fleet.len(), 1, "old connection cannot remove the new one");
-        fleet.nacked("dp", new, Nack { version: "v".into(), reason: "r".into() });
+        fleet.nacked(
+            "dp",
+            new,
+            Nack {
+                version: "v".into(),
+                reason: "r".into(),
+            },
+        );
         assert!(fleet.dataplanes()[0].nack.is_some());
         assert!(changes.has_changed().expect("open"));
         fleet.disconnect("dp", new);

@@ -1,0 +1,217 @@
+//! The Postern operator: watches resources, compiles them into versioned
+//! snapshots, pushes every snapshot to the data planes, and writes each
+//! object's `Accepted` and `Programmed` conditions.
+//!
+//! ```text
+//! watch ──► index ──► publish (compile) ──► sync_server ──► data planes
+//!                         │                     │ acks / nacks
+//!                         └──► status ◄── fleet ◄┘      (leader only, via lease)
+//! ```
+//!
+//! # How the push stream is authenticated, and why
+//!
+//! Data planes connect to the operator (`--sync-addr`), never the reverse,
+//! so the operator needs no knowledge of where data planes run. The first
+//! frame a data plane sends is a `Hello` carrying a shared token; the
+//! operator compares it with its own in constant time (both sides hashed
+//! with SHA-256, then compared with `subtle`, so neither the token's bytes
+//! nor its length leak through timing) and answers `Refused` and closes, or
+//! `Welcome` and the current snapshot. The token comes from one Secret
+//! mounted into both Deployments (`--sync-token-file`), so rotating it is a
+//! Secret update and a rollout, with no certificate authority to run.
+//!
+//! Why it matters: snapshots carry TLS private keys, proxy credential
+//! hashes and tunnel verification keys, so anyone who can read the stream
+//! can impersonate sites. The token keeps strangers on the network from
+//! subscribing. The stream itself is plain TCP, meant for loopback or the
+//! cluster network (restrict it with a NetworkPolicy): the token is sent in
+//! the clear and the snapshots are not encrypted in transit. TLS for the
+//! sync port (and per-data-plane identities instead of one shared token) is
+//! future work.
+//!
+//! Every replica compiles and serves snapshots, so data planes may connect
+//! to any of them; only the replica holding the Lease writes status.
+
+mod admin;
+mod config;
+mod error;
+pub mod fleet;
+pub mod index;
+pub mod lease;
+pub mod metrics;
+pub mod publish;
+pub mod status;
+pub mod sync_server;
+mod token;
+mod watch;
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kube::Client;
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, watch as channel};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+pub use config::{Args, Config, LeaseTiming};
+pub use error::{Error, Result};
+pub use token::SyncToken;
+
+use crate::admin::Admin;
+use crate::fleet::Fleet;
+use crate::index::Index;
+use crate::lease::Elector;
+use crate::metrics::Metrics;
+use crate::status::StatusWriter;
+use crate::sync_server::SyncServer;
+use crate::watch::Watches;
+
+/// How long shutdown waits for tasks (the lease release among them).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Runs the operator with the usual kube client configuration (in-cluster,
+/// or `KUBECONFIG`) until SIGTERM or ctrl-c.
+pub async fn run(config: Config) -> Result<()> {
+    let client = Client::try_default().await?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(on_signal(shutdown.clone()));
+    run_with(config, client, shutdown).await
+}
+
+/// Runs the operator with a given client until `shutdown` is cancelled.
+pub async fn run_with(config: Config, client: Client, shutdown: CancellationToken) -> Result<()> {
+    let sync_listener = bind(config.sync_addr).await?;
+    let admin_listener = bind(config.admin_addr).await?;
+    let sync_addr = sync_listener.local_addr()?;
+    let admin_addr = admin_listener.local_addr()?;
+    tracing::info!(%sync_addr, %admin_addr, id = %config.operator_id, namespace = ?config.namespace, "operator listening");
+    if let Some(path) = &config.addr_file {
+        write_addr_file(path, sync_addr, admin_addr)?;
+    }
+
+    let metrics = Arc::new(Metrics::default());
+    let options = postern_compile::Options {
+        cluster_domain: config.cluster_domain.clone(),
+    };
+    let index = Arc::new(Mutex::new(Index::new(options)));
+    let changed = Arc::new(Notify::new());
+    let (published_tx, latest) = channel::channel(None);
+    let fleet = Arc::new(Fleet::default());
+    let (elector, leader) = Elector::new(
+        client.clone(),
+        &config.lease_namespace,
+        config.operator_id.clone(),
+        config.lease,
+        metrics.clone(),
+    );
+
+    let mut tasks = JoinSet::new();
+    Watches {
+        client: client.clone(),
+        namespace: config.namespace.clone(),
+        index: index.clone(),
+        changed: changed.clone(),
+        shutdown: shutdown.clone(),
+    }
+    .spawn(&mut tasks);
+    tasks.spawn(publish::rebuild_loop(
+        index.clone(),
+        changed,
+        config.debounce,
+        published_tx,
+        metrics.clone(),
+        shutdown.clone(),
+    ));
+    let sync = SyncServer {
+        token: config.token.clone(),
+        operator_id: config.operator_id.clone(),
+        latest: latest.clone(),
+        fleet: fleet.clone(),
+        metrics: metrics.clone(),
+    };
+    tasks.spawn(sync.serve(sync_listener, shutdown.clone()));
+    let admin = Admin {
+        metrics: metrics.clone(),
+        latest: latest.clone(),
+        fleet: fleet.clone(),
+        leader: leader.clone(),
+    };
+    tasks.spawn(admin.serve(admin_listener, shutdown.clone()));
+    tasks.spawn(elector.run(shutdown.clone()));
+    let writer = StatusWriter {
+        client,
+        index,
+        latest,
+        fleet,
+        leader,
+        metrics,
+    };
+    tasks.spawn(writer.run(shutdown.clone()));
+
+    shutdown.cancelled().await;
+    tracing::info!("shutting down");
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while let Some(joined) = tasks.join_next().await {
+            if let Err(error) = joined {
+                tracing::warn!(%error, "task ended badly");
+            }
+        }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("some tasks did not stop in time");
+    }
+    Ok(())
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Bind { addr, source })
+}
+
+/// Written whole and renamed into place, so a reader never sees half a
+/// file; a wildcard bind is written as loopback, an address one can dial.
+fn write_addr_file(path: &Path, sync: SocketAddr, admin: SocketAddr) -> Result<()> {
+    let body = serde_json::json!({
+        "sync": connectable(sync).to_string(),
+        "admin": connectable(admin).to_string(),
+    });
+    let tmp = path.with_extension("tmp");
+    let write_err = |source| Error::WriteFile {
+        path: path.to_path_buf(),
+        source,
+    };
+    std::fs::write(&tmp, body.to_string()).map_err(write_err)?;
+    std::fs::rename(&tmp, path).map_err(write_err)
+}
+
+fn connectable(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => (Ipv4Addr::LOCALHOST, addr.port()).into(),
+        IpAddr::V6(ip) if ip.is_unspecified() => (Ipv6Addr::LOCALHOST, addr.port()).into(),
+        _ => addr,
+    }
+}
+
+async fn on_signal(shutdown: CancellationToken) {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "no SIGTERM handler");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate => {}
+    }
+    shutdown.cancel();
+}

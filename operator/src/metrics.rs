@@ -41,7 +41,11 @@ impl Default for Metrics {
         registry.register("acks", "Snapshot acks received", acks);
         registry.register("nacks", "Snapshot nacks received", nacks);
         registry.register("status_patches", "Status patches written", patches);
-        registry.register("status_patch_errors", "Status patches that failed", patch_errors);
+        registry.register(
+            "status_patch_errors",
+            "Status patches that failed",
+            patch_errors,
+        );
         registry.register("leader", "1 while this replica holds the lease", leader);
         let (published, compile, connected, acks, nacks, patches, patch_errors, leader) = metrics;
         Metrics {

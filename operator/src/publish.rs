@@ -17,9 +17,9 @@ use postern_snapshot::sync::{ToDataplane, encode};
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::Result;
 use crate::index::Index;
 use crate::metrics::Metrics;
-use crate::Result;
 
 /// One compiled snapshot, ready to send, with the verdicts it came with.
 #[derive(Debug)]
@@ -98,7 +98,9 @@ pub async fn rebuild_loop(
         seq += 1;
         let started = Instant::now();
         let built = tokio::task::spawn_blocking(move || Published::build(seq, &inputs)).await;
-        metrics.compile_seconds.observe(started.elapsed().as_secs_f64());
+        metrics
+            .compile_seconds
+            .observe(started.elapsed().as_secs_f64());
         match built {
             Ok(Ok(published)) => offer(&tx, published, &metrics),
             Ok(Err(error)) => tracing::error!(%error, "encoding the snapshot failed"),
@@ -123,9 +125,10 @@ async fn settle(changed: &Notify, debounce: Duration) {
 
 /// Publishes unless neither the snapshot nor any verdict changed.
 fn offer(tx: &watch::Sender<Option<Arc<Published>>>, new: Published, metrics: &Metrics) {
-    let same = tx.borrow().as_ref().is_some_and(|current| {
-        current.version == new.version && current.verdicts == new.verdicts
-    });
+    let same = tx
+        .borrow()
+        .as_ref()
+        .is_some_and(|current| current.version == new.version && current.verdicts == new.verdicts);
     if same {
         return;
     }
@@ -146,7 +149,9 @@ fn offer(tx: &watch::Sender<Option<Arc<Published>>>, new: Published, metrics: &M
 /// Locks the index. Its lock is never held across an await, so a poisoned
 /// lock can only mean a panic mid-update of plain maps: keep going with them.
 pub fn lock(index: &Mutex<Index>) -> std::sync::MutexGuard<'_, Index> {
-    index.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    index
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]
@@ -183,17 +188,31 @@ mod tests {
         assert!(!published.contains(Kind::Route, &key, 4));
         assert_eq!(published.summary.proxy_targets, 1);
         let frame: ToDataplane = postern_snapshot::sync::decode(&published.frame).expect("frame");
-        assert!(matches!(frame, ToDataplane::Snapshot { version, .. } if version == published.version));
+        assert!(
+            matches!(frame, ToDataplane::Snapshot { version, .. } if version == published.version)
+        );
     }
 
     #[test]
     fn unchanged_output_is_not_republished() {
         let metrics = Metrics::default();
         let (tx, rx) = watch::channel(None);
-        offer(&tx, Published::build(1, &inputs("a.example.com", 1)).expect("build"), &metrics);
-        offer(&tx, Published::build(2, &inputs("a.example.com", 1)).expect("build"), &metrics);
+        offer(
+            &tx,
+            Published::build(1, &inputs("a.example.com", 1)).expect("build"),
+            &metrics,
+        );
+        offer(
+            &tx,
+            Published::build(2, &inputs("a.example.com", 1)).expect("build"),
+            &metrics,
+        );
         assert_eq!(rx.borrow().as_ref().map(|p| p.seq), Some(1));
-        offer(&tx, Published::build(3, &inputs("b.example.com", 2)).expect("build"), &metrics);
+        offer(
+            &tx,
+            Published::build(3, &inputs("b.example.com", 2)).expect("build"),
+            &metrics,
+        );
         assert_eq!(rx.borrow().as_ref().map(|p| p.seq), Some(3));
     }
 
@@ -216,6 +235,10 @@ mod tests {
         let start = tokio::time::Instant::now();
         settle(&changed, Duration::from_millis(100)).await;
         pinger.abort();
-        assert_eq!(start.elapsed(), Duration::from_secs(1), "capped at ten periods");
+        assert_eq!(
+            start.elapsed(),
+            Duration::from_secs(1),
+            "capped at ten periods"
+        );
     }
 }

@@ -87,7 +87,9 @@ impl SyncServer {
             Ok(id) => id,
             Err(Error::Protocol(reason)) => {
                 tracing::warn!(%peer, %reason, "refused a data plane");
-                let refused = ToDataplane::Refused { reason: reason.clone() };
+                let refused = ToDataplane::Refused {
+                    reason: reason.clone(),
+                };
                 let _ = timeout(HELLO_TIMEOUT, conn.send(message(&refused)?)).await;
                 return Err(Error::Protocol(reason));
             }
@@ -98,11 +100,17 @@ impl SyncServer {
         };
         send(&mut conn, message(&welcome)?).await?;
         let conn_no = self.fleet.connect(&id, peer);
-        self.metrics.dataplanes_connected.set(gauge(self.fleet.len()));
+        self.metrics
+            .dataplanes_connected
+            .set(gauge(self.fleet.len()));
         tracing::info!(dataplane = %id, %peer, "data plane connected");
-        let result = Session::new(&self, &id, conn_no).run(&mut conn, shutdown).await;
+        let result = Session::new(&self, &id, conn_no)
+            .run(&mut conn, shutdown)
+            .await;
         self.fleet.disconnect(&id, conn_no);
-        self.metrics.dataplanes_connected.set(gauge(self.fleet.len()));
+        self.metrics
+            .dataplanes_connected
+            .set(gauge(self.fleet.len()));
         tracing::info!(dataplane = %id, %peer, "data plane disconnected");
         result
     }
@@ -139,7 +147,9 @@ impl SyncServer {
             )));
         }
         if dataplane_id.is_empty() || dataplane_id.len() > 253 {
-            return Err(Error::Protocol("dataplane id must be 1 to 253 characters".into()));
+            return Err(Error::Protocol(
+                "dataplane id must be 1 to 253 characters".into(),
+            ));
         }
         Ok(dataplane_id)
     }
@@ -238,7 +248,9 @@ impl<'a> Session<'a> {
                 tracing::debug!(dataplane = self.id, %version, "ack");
                 self.server.fleet.acked(self.id, self.conn_no, published);
             }
-            None => tracing::debug!(dataplane = self.id, %version, "ack of a snapshot not in flight"),
+            None => {
+                tracing::debug!(dataplane = self.id, %version, "ack of a snapshot not in flight")
+            }
         }
     }
 
@@ -254,8 +266,8 @@ impl<'a> Session<'a> {
     /// queue (a data plane applies snapshots in order), returning it.
     fn take(&mut self, version: &str) -> Option<Arc<Published>> {
         let at = self.in_flight.iter().rposition(|p| p.version == version)?;
-        let found = self.in_flight.drain(..=at).last();
-        found
+        let mut taken = self.in_flight.drain(..=at);
+        taken.next_back()
     }
 }
 

@@ -1,0 +1,40 @@
+//! Test support for Postern and the cluster integration tests in `tests/`.
+//!
+//! The tests use real parts: the rig's kube-apiserver (`e2e/rig up` writes
+//! `target/rig/env`), and the `postern-operator` and `postern` binaries run
+//! as processes on port 0, their real addresses read from `--addr-file`.
+//!
+//! Without the rig a test prints why it skips and passes, except under
+//! `CI=true`, where a missing part fails the test: CI never skips silently.
+//!
+//! Each test works in its own namespace ([`TestNamespace`]) and starts the
+//! operator with `--namespace` and `--lease-namespace` set to it, so tests
+//! running in parallel neither see each other's objects nor compete for
+//! one Lease.
+
+pub mod crds;
+pub mod http;
+pub mod namespace;
+pub mod poll;
+pub mod process;
+pub mod resources;
+pub mod rig;
+
+pub use crds::install_crds;
+pub use http::{HttpResponse, http_get};
+pub use namespace::TestNamespace;
+pub use poll::eventually;
+pub use process::{Dataplane, Operator, binary};
+pub use rig::Rig;
+
+/// The rig, or return from the test (after saying why) when it is not up.
+/// Under `CI=true` a missing rig panics instead.
+#[macro_export]
+macro_rules! rig_or_skip {
+    () => {
+        match $crate::Rig::from_env() {
+            Some(rig) => rig,
+            None => return,
+        }
+    };
+}

@@ -17,8 +17,8 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::runtime::Runtime;
 use crate::Result;
+use crate::runtime::Runtime;
 
 pub use view::SnapshotView;
 
@@ -79,13 +79,21 @@ fn route(method: &Method, path: &str, runtime: &Runtime) -> Response<Full<Bytes>
         "/healthz" => text(StatusCode::OK, "ok\n"),
         "/readyz" if runtime.current().is_some() => text(StatusCode::OK, "ready\n"),
         "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "no snapshot applied yet\n"),
-        "/metrics" => body(StatusCode::OK, OPENMETRICS, runtime.metrics().encode().into()),
+        "/metrics" => body(
+            StatusCode::OK,
+            OPENMETRICS,
+            runtime.metrics().encode().into(),
+        ),
         _ => json(&SnapshotView::of(runtime)),
     }
 }
 
 fn text(status: StatusCode, msg: &'static str) -> Response<Full<Bytes>> {
-    body(status, "text/plain; charset=utf-8", Bytes::from_static(msg.as_bytes()))
+    body(
+        status,
+        "text/plain; charset=utf-8",
+        Bytes::from_static(msg.as_bytes()),
+    )
 }
 
 fn json(view: &SnapshotView) -> Response<Full<Bytes>> {
@@ -98,10 +106,14 @@ fn json(view: &SnapshotView) -> Response<Full<Bytes>> {
 fn body(status: StatusCode, content_type: &'static str, bytes: Bytes) -> Response<Full<Bytes>> {
     let mut resp = Response::new(Full::new(bytes));
     *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, header::HeaderValue::from_static(content_type));
-    resp.headers_mut()
-        .insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(content_type),
+    );
+    resp.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
     resp
 }
 
@@ -119,12 +131,21 @@ mod tests {
     fn routes_and_methods() {
         let rt = Runtime::new(Source::Operator);
         assert_eq!(status(Method::GET, "/healthz", &rt), StatusCode::OK);
-        assert_eq!(status(Method::GET, "/readyz", &rt), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            status(Method::GET, "/readyz", &rt),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
         assert_eq!(status(Method::GET, "/metrics", &rt), StatusCode::OK);
         assert_eq!(status(Method::GET, "/api/v1/snapshot", &rt), StatusCode::OK);
         assert_eq!(status(Method::GET, "/nope", &rt), StatusCode::NOT_FOUND);
-        assert_eq!(status(Method::POST, "/healthz", &rt), StatusCode::METHOD_NOT_ALLOWED);
-        assert_eq!(status(Method::DELETE, "/api/v1/snapshot", &rt), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(
+            status(Method::POST, "/healthz", &rt),
+            StatusCode::METHOD_NOT_ALLOWED
+        );
+        assert_eq!(
+            status(Method::DELETE, "/api/v1/snapshot", &rt),
+            StatusCode::METHOD_NOT_ALLOWED
+        );
         rt.apply(Snapshot::default().seal()).expect("valid");
         assert_eq!(status(Method::GET, "/readyz", &rt), StatusCode::OK);
     }

@@ -57,12 +57,32 @@ impl Metrics {
 
     fn register(mut self) -> Self {
         let r = &mut self.registry;
-        r.register("snapshot_applies", "Snapshots swapped in", self.applies.clone());
+        r.register(
+            "snapshot_applies",
+            "Snapshots swapped in",
+            self.applies.clone(),
+        );
         r.register("snapshot_nacks", "Snapshots refused", self.nacks.clone());
-        r.register("sync_connected", "1 while connected to the operator", self.sync_connected.clone());
-        r.register("sync_reconnects", "Reconnections to the operator", self.sync_reconnects.clone());
-        r.register("snapshot_info", "The snapshot in service (value 1)", self.info.clone());
-        r.register("snapshot_objects", "Objects in the snapshot in service, by kind", self.objects.clone());
+        r.register(
+            "sync_connected",
+            "1 while connected to the operator",
+            self.sync_connected.clone(),
+        );
+        r.register(
+            "sync_reconnects",
+            "Reconnections to the operator",
+            self.sync_reconnects.clone(),
+        );
+        r.register(
+            "snapshot_info",
+            "The snapshot in service (value 1)",
+            self.info.clone(),
+        );
+        r.register(
+            "snapshot_objects",
+            "Objects in the snapshot in service, by kind",
+            self.objects.clone(),
+        );
         r.register(
             "snapshot_applied_timestamp_seconds",
             "When the snapshot in service was applied",
@@ -91,7 +111,9 @@ impl Metrics {
             ("OAuthClient", summary.oauth_clients),
         ] {
             let labels = KindLabels { kind: kind.into() };
-            self.objects.get_or_create(&labels).set(i64::try_from(n).unwrap_or(i64::MAX));
+            self.objects
+                .get_or_create(&labels)
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
         }
         let secs = applied
             .applied_at

@@ -120,7 +120,10 @@ impl Runtime {
 
     /// The version in service.
     pub fn version(&self) -> Option<String> {
-        self.live.load().as_ref().map(|a| a.snapshot.version.clone())
+        self.live
+            .load()
+            .as_ref()
+            .map(|a| a.snapshot.version.clone())
     }
 
     /// A receiver that sees every swap (and the current value at once).
@@ -216,7 +219,10 @@ mod tests {
         let held = rt.snapshot().expect("applied");
         assert_eq!(rt.apply(snapshot("b.example.com")), Ok(Outcome::Swapped));
         assert_eq!(held.sites[0].hostnames, ["a.example.com"]);
-        assert_eq!(rt.snapshot().expect("applied").sites[0].hostnames, ["b.example.com"]);
+        assert_eq!(
+            rt.snapshot().expect("applied").sites[0].hostnames,
+            ["b.example.com"]
+        );
     }
 
     #[test]

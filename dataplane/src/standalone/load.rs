@@ -126,7 +126,10 @@ mod tests {
     #[test]
     fn the_invalid_file_is_named() {
         let files = [
-            file("a.yaml", "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\nstringData: {k: v}\n"),
+            file(
+                "a.yaml",
+                "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\nstringData: {k: v}\n",
+            ),
             file("b.yaml", "apiVersion: postern.io/v1alpha1\nkind: Route\n"),
         ];
         let err = compile(&files).expect_err("b is invalid");
@@ -145,10 +148,20 @@ mod tests {
     fn lists_only_visible_yaml_files_sorted() {
         let dir = std::env::temp_dir().join(format!("postern-list-{}", std::process::id()));
         std::fs::create_dir_all(dir.join("sub.yaml")).expect("mkdir");
-        for name in ["b.yml", "a.yaml", ".hidden.yaml", "notes.txt", "sub.yaml/x.yaml"] {
+        for name in [
+            "b.yml",
+            "a.yaml",
+            ".hidden.yaml",
+            "notes.txt",
+            "sub.yaml/x.yaml",
+        ] {
             std::fs::write(dir.join(name), "").expect("write");
         }
-        let names: Vec<_> = list(&dir).expect("list").into_iter().map(|(n, _)| n).collect();
+        let names: Vec<_> = list(&dir)
+            .expect("list")
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
         let _ = std::fs::remove_dir_all(&dir);
         assert_eq!(names, ["a.yaml", "b.yml"]);
     }

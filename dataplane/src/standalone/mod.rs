@@ -3,7 +3,10 @@
 //! change.
 //!
 //! Watching is polling, every 250 ms: a cheap stamp (names, mtimes, lengths)
-//! and, when it moves, a hash of the contents. Polling rather than inotify
+//! that must be the same on two polls in a row (so a file caught between
+//! truncation and write is not applied half-empty), then a hash of the
+//! contents, compiled when it differs: a change applies within ~500 ms.
+//! Polling rather than inotify
 //! (`notify`) because it needs no extra dependency, behaves the same on
 //! every platform and filesystem (bind mounts, network filesystems), and
 //! sees a ConfigMap volume's atomic `..data` symlink swap, which inotify on
@@ -40,7 +43,7 @@ pub fn check_dir(dir: &Path) -> Result<PathBuf> {
 /// Loads `dir` and applies every change until `shutdown`.
 pub async fn run(dir: PathBuf, runtime: Arc<Runtime>, shutdown: CancellationToken) {
     tracing::info!(dir = %dir.display(), "watching manifests (polling every {}ms)", POLL.as_millis());
-    let mut watcher = Some(Watcher::new(dir, runtime));
+    let mut watcher = Watcher::new(dir, runtime);
     let mut tick = tokio::time::interval(POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -48,15 +51,14 @@ pub async fn run(dir: PathBuf, runtime: Arc<Runtime>, shutdown: CancellationToke
             _ = tick.tick() => {}
             () = shutdown.cancelled() => return,
         }
-        let Some(mut w) = watcher.take() else { return };
         // Reading and compiling are blocking work.
-        match tokio::task::spawn_blocking(move || {
-            w.poll();
-            w
+        watcher = match tokio::task::spawn_blocking(move || {
+            watcher.poll();
+            watcher
         })
         .await
         {
-            Ok(w) => watcher = Some(w),
+            Ok(w) => w,
             Err(e) => {
                 tracing::error!(error = %e, "the manifest watcher failed; no further changes will apply");
                 return;
@@ -186,4 +188,48 @@ fn rejected(verdicts: &[postern_compile::Verdict]) -> Vec<Rejected> {
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::Source;
+
+    const OAUTH: &str = "apiVersion: postern.io/v1alpha1\nkind: OAuthClient\nmetadata: {name: c}\n\
+                         spec: {redirectUris: [\"https://a.example.com/cb\"], grantTypes: [authorization_code]}\n";
+
+    fn folder(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("postern-watch-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        dir
+    }
+
+    #[test]
+    fn a_change_applies_once_settled_and_errors_name_the_file() {
+        let dir = folder("settle");
+        std::fs::write(dir.join("a.yaml"), OAUTH).expect("write");
+        let rt = Runtime::new(Source::Manifests);
+        let mut w = Watcher::new(dir.clone(), rt.clone());
+        w.poll();
+        assert_eq!(rt.version(), None, "first sight only marks the change");
+        w.poll();
+        let v1 = rt.version().expect("applied on the second poll");
+        w.poll();
+        assert_eq!(rt.metrics().applies.get(), 1, "no change, no work");
+
+        std::fs::write(dir.join("b.yaml"), "kind: [").expect("write");
+        w.poll();
+        w.poll();
+        let err = rt.report().last_error.expect("error");
+        assert_eq!(err.file.as_deref(), Some("b.yaml"));
+        assert_eq!(rt.version(), Some(v1.clone()));
+
+        std::fs::remove_file(dir.join("b.yaml")).expect("rm");
+        w.poll();
+        w.poll();
+        assert_eq!(rt.report().last_error, None);
+        assert_eq!(rt.version(), Some(v1));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -19,7 +19,11 @@ pub fn ceiling(base: Duration, cap: Duration, attempt: u32) -> Duration {
 /// the draw in `[0, 1]` (clamped). Spreads reconnecting data planes apart
 /// after an operator restart.
 pub fn full_jitter(base: Duration, cap: Duration, attempt: u32, unit: f64) -> Duration {
-    let unit = if unit.is_finite() { unit.clamp(0.0, 1.0) } else { 1.0 };
+    let unit = if unit.is_finite() {
+        unit.clamp(0.0, 1.0)
+    } else {
+        1.0
+    };
     ceiling(base, cap, attempt).mul_f64(unit)
 }
 

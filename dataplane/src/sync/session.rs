@@ -101,7 +101,9 @@ async fn welcome(conn: &mut Conn) -> Result<String, SessionError> {
     match read(frame)? {
         ToDataplane::Welcome { operator_id } => Ok(operator_id),
         ToDataplane::Refused { reason } => Err(SessionError::Refused(reason)),
-        _ => Err(SessionError::Protocol("expected welcome or refused first".into())),
+        _ => Err(SessionError::Protocol(
+            "expected welcome or refused first".into(),
+        )),
     }
 }
 
@@ -167,7 +169,10 @@ fn apply_frame(runtime: &Runtime, schema: u32, version: String, body: &RawValue)
     let snapshot = match decode_snapshot(schema, body) {
         Ok(s) if s.version == version => s,
         Ok(s) => {
-            let reason = format!("frame version {version} differs from the body's {}", s.version);
+            let reason = format!(
+                "frame version {version} differs from the body's {}",
+                s.version
+            );
             return nack(runtime, version, reason, true);
         }
         Err(e) => return nack(runtime, version, e.to_string(), true),
@@ -197,11 +202,15 @@ fn nack(runtime: &Runtime, version: String, reason: String, record: bool) -> ToO
 fn read(
     frame: Option<Result<bytes::BytesMut, std::io::Error>>,
 ) -> Result<ToDataplane, SessionError> {
-    let frame = frame.ok_or(SessionError::Closed)?.map_err(SessionError::Io)?;
+    let frame = frame
+        .ok_or(SessionError::Closed)?
+        .map_err(SessionError::Io)?;
     decode(&frame).map_err(|e| SessionError::Protocol(format!("undecodable message: {e}")))
 }
 
 async fn send(conn: &mut Conn, msg: &ToOperator) -> Result<(), SessionError> {
     let bytes = encode(msg).map_err(|e| SessionError::Protocol(e.to_string()))?;
-    conn.send(Bytes::from(bytes)).await.map_err(SessionError::Io)
+    conn.send(Bytes::from(bytes))
+        .await
+        .map_err(SessionError::Io)
 }

@@ -157,8 +157,17 @@ impl Index {
             user_upstreams: objects(&self.user_upstreams),
             tunnels: objects(&self.tunnels),
             oauth_clients: objects(&self.oauth_clients),
-            secrets: self.secrets.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-            services: Some(self.services.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
+            secrets: self
+                .secrets
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            services: Some(
+                self.services
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            ),
             options: self.options.clone(),
         }
     }

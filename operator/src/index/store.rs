@@ -35,7 +35,10 @@ impl<V> Default for Store<V> {
 impl<V: SameInput> Store<V> {
     /// Adds or replaces an object; true when compilation input changed.
     pub fn apply(&mut self, key: ObjectKey, value: V) -> bool {
-        let changed = self.items.get(&key).is_none_or(|old| !old.same_input(&value));
+        let changed = self
+            .items
+            .get(&key)
+            .is_none_or(|old| !old.same_input(&value));
         self.items.insert(key, value);
         changed
     }
@@ -52,7 +55,9 @@ impl<V: SameInput> Store<V> {
 
     /// An object of the relist in progress.
     pub fn relisted(&mut self, key: ObjectKey, value: V) {
-        self.relist.get_or_insert_with(BTreeMap::new).insert(key, value);
+        self.relist
+            .get_or_insert_with(BTreeMap::new)
+            .insert(key, value);
     }
 
     /// The relist is complete: it replaces the contents. True when
@@ -64,7 +69,9 @@ impl<V: SameInput> Store<V> {
         self.synced = true;
         changed
     }
+}
 
+impl<V> Store<V> {
     /// Whether a complete list has been seen.
     pub fn synced(&self) -> bool {
         self.synced
@@ -93,8 +100,7 @@ impl<V: SameInput> Store<V> {
 
 fn same_inputs<V: SameInput>(a: &BTreeMap<ObjectKey, V>, b: &BTreeMap<ObjectKey, V>) -> bool {
     a.len() == b.len()
-        && a
-            .iter()
+        && a.iter()
             .zip(b)
             .all(|((ka, va), (kb, vb))| ka == kb && va.same_input(vb))
 }

@@ -87,7 +87,11 @@ fn objects_become_inputs_with_their_metadata() {
         Some("2023-11-14T22:13:20Z")
     );
     assert_eq!(pt.spec.hostnames, vec!["api.example.com".to_string()]);
-    assert_eq!(inputs.services, Some(BTreeMap::new()), "Services are checked");
+    assert_eq!(
+        inputs.services,
+        Some(BTreeMap::new()),
+        "Services are checked"
+    );
 }
 
 #[test]
@@ -153,7 +157,10 @@ fn services_expose_their_ports() {
     };
     index.handle(Event::Apply(service));
     let services = index.inputs().services.expect("services");
-    assert_eq!(services[&ObjectKey::new("team", "web")].ports, vec![80, 8080]);
+    assert_eq!(
+        services[&ObjectKey::new("team", "web")].ports,
+        vec![80, 8080]
+    );
 }
 
 #[test]

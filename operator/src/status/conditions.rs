@@ -84,7 +84,10 @@ pub fn programmed(
         );
         return (ConditionStatus::True, PROGRAMMED, message);
     }
-    if let Some((dp, nack)) = pending.iter().find_map(|dp| dp.nack.as_ref().map(|n| (dp, n))) {
+    if let Some((dp, nack)) = pending
+        .iter()
+        .find_map(|dp| dp.nack.as_ref().map(|n| (dp, n)))
+    {
         let message = format!(
             "data plane {} rejected snapshot {}: {}",
             dp.id,

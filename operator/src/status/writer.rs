@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
 use kube::Client;
+use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
 use postern_api::{Kind, ObjectKey, ResourceStatus};
 use postern_crds::{OAuthClient, ProxyTarget, Route, Tunnel, UserUpstream};
 use tokio::sync::watch;
@@ -197,7 +197,11 @@ async fn patch(client: Client, work: &Work) -> Outcome {
         Api::namespaced_with(client, &work.key.namespace, &api_resource(work.kind));
     let body = serde_json::json!({ "status": work.status });
     match api
-        .patch_status(&work.key.name, &PatchParams::default(), &Patch::Merge(&body))
+        .patch_status(
+            &work.key.name,
+            &PatchParams::default(),
+            &Patch::Merge(&body),
+        )
         .await
     {
         Ok(_) => Outcome::Written,

@@ -85,7 +85,7 @@ async fn connect(addr: std::net::SocketAddr, token: &str) -> Client {
         current_version: None,
     };
     client
-        .send(encode(&hello).expect("encode").into())
+        .send(bytes::Bytes::from(encode(&hello).expect("encode")))
         .await
         .expect("send hello");
     client
@@ -107,7 +107,7 @@ async fn recv(client: &mut Client) -> ToDataplane {
 
 async fn reply(client: &mut Client, msg: &ToOperator) {
     client
-        .send(encode(msg).expect("encode").into())
+        .send(bytes::Bytes::from(encode(msg).expect("encode")))
         .await
         .expect("send");
 }
@@ -116,7 +116,10 @@ async fn reply(client: &mut Client, msg: &ToOperator) {
 async fn until(fleet: &Fleet, check: impl Fn(&Fleet) -> bool) {
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
     while !check(fleet) {
-        assert!(tokio::time::Instant::now() < deadline, "fleet never reached the state");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "fleet never reached the state"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 }
@@ -138,7 +141,9 @@ async fn snapshots_flow_and_acks_and_nacks_are_tracked() {
     let first = published(1, "a.example.com");
     let h = harness(Some(first.clone())).await;
     let mut client = connect(h.addr, "right").await;
-    assert!(matches!(recv(&mut client).await, ToDataplane::Welcome { operator_id } if operator_id == "op-test"));
+    assert!(
+        matches!(recv(&mut client).await, ToDataplane::Welcome { operator_id } if operator_id == "op-test")
+    );
     let ToDataplane::Snapshot { version, .. } = recv(&mut client).await else {
         panic!("expected the current snapshot");
     };
@@ -169,7 +174,10 @@ async fn snapshots_flow_and_acks_and_nacks_are_tracked() {
     until(&h.fleet, |f| {
         f.dataplanes().first().is_some_and(|dp| {
             dp.nack.as_ref().is_some_and(|n| n.reason == "bad cert")
-                && dp.acked.as_ref().is_some_and(|p| p.version == first.version)
+                && dp
+                    .acked
+                    .as_ref()
+                    .is_some_and(|p| p.version == first.version)
         })
     })
     .await;
@@ -184,8 +192,13 @@ async fn snapshots_flow_and_acks_and_nacks_are_tracked() {
 async fn a_connection_before_the_first_compile_waits_for_it() {
     let h = harness(None).await;
     let mut client = connect(h.addr, "right").await;
-    assert!(matches!(recv(&mut client).await, ToDataplane::Welcome { .. }));
+    assert!(matches!(
+        recv(&mut client).await,
+        ToDataplane::Welcome { .. }
+    ));
     let first = published(1, "a.example.com");
     h.tx.send_replace(Some(first.clone()));
-    assert!(matches!(recv(&mut client).await, ToDataplane::Snapshot { version, .. } if version == first.version));
+    assert!(
+        matches!(recv(&mut client).await, ToDataplane::Snapshot { version, .. } if version == first.version)
+    );
 }

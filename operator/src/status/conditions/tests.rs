@@ -93,7 +93,11 @@ fn programmed_once_every_dataplane_acked_the_generation() {
 #[test]
 fn a_nack_is_reported_with_its_reason() {
     let v = verdict(2, Reason::Accepted);
-    let dps = [dataplane("a", Some(snapshot_with(1)), Some("certificate does not parse"))];
+    let dps = [dataplane(
+        "a",
+        Some(snapshot_with(1)),
+        Some("certificate does not parse"),
+    )];
     let (status, reason, message) = programmed(&v, &dps);
     assert_eq!((status, reason), (ConditionStatus::False, "Rejected"));
     assert!(message.contains("certificate does not parse"), "{message}");
@@ -102,7 +106,10 @@ fn a_nack_is_reported_with_its_reason() {
 
 #[test]
 fn no_dataplanes_and_not_accepted_are_not_pending() {
-    assert_eq!(programmed(&verdict(1, Reason::Accepted), &[]).1, "NoDataplanes");
+    assert_eq!(
+        programmed(&verdict(1, Reason::Accepted), &[]).1,
+        "NoDataplanes"
+    );
     let dps = [dataplane("a", Some(snapshot_with(1)), None)];
     assert_eq!(
         programmed(&verdict(1, Reason::HostnameConflict), &dps).1,
@@ -120,7 +127,10 @@ fn desired_status_carries_generations_and_verdict() {
     assert!(accepted.message.contains("held by"));
     assert_eq!(accepted.observed_generation, Some(3));
     assert_eq!(accepted.last_transition_time.as_deref(), Some(T0));
-    assert_eq!(condition(&status, "Programmed").observed_generation, Some(3));
+    assert_eq!(
+        condition(&status, "Programmed").observed_generation,
+        Some(3)
+    );
 }
 
 #[test]
@@ -134,7 +144,9 @@ fn transition_time_moves_only_when_the_status_flips() {
 
     let now_programmed = desired(&verdict(1, Reason::Accepted), &dps, Some(&first), T1);
     assert_eq!(
-        condition(&now_programmed, "Accepted").last_transition_time.as_deref(),
+        condition(&now_programmed, "Accepted")
+            .last_transition_time
+            .as_deref(),
         Some(T0)
     );
     let programmed = condition(&now_programmed, "Programmed");

@@ -1,0 +1,258 @@
+//! Spine benchmark: time from an update on the API server to the moment every
+//! data plane serves the snapshot that contains it, at several numbers of
+//! ProxyTargets, with the resident memory of the operator and data planes.
+//!
+//! Needs the rig (`e2e/rig up`) and release binaries:
+//!   cargo build --release --bins && cargo run --release -p postern-bench --bin spine -- [SIZES] [UPDATES]
+//! SIZES defaults to 10,1000,10000; UPDATES (per size) to 30.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::{Client, Config};
+use postern_crds::ProxyTarget;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::{Child, Command};
+
+const DATAPLANES: usize = 2;
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let sizes: Vec<usize> = args
+        .get(1)
+        .map_or("10,1000,10000", String::as_str)
+        .split(',')
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .context("SIZES is a comma-separated list of numbers")?;
+    let updates: usize = args.get(2).map_or(Ok(30), |s| s.parse())?;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let client = rig_client(&root).await?;
+    install_crds(&client).await?;
+    println!("| ProxyTargets | updates | p50 to all acks | p99 | max | operator RSS | dataplane RSS (max of {DATAPLANES}) |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    for size in sizes {
+        let row = run_size(&client, size, updates).await?;
+        println!("{row}");
+    }
+    Ok(())
+}
+
+async fn rig_client(root: &Path) -> Result<Client> {
+    let env = std::fs::read_to_string(root.join("target/rig/env"))
+        .context("target/rig/env missing: run e2e/rig up")?;
+    let path = env
+        .lines()
+        .find_map(|l| l.strip_prefix("KUBECONFIG="))
+        .context("KUBECONFIG not in target/rig/env")?;
+    let kubeconfig = kube::config::Kubeconfig::read_from(path.trim_matches('"'))?;
+    let config = Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
+    Ok(Client::try_from(config)?)
+}
+
+async fn install_crds(client: &Client) -> Result<()> {
+    let api: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
+        Api::all(client.clone());
+    for crd in postern_crds::crds() {
+        let name = crd.metadata.name.clone().unwrap_or_default();
+        api.patch(&name, &PatchParams::apply("postern-bench").force(), &Patch::Apply(&crd))
+            .await?;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    Ok(())
+}
+
+fn target(i: usize, generation: usize) -> ProxyTarget {
+    let spec: postern_api::ProxyTargetSpec = serde_json::from_value(serde_json::json!({
+        "hostnames": [format!("h{i}.bench.example.com"), format!("g{generation}.h{i}.bench.example.com")],
+        "backend": {"url": "http://127.0.0.1:9"},
+    }))
+    .unwrap_or_default();
+    ProxyTarget::new(&format!("t{i}"), spec.into())
+}
+
+async fn run_size(client: &Client, size: usize, updates: usize) -> Result<String> {
+    let ns = format!("bench-spine-{size}-{}", std::process::id());
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let mut namespace = Namespace::default();
+    namespace.metadata.name = Some(ns.clone());
+    namespaces.create(&PostParams::default(), &namespace).await?;
+    let result = measure(client, &ns, size, updates).await;
+    namespaces.delete(&ns, &DeleteParams::default()).await.ok();
+    result
+}
+
+async fn measure(client: &Client, ns: &str, size: usize, updates: usize) -> Result<String> {
+    let api: Api<ProxyTarget> = Api::namespaced(client.clone(), ns);
+    let created = Instant::now();
+    let results: Vec<Result<ProxyTarget, kube::Error>> = futures::stream::iter(0..size)
+        .map(|i| {
+            let api = api.clone();
+            async move { api.create(&PostParams::default(), &target(i, 0)).await }
+        })
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    for r in results {
+        r?;
+    }
+    eprintln!("size {size}: created in {:.1}s", created.elapsed().as_secs_f64());
+
+    let dir = std::env::temp_dir().join(format!("postern-bench-{ns}"));
+    std::fs::create_dir_all(&dir)?;
+    let token = dir.join("token");
+    std::fs::write(&token, "bench-token")?;
+    let bins = bin_dir()?;
+    let (mut operator, op_addrs) = spawn(
+        Command::new(bins.join("postern-operator"))
+            .arg("--namespace").arg(ns)
+            .arg("--sync-addr").arg("127.0.0.1:0")
+            .arg("--admin-addr").arg("127.0.0.1:0")
+            .arg("--lease-namespace").arg(ns)
+            .arg("--sync-token-file").arg(&token),
+        &dir.join("operator.addr"),
+    )
+    .await?;
+    let sync = json_str(&op_addrs, "sync")?;
+    let mut planes = Vec::new();
+    for i in 0..DATAPLANES {
+        let mut cmd = Command::new(bins.join("postern"));
+        cmd.arg("dataplane")
+            .arg("--operator").arg(&sync)
+            .arg("--sync-token-file").arg(&token)
+            .arg("--dataplane-id").arg(format!("bench-{i}"));
+        for flag in ["--admin-addr", "--proxy-addr", "--socks-addr", "--http-addr", "--https-addr", "--tunnel-addr"] {
+            cmd.arg(flag).arg("127.0.0.1:0");
+        }
+        let (child, addrs) = spawn(&mut cmd, &dir.join(format!("dp{i}.addr"))).await?;
+        planes.push((child, json_str(&addrs, "admin")?));
+    }
+    let admins: Vec<String> = planes.iter().map(|(_, a)| a.clone()).collect();
+
+    let synced = Instant::now();
+    let mut version = wait_all(&admins, |s| s["summary"]["proxyTargets"] == size, Duration::from_secs(300)).await?;
+    eprintln!("size {size}: first sync in {:.1}s", synced.elapsed().as_secs_f64());
+
+    let mut samples = Vec::with_capacity(updates);
+    for k in 1..=updates {
+        let i = (k * 7919) % size;
+        let start = Instant::now();
+        api.replace(&format!("t{i}"), &PostParams::default(), &{
+            let mut t = api.get(&format!("t{i}")).await?;
+            t.spec = target(i, k).spec;
+            t
+        })
+        .await?;
+        let before = version.clone();
+        version = wait_all(&admins, |s| s["version"] != before.as_str(), Duration::from_secs(60)).await?;
+        samples.push(start.elapsed());
+    }
+    let op_rss = rss_mib(operator.id());
+    let dp_rss = planes.iter().map(|(c, _)| rss_mib(c.id())).fold(0.0, f64::max);
+    operator.kill().await.ok();
+    for (mut c, _) in planes {
+        c.kill().await.ok();
+    }
+    samples.sort();
+    let pct = |p: f64| samples[((samples.len() as f64 - 1.0) * p).round() as usize];
+    let ms = |d: Duration| format!("{:.0} ms", d.as_secs_f64() * 1000.0);
+    Ok(format!(
+        "| {size} | {updates} | {} | {} | {} | {op_rss:.1} MiB | {dp_rss:.1} MiB |",
+        ms(pct(0.50)),
+        ms(pct(0.99)),
+        ms(pct(1.0)),
+    ))
+}
+
+/// Release binaries sit next to this benchmark's executable.
+fn bin_dir() -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let dir = exe.parent().context("executable has no directory")?.to_path_buf();
+    for bin in ["postern", "postern-operator"] {
+        if !dir.join(bin).exists() {
+            bail!("{} missing: run `cargo build --release --bins` first", dir.join(bin).display());
+        }
+    }
+    Ok(dir)
+}
+
+async fn spawn(cmd: &mut Command, addr_file: &Path) -> Result<(Child, serde_json::Value)> {
+    let child = cmd
+        .arg("--addr-file")
+        .arg(addr_file)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(addr_file)
+            && let Ok(value) = serde_json::from_str(&text)
+        {
+            return Ok((child, value));
+        }
+        if Instant::now() > deadline {
+            bail!("{} was not written in 30 s", addr_file.display());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn json_str(v: &serde_json::Value, key: &str) -> Result<String> {
+    v[key].as_str().map(str::to_string).with_context(|| format!("no {key} in {v}"))
+}
+
+/// Polls every admin API until `done` holds for all; returns the version.
+async fn wait_all(
+    admins: &[String],
+    done: impl Fn(&serde_json::Value) -> bool,
+    limit: Duration,
+) -> Result<String> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let mut versions = Vec::new();
+        for admin in admins {
+            let snap = get_snapshot(admin).await.unwrap_or_default();
+            if done(&snap) {
+                versions.push(snap["version"].as_str().unwrap_or_default().to_string());
+            }
+        }
+        if versions.len() == admins.len() && versions.windows(2).all(|w| w[0] == w[1]) {
+            return Ok(versions.swap_remove(0));
+        }
+        if Instant::now() > deadline {
+            bail!("data planes did not converge within {limit:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+async fn get_snapshot(admin: &str) -> Result<serde_json::Value> {
+    let mut stream = tokio::net::TcpStream::connect(admin).await?;
+    stream
+        .write_all(b"GET /api/v1/snapshot HTTP/1.0\r\nHost: admin\r\n\r\n")
+        .await?;
+    let mut buf = Vec::new();
+    stream.read_to_end(&mut buf).await?;
+    let text = String::from_utf8_lossy(&buf);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
+    Ok(serde_json::from_str(body)?)
+}
+
+fn rss_mib(pid: Option<u32>) -> f64 {
+    let Some(pid) = pid else { return 0.0 };
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
