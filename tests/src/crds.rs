@@ -3,9 +3,9 @@
 use std::time::Duration;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::Client;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::wait::{await_condition, conditions};
-use kube::Client;
 
 /// Server-side-applies `postern_crds::crds()` and waits until each is
 /// Established. Idempotent, and safe when parallel tests call it: every

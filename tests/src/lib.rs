@@ -19,12 +19,13 @@ pub mod poll;
 pub mod process;
 pub mod resources;
 pub mod rig;
+pub mod spine;
 
 pub use crds::install_crds;
 pub use http::{HttpResponse, http_get};
 pub use namespace::TestNamespace;
 pub use poll::eventually;
-pub use process::{Dataplane, Operator, binary};
+pub use process::{Dataplane, Operator, SnapshotView, binary};
 pub use rig::Rig;
 
 /// The rig, or return from the test (after saying why) when it is not up.

@@ -116,7 +116,8 @@ mod tests {
         for name in [&a, &b, &unique_name(&"x".repeat(100))] {
             assert!(name.len() <= 63, "{name}");
             assert!(
-                name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'),
+                name.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'),
                 "{name}"
             );
         }

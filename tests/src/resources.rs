@@ -4,10 +4,10 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Secret;
+use kube::Client;
 use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, ObjectMeta, Patch, PatchParams, PostParams,
 };
-use kube::Client;
 use postern_api::{Condition, ResourceStatus};
 use postern_crds::{OAuthClient, ProxyTarget, Route, Tunnel, UserUpstream};
 use serde_json::Value;
@@ -30,16 +30,28 @@ fn api(client: &Client, ns: &str, kind: &str) -> Api<DynamicObject> {
 
 /// Creates `{"kind": K, "metadata": {"name": N}, "spec": {...}}` in `ns`
 /// (apiVersion is filled in). The API server's refusal comes back as `Err`.
-pub async fn create(client: &Client, ns: &str, mut manifest: Value) -> Result<DynamicObject, kube::Error> {
+pub async fn create(
+    client: &Client,
+    ns: &str,
+    mut manifest: Value,
+) -> Result<DynamicObject, kube::Error> {
     let kind = manifest["kind"].as_str().unwrap_or_default().to_string();
     manifest["apiVersion"] = Value::from(postern_api::API_VERSION);
     let object: DynamicObject =
         serde_json::from_value(manifest).unwrap_or_else(|e| panic!("manifest: {e}"));
-    api(client, ns, &kind).create(&PostParams::default(), &object).await
+    api(client, ns, &kind)
+        .create(&PostParams::default(), &object)
+        .await
 }
 
 /// Merge-patches the spec: the way `kubectl patch --type merge` changes it.
-pub async fn patch_spec(client: &Client, ns: &str, kind: &str, name: &str, spec: Value) -> DynamicObject {
+pub async fn patch_spec(
+    client: &Client,
+    ns: &str,
+    kind: &str,
+    name: &str,
+    spec: Value,
+) -> DynamicObject {
     let body = serde_json::json!({ "spec": spec });
     api(client, ns, kind)
         .patch(name, &PatchParams::default(), &Patch::Merge(&body))
@@ -78,7 +90,11 @@ pub async fn apply_secret(client: &Client, ns: &str, name: &str, data: &[(&str, 
         ..Secret::default()
     };
     Api::<Secret>::namespaced(client.clone(), ns)
-        .patch(name, &PatchParams::apply("postern-tests").force(), &Patch::Apply(&secret))
+        .patch(
+            name,
+            &PatchParams::apply("postern-tests").force(),
+            &Patch::Apply(&secret),
+        )
         .await
         .unwrap_or_else(|e| panic!("applying Secret {ns}/{name}: {e}"));
 }
@@ -97,7 +113,12 @@ impl Observed {
 }
 
 /// Reads an object's generation and status; `Err` describes why not.
-pub async fn observe(client: &Client, ns: &str, kind: &str, name: &str) -> Result<Observed, String> {
+pub async fn observe(
+    client: &Client,
+    ns: &str,
+    kind: &str,
+    name: &str,
+) -> Result<Observed, String> {
     let object = api(client, ns, kind)
         .get_opt(name)
         .await

@@ -29,11 +29,16 @@ impl Rig {
     /// panics under `CI=true`, otherwise prints the skip reason and
     /// returns `None`.
     pub fn from_env() -> Option<Rig> {
-        match Rig::load(&repo_root().join("target/rig/env")) {
+        Rig::from_file(&repo_root().join("target/rig/env"), in_ci())
+    }
+
+    /// [`Rig::from_env`] with the env file and the CI flag given.
+    pub fn from_file(env_file: &Path, ci: bool) -> Option<Rig> {
+        match Rig::load(env_file) {
             Ok(rig) => Some(rig),
             Err(missing) => {
                 let reason = format!("test rig not up: {missing}; run e2e/rig up");
-                if in_ci() {
+                if ci {
                     panic!("{reason}");
                 }
                 eprintln!("skipping: {reason}");
@@ -112,6 +117,17 @@ mod tests {
         assert_eq!(env["REDIS_URL"], "redis://x");
         assert_eq!(env["EMPTY"], "");
         assert_eq!(env.len(), 3);
+    }
+
+    #[test]
+    #[should_panic(expected = "test rig not up: /nonexistent/rig/env missing; run e2e/rig up")]
+    fn ci_fails_instead_of_skipping() {
+        Rig::from_file(Path::new("/nonexistent/rig/env"), true);
+    }
+
+    #[test]
+    fn outside_ci_a_missing_rig_skips() {
+        assert!(Rig::from_file(Path::new("/nonexistent/rig/env"), false).is_none());
     }
 
     #[test]

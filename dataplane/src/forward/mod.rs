@@ -1,0 +1,259 @@
+//! The forward proxy: HTTP CONNECT and absolute-form HTTP on `--proxy-addr`,
+//! SOCKS5 on `--socks-addr`, each user authenticated and sent through the
+//! upstream its UserUpstream names.
+//!
+//! The request path, in order, for both inbounds:
+//! 1. parse the destination ([`target`]) — 400 when it is not one;
+//! 2. authenticate ([`auth`]) — 407; one SHA-256 per connection;
+//! 3. judge the destination against the user's rules ([`rules`]) — 403;
+//! 4. admit into the per-user [`registry`] — 429 at `maxConnections`;
+//! 5. open the stream through the upstream ([`upstream`]) — 502/504;
+//! 6. splice bytes until done, cut, idle or shutdown ([`tunnel`]), then
+//!    log one line and settle the metrics.
+//!
+//! Errors map to statuses, SOCKS replies and metric labels in [`errors`]
+//! only. Snapshots arrive through [`Forward::follow`]; a change of a user's
+//! revision cuts that user's tunnels at once. This module reads the runtime
+//! and never writes it, and never logs a password.
+
+pub mod auth;
+pub mod errors;
+mod inbound_http;
+mod inbound_socks;
+pub mod metrics;
+pub mod registry;
+pub mod rules;
+pub mod table;
+pub mod target;
+pub mod tunnel;
+pub mod upstream;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use postern_snapshot::{Snapshot, Upstream};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::runtime::Applied;
+use auth::Presented;
+use errors::{ConfigError, ForwardError};
+use metrics::ForwardMetrics;
+use registry::{Lease, OpenError, Registry};
+use rules::NameVerdict;
+use table::{Table, UserEntry};
+use target::Target;
+use tunnel::Record;
+
+/// Timeouts and limits of the forward proxy (command-line flags).
+#[derive(Clone, Debug)]
+pub struct ForwardConfig {
+    /// Establishing a tunnel: resolution, TCP, TLS and the upstream handshake.
+    pub connect_timeout: Duration,
+    /// A tunnel with no byte either way for this long is closed.
+    pub idle_timeout: Duration,
+    /// A client must finish its request head or SOCKS handshake within this.
+    pub handshake_timeout: Duration,
+    /// The largest request head accepted (431 beyond); at least 8 KiB.
+    pub max_header_bytes: usize,
+    /// Extra CA certificates (PEM) trusted for `https://` upstreams.
+    pub upstream_ca_files: Vec<PathBuf>,
+}
+
+impl Default for ForwardConfig {
+    fn default() -> Self {
+        ForwardConfig {
+            connect_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(300),
+            handshake_timeout: Duration::from_secs(30),
+            max_header_bytes: 32 * 1024,
+            upstream_ca_files: Vec::new(),
+        }
+    }
+}
+
+/// The forward proxy's shared state: one per process.
+pub struct Forward {
+    config: ForwardConfig,
+    registry: Registry,
+    dialer: upstream::Dialer,
+    metrics: ForwardMetrics,
+    shutdown: CancellationToken,
+}
+
+/// A connection let in: its user, the rules' verdict and its registry lease.
+pub(crate) struct Admitted {
+    pub user: Arc<UserEntry>,
+    pub verdict: NameVerdict,
+    pub lease: Lease,
+}
+
+impl Forward {
+    /// Builds the proxy; `shutdown` stops its listeners and closes its tunnels.
+    pub fn new(mut config: ForwardConfig, shutdown: CancellationToken) -> Result<Arc<Forward>, ConfigError> {
+        config.max_header_bytes = config.max_header_bytes.max(8192);
+        Ok(Arc::new(Forward {
+            dialer: upstream::Dialer::new(&config)?,
+            config,
+            registry: Registry::default(),
+            metrics: ForwardMetrics::default(),
+            shutdown,
+        }))
+    }
+
+    pub fn metrics(&self) -> &ForwardMetrics {
+        &self.metrics
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Takes a new snapshot: swaps the user table and cuts the tunnels of
+    /// users whose revision changed or who are gone.
+    pub fn apply(&self, snapshot: &Snapshot) {
+        let cut = self.registry.apply(Table::build(snapshot));
+        self.metrics.registry_users.set(self.registry.slot_count() as i64);
+        for user in cut {
+            tracing::info!(%user, version = %snapshot.version, "user changed or removed: cutting its tunnels");
+        }
+    }
+
+    /// Applies every snapshot the runtime swaps in, until shutdown.
+    pub async fn follow(self: Arc<Self>, mut changes: watch::Receiver<Option<Arc<Applied>>>) {
+        loop {
+            let current = changes.borrow_and_update().clone();
+            if let Some(applied) = current {
+                self.apply(&applied.snapshot);
+            }
+            tokio::select! {
+                r = changes.changed() => if r.is_err() { return },
+                () = self.shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    /// Serves HTTP CONNECT and absolute-form HTTP until shutdown.
+    pub async fn serve_http(self: Arc<Self>, listener: TcpListener) {
+        self.accept_loop(listener, "proxy", |fwd, tcp, peer| {
+            tokio::spawn(inbound_http::serve(fwd, tcp, peer));
+        })
+        .await;
+    }
+
+    /// Serves SOCKS5 with username/password until shutdown.
+    pub async fn serve_socks(self: Arc<Self>, listener: TcpListener) {
+        self.accept_loop(listener, "socks", |fwd, tcp, peer| {
+            tokio::spawn(inbound_socks::serve(fwd, tcp, peer));
+        })
+        .await;
+    }
+
+    async fn accept_loop(
+        self: Arc<Self>,
+        listener: TcpListener,
+        name: &'static str,
+        spawn: impl Fn(Arc<Forward>, tokio::net::TcpStream, std::net::SocketAddr),
+    ) {
+        loop {
+            let accepted = tokio::select! {
+                a = listener.accept() => a,
+                () = self.shutdown.cancelled() => return,
+            };
+            match accepted {
+                Ok((tcp, peer)) => {
+                    let _ = tcp.set_nodelay(true);
+                    spawn(self.clone(), tcp, peer);
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: back off, don't spin.
+                    tracing::warn!(listener = name, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+
+    /// Checks credentials against the table in service.
+    pub(crate) fn authenticate(&self, presented: &Presented) -> Result<Arc<UserEntry>, ForwardError> {
+        auth::authenticate(&self.registry.table(), presented)
+    }
+
+    /// Judges the destination and takes a registry lease. When the user
+    /// changed since `user` was authenticated, authenticates again.
+    pub(crate) fn admit(
+        &self,
+        mut user: Arc<UserEntry>,
+        presented: &Presented,
+        target: &Target,
+    ) -> Result<Admitted, ForwardError> {
+        for _ in 0..3 {
+            let direct = matches!(user.upstream, Upstream::Direct);
+            let verdict = user.rules.check(target, direct)?;
+            let active = self.metrics.active.get_or_create(&ForwardMetrics::user(&user.user)).clone();
+            match self.registry.open(&user, active) {
+                Ok(lease) => {
+                    self.metrics.registry_users.set(self.registry.slot_count() as i64);
+                    return Ok(Admitted { user, verdict, lease });
+                }
+                Err(OpenError::Limit(n)) => return Err(ForwardError::Limit(n)),
+                Err(OpenError::Stale) => user = self.authenticate(presented)?,
+            }
+        }
+        Err(ForwardError::Auth("the user is being reconfigured; try again"))
+    }
+
+    /// Opens the stream to `target` through the admitted user's upstream.
+    pub(crate) async fn dial(&self, admitted: &Admitted, target: &Target) -> Result<upstream::Stream, ForwardError> {
+        self.dialer.tunnel(&admitted.user, target, admitted.verdict).await
+    }
+
+    /// Counts and logs a refused or failed request. `user` is empty before
+    /// authentication succeeded.
+    pub(crate) fn refused(&self, inbound: &'static str, user: &str, destination: &str, err: &ForwardError) {
+        let user = if matches!(err, ForwardError::Auth(_)) { "" } else { user };
+        self.metrics.error(user, err.metric_label());
+        tracing::info!(
+            target: "postern::forward::tunnel",
+            inbound,
+            user,
+            destination,
+            outcome = err.metric_label(),
+            error = %err,
+            "tunnel refused"
+        );
+    }
+
+    /// A tunnel's log record, its opening counted.
+    pub(crate) fn record(&self, inbound: &'static str, admitted: &Admitted, target: &Target) -> Record {
+        self.metrics.tunnels.get_or_create(&ForwardMetrics::user(&admitted.user.user)).inc();
+        Record {
+            inbound,
+            user: admitted.user.user.clone(),
+            destination: target.to_string(),
+            upstream: admitted.user.upstream_label(),
+            started: Instant::now(),
+        }
+    }
+
+    /// Settles a finished tunnel: its log line, metrics and lease.
+    pub(crate) fn finish(&self, record: &Record, outcome: &tunnel::Outcome, bytes: &tunnel::Bytes, lease: Lease) {
+        tunnel::finish(record, outcome, bytes, &self.metrics);
+        drop(lease);
+        self.metrics.registry_users.set(self.registry.slot_count() as i64);
+    }
+
+    pub(crate) fn config(&self) -> &ForwardConfig {
+        &self.config
+    }
+
+    pub(crate) fn shutdown_token(&self) -> &CancellationToken {
+        &self.shutdown
+    }
+
+    pub(crate) fn dialer(&self) -> &upstream::Dialer {
+        &self.dialer
+    }
+}

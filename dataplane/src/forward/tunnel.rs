@@ -1,0 +1,268 @@
+//! Moving bytes both ways between a client and an upstream stream, until
+//! both sides are done, the user is cut, the tunnel idles out or the
+//! process shuts down; and the one log line and the metrics each tunnel
+//! leaves behind.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use prometheus_client::metrics::counter::Counter;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio_util::sync::CancellationToken;
+
+use super::metrics::ForwardMetrics;
+
+/// Bytes per read in each direction.
+const CHUNK: usize = 16 * 1024;
+
+/// How a tunnel ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Both sides closed.
+    Closed,
+    /// The user's revision changed or the user was removed.
+    Cut,
+    /// No byte either way for the idle timeout.
+    Idle,
+    Shutdown,
+    /// A read or write failed (often a reset by either side).
+    Failed(String),
+}
+
+impl Outcome {
+    pub fn as_str(&self) -> &str {
+        match self {
+            Outcome::Closed => "closed",
+            Outcome::Cut => "cut",
+            Outcome::Idle => "idle",
+            Outcome::Shutdown => "shutdown",
+            Outcome::Failed(_) => "failed",
+        }
+    }
+}
+
+/// Bytes counted on one tunnel, shared with the code that moves them.
+#[derive(Default)]
+pub struct Bytes {
+    pub up: AtomicU64,
+    pub down: AtomicU64,
+}
+
+/// Who a tunnel belongs to and where it goes: what its log line says.
+pub struct Record {
+    /// `connect`, `http` or `socks5`.
+    pub inbound: &'static str,
+    pub user: String,
+    pub destination: String,
+    pub upstream: String,
+    pub started: Instant,
+}
+
+/// What a splice watches besides the two streams.
+pub struct Watch<'a> {
+    pub idle: Duration,
+    pub cut: &'a CancellationToken,
+    pub shutdown: &'a CancellationToken,
+}
+
+/// Copies both ways until done; counts into `bytes` and the user's counters.
+pub async fn splice<A, B>(client: A, upstream: B, watch: Watch<'_>, bytes: &Bytes, metrics: &ForwardMetrics, user: &str) -> Outcome
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    let labels = ForwardMetrics::user(user);
+    let (up_metric, down_metric) = (
+        metrics.bytes_up.get_or_create(&labels).clone(),
+        metrics.bytes_down.get_or_create(&labels).clone(),
+    );
+    let (cr, cw) = tokio::io::split(client);
+    let (ur, uw) = tokio::io::split(upstream);
+    let up = pump(cr, uw, &bytes.up, &up_metric);
+    let down = pump(ur, cw, &bytes.down, &down_metric);
+    tokio::pin!(up, down);
+    let (mut up_done, mut down_done) = (false, false);
+    let mut tick = tokio::time::interval((watch.idle / 4).clamp(Duration::from_millis(50), Duration::from_secs(5)));
+    let (mut seen, mut last_activity) = (0u64, Instant::now());
+    loop {
+        tokio::select! {
+            r = &mut up, if !up_done => match r {
+                Ok(()) => up_done = true,
+                Err(e) => return Outcome::Failed(super::upstream::io_reason(&e)),
+            },
+            r = &mut down, if !down_done => match r {
+                Ok(()) => down_done = true,
+                Err(e) => return Outcome::Failed(super::upstream::io_reason(&e)),
+            },
+            () = watch.cut.cancelled() => return Outcome::Cut,
+            () = watch.shutdown.cancelled() => return Outcome::Shutdown,
+            _ = tick.tick() => {
+                let total = bytes.up.load(Relaxed) + bytes.down.load(Relaxed);
+                if total != seen {
+                    (seen, last_activity) = (total, Instant::now());
+                } else if last_activity.elapsed() >= watch.idle {
+                    return Outcome::Idle;
+                }
+            }
+        }
+        if up_done && down_done {
+            return Outcome::Closed;
+        }
+    }
+}
+
+/// One direction: read, write, count; at end of stream, half-close the writer.
+async fn pump<R, W>(mut r: R, mut w: W, count: &AtomicU64, metric: &Counter) -> io::Result<()>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let n = r.read(&mut buf).await?;
+        if n == 0 {
+            // The peer may already be gone; the other direction decides.
+            let _ = w.shutdown().await;
+            return Ok(());
+        }
+        w.write_all(&buf[..n]).await?;
+        w.flush().await?;
+        count.fetch_add(n as u64, Relaxed);
+        metric.inc_by(n as u64);
+    }
+}
+
+/// Logs the tunnel's one line and settles its metrics.
+pub fn finish(record: &Record, outcome: &Outcome, bytes: &Bytes, metrics: &ForwardMetrics) {
+    let (up, down) = (bytes.up.load(Relaxed), bytes.down.load(Relaxed));
+    let labels = ForwardMetrics::user(&record.user);
+    if *outcome == Outcome::Cut {
+        metrics.cuts.get_or_create(&labels).inc();
+    }
+    let error = match outcome {
+        Outcome::Failed(e) => e.as_str(),
+        _ => "",
+    };
+    tracing::info!(
+        target: "postern::forward::tunnel",
+        inbound = record.inbound,
+        user = %record.user,
+        destination = %record.destination,
+        upstream = %record.upstream,
+        bytes_up = up,
+        bytes_down = down,
+        duration_ms = u64::try_from(record.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        outcome = outcome.as_str(),
+        error,
+        "tunnel closed"
+    );
+}
+
+/// A stream that counts what passes through it (plain-HTTP exchanges,
+/// where hyper owns the copying).
+pub struct Counted<S> {
+    inner: S,
+    bytes: Arc<Bytes>,
+    up: Counter,
+    down: Counter,
+}
+
+impl<S> Counted<S> {
+    pub fn new(inner: S, bytes: Arc<Bytes>, metrics: &ForwardMetrics, user: &str) -> Self {
+        let labels = ForwardMetrics::user(user);
+        Counted {
+            inner,
+            bytes,
+            up: metrics.bytes_up.get_or_create(&labels).clone(),
+            down: metrics.bytes_down.get_or_create(&labels).clone(),
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let n = (buf.filled().len() - before) as u64;
+        if n > 0 {
+            self.bytes.down.fetch_add(n, Relaxed);
+            self.down.inc_by(n);
+        }
+        r
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = r {
+            self.bytes.up.fetch_add(n as u64, Relaxed);
+            self.up.inc_by(n as u64);
+        }
+        r
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn watch<'a>(idle: Duration, cut: &'a CancellationToken, shutdown: &'a CancellationToken) -> Watch<'a> {
+        Watch { idle, cut, shutdown }
+    }
+
+    #[tokio::test]
+    async fn copies_both_ways_and_counts() {
+        let (client, mut client_peer) = tokio::io::duplex(64);
+        let (upstream, mut upstream_peer) = tokio::io::duplex(64);
+        let (cut, stop) = (CancellationToken::new(), CancellationToken::new());
+        let bytes = Bytes::default();
+        let metrics = ForwardMetrics::default();
+        let peers = async {
+            client_peer.write_all(b"hello").await.expect("write");
+            let mut got = [0u8; 5];
+            upstream_peer.read_exact(&mut got).await.expect("read");
+            assert_eq!(&got, b"hello");
+            upstream_peer.write_all(b"world!").await.expect("write");
+            client_peer.read_exact(&mut [0u8; 6]).await.expect("read");
+            drop(client_peer);
+            drop(upstream_peer);
+        };
+        let (outcome, ()) = tokio::join!(
+            splice(client, upstream, watch(Duration::from_secs(5), &cut, &stop), &bytes, &metrics, "alice"),
+            peers
+        );
+        assert!(matches!(outcome, Outcome::Closed | Outcome::Failed(_)), "{outcome:?}");
+        assert_eq!((bytes.up.load(Relaxed), bytes.down.load(Relaxed)), (5, 6));
+        assert_eq!(metrics.bytes_up.get_or_create(&ForwardMetrics::user("alice")).get(), 5);
+    }
+
+    #[tokio::test]
+    async fn a_cut_or_idleness_ends_it() {
+        let (client, _c) = tokio::io::duplex(64);
+        let (upstream, _u) = tokio::io::duplex(64);
+        let (cut, stop) = (CancellationToken::new(), CancellationToken::new());
+        cut.cancel();
+        let m = ForwardMetrics::default();
+        let outcome = splice(client, upstream, watch(Duration::from_secs(5), &cut, &stop), &Bytes::default(), &m, "a").await;
+        assert_eq!(outcome, Outcome::Cut);
+
+        let (client, _c) = tokio::io::duplex(64);
+        let (upstream, _u) = tokio::io::duplex(64);
+        let cut = CancellationToken::new();
+        let started = Instant::now();
+        let outcome = splice(client, upstream, watch(Duration::from_millis(200), &cut, &stop), &Bytes::default(), &m, "a").await;
+        assert_eq!(outcome, Outcome::Idle);
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
+}

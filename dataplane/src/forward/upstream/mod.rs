@@ -1,0 +1,134 @@
+//! Opening a byte stream to a destination through a user's upstream:
+//! `direct`, `socks5` (RFC 1928/1929, via `tokio-socks`), `http` CONNECT and
+//! `https` CONNECT (TLS to the proxy, verified).
+//!
+//! The whole establishment (resolution, TCP, TLS, proxy handshake) runs
+//! under one connect timeout, reported as [`ForwardError::Timeout`]. This
+//! module never logs or returns upstream credentials.
+
+mod direct;
+mod http;
+mod socks5;
+mod tls;
+
+use std::future::Future;
+use std::time::Duration;
+
+use postern_snapshot::Upstream;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+
+use super::ForwardConfig;
+use super::errors::{ConfigError, ForwardError};
+use super::rules::NameVerdict;
+use super::table::{UserEntry, upstream_label};
+use super::target::Target;
+
+pub use http::Prefixed;
+
+/// Anything a tunnel can run over.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// An open stream to a destination or an upstream proxy.
+pub type Stream = Box<dyn Io>;
+
+/// Opens streams; one per process, shared by every connection.
+pub struct Dialer {
+    connect_timeout: Duration,
+    tls: tls::Tls,
+}
+
+impl Dialer {
+    pub fn new(config: &ForwardConfig) -> Result<Dialer, ConfigError> {
+        Ok(Dialer {
+            connect_timeout: config.connect_timeout,
+            tls: tls::Tls::new(&config.upstream_ca_files)?,
+        })
+    }
+
+    /// A tunnel to `target` through the user's upstream. The caller has
+    /// checked the name against the user's rules (`verdict`); for `direct`,
+    /// every resolved address is checked too.
+    pub async fn tunnel(
+        &self,
+        user: &UserEntry,
+        target: &Target,
+        verdict: NameVerdict,
+    ) -> Result<Stream, ForwardError> {
+        let what = match user.upstream {
+            Upstream::Direct => target.to_string(),
+            ref up => upstream_label(up),
+        };
+        self.timed(what, async {
+            match &user.upstream {
+                Upstream::Direct => {
+                    let tcp = direct::connect(target, &user.rules, verdict).await?;
+                    Ok(Box::new(tcp) as Stream)
+                }
+                Upstream::Socks5 { credentials, .. } => {
+                    let proxy = self.proxy(&user.upstream).await?;
+                    socks5::connect(proxy, target, credentials.as_ref(), &upstream_label(&user.upstream)).await
+                }
+                Upstream::Http { credentials, .. } | Upstream::Https { credentials, .. } => {
+                    let proxy = self.proxy(&user.upstream).await?;
+                    http::connect(proxy, target, credentials.as_ref(), &upstream_label(&user.upstream)).await
+                }
+            }
+        })
+        .await
+    }
+
+    /// A connection to an `http`/`https` upstream proxy itself (TLS done),
+    /// for forwarding absolute-form requests; timed like a tunnel.
+    pub async fn proxy_timed(&self, upstream: &Upstream) -> Result<Stream, ForwardError> {
+        self.timed(upstream_label(upstream), self.proxy(upstream)).await
+    }
+
+    async fn proxy(&self, upstream: &Upstream) -> Result<Stream, ForwardError> {
+        let label = upstream_label(upstream);
+        let (host, port, tls) = match upstream {
+            Upstream::Direct => return Err(ForwardError::BadRequest("no upstream proxy".into())),
+            Upstream::Socks5 { host, port, .. } | Upstream::Http { host, port, .. } => (host, *port, false),
+            Upstream::Https { host, port, .. } => (host, *port, true),
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let tcp = TcpStream::connect((host, port))
+            .await
+            .map_err(|e| ForwardError::unreachable(&label, io_reason(&e)))?;
+        let _ = tcp.set_nodelay(true);
+        if tls {
+            self.tls.connect(tcp, host, &label).await
+        } else {
+            Ok(Box::new(tcp))
+        }
+    }
+
+    async fn timed<T>(
+        &self,
+        what: String,
+        fut: impl Future<Output = Result<T, ForwardError>>,
+    ) -> Result<T, ForwardError> {
+        tokio::time::timeout(self.connect_timeout, fut)
+            .await
+            .unwrap_or(Err(ForwardError::Timeout(what)))
+    }
+}
+
+/// A short reason for an I/O failure, without the OS error number.
+pub(crate) fn io_reason(e: &std::io::Error) -> String {
+    use std::io::ErrorKind::*;
+    match e.kind() {
+        ConnectionRefused => "connection refused".into(),
+        ConnectionReset => "connection reset".into(),
+        UnexpectedEof => "connection closed".into(),
+        TimedOut => "timed out".into(),
+        _ => {
+            let text = e.to_string();
+            match text.find(" (os error") {
+                Some(i) => text[..i].to_string(),
+                None => text,
+            }
+        }
+    }
+}
