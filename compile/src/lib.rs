@@ -11,6 +11,7 @@ mod inputs;
 pub mod manifest;
 mod verdict;
 
+mod backends;
 mod build;
 mod checks;
 mod others;

@@ -7,15 +7,15 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use postern_api::{
-    AcmeIssuer, AuthPolicy, AuthType, Backend, Kind, Object, ObjectKey, PathMatchType,
-    ProxyTargetSpec, RouteSpec, TlsConfig,
+    AcmeIssuer, AuthPolicy, AuthType, Kind, Object, ObjectKey, PathMatchType, ProxyTargetSpec,
+    RouteSpec, TlsConfig,
 };
 use postern_snapshot::{
-    AuthRule, BackendEndpoint, Certificate, PathRule, RouteEntry, Site, SiteTls, Timeouts,
-    sha256_hex,
+    AuthRule, Certificate, PathRule, RouteEntry, Site, SiteTls, Timeouts, sha256_hex,
 };
 
 use crate::Reason;
+use crate::backends::{backend, header_rules};
 use crate::build::{Build, Refusal, oldest_first};
 use crate::checks;
 
@@ -106,48 +106,11 @@ fn site(
             idle_ms: checks::millis(timeouts.idle.as_ref(), defaults.idle_ms)?,
         },
         routes: Vec::new(),
+        preserve_host: spec.preserve_host.unwrap_or(false),
+        request_headers: header_rules(spec.request_headers.as_ref())?,
+        response_headers: header_rules(spec.response_headers.as_ref())?,
     };
     Ok((site, certificate))
-}
-
-fn backend(build: &Build<'_>, ns: &str, backend: &Backend) -> Result<BackendEndpoint, Refusal> {
-    match (&backend.service, &backend.url) {
-        (Some(svc), None) => {
-            if let Some(services) = &build.inputs.services {
-                let key = ObjectKey::new(ns, svc.name.clone());
-                let known = services
-                    .get(&key)
-                    .ok_or_else(|| (Reason::BackendNotFound, format!("Service {key} not found")))?;
-                if !known.ports.contains(&svc.port) {
-                    return Err((
-                        Reason::BackendNotFound,
-                        format!("Service {key} has no port {}", svc.port),
-                    ));
-                }
-            }
-            let domain = &build.inputs.options.cluster_domain;
-            Ok(BackendEndpoint {
-                url: format!("http://{}.{ns}.svc.{domain}:{}", svc.name, svc.port),
-            })
-        }
-        (None, Some(url)) => {
-            let u = checks::host_url(url, &["http", "https"])?;
-            if u.userinfo.is_some() {
-                return Err((
-                    Reason::InvalidSpec,
-                    "backend url must not carry credentials".into(),
-                ));
-            }
-            let port = u.port.unwrap_or(if u.scheme == "https" { 443 } else { 80 });
-            Ok(BackendEndpoint {
-                url: format!("{}://{}:{port}", u.scheme, checks::url_host(&u.host)),
-            })
-        }
-        _ => Err((
-            Reason::InvalidSpec,
-            "backend needs exactly one of service or url".into(),
-        )),
-    }
 }
 
 fn site_tls(

@@ -17,6 +17,7 @@ pub fn target(name: &str, hosts: &[&str]) -> Object<ProxyTargetSpec> {
             backend: Backend {
                 service: None,
                 url: Some("http://10.0.0.5:8080".into()),
+                ..Backend::default()
             },
             ..ProxyTargetSpec::default()
         },

@@ -320,6 +320,7 @@ fn service_backends_resolve_to_cluster_dns_when_the_service_exists() {
             port: 8080,
         }),
         url: None,
+        ..Backend::default()
     };
     inputs.services = Some(Default::default());
     let out = compile(&inputs);

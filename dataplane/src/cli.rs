@@ -3,6 +3,7 @@
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -98,6 +99,71 @@ pub struct ListenerArgs {
     /// Once bound, write the listeners' real addresses here as JSON.
     #[arg(long, env = "POSTERN_ADDR_FILE", value_name = "PATH")]
     pub addr_file: Option<PathBuf>,
+    /// How the forward proxy listeners (`--proxy-addr`, `--socks-addr`) behave.
+    #[command(flatten)]
+    pub proxy: ProxyArgs,
+    /// How the reverse proxy listeners (`--http-addr`, `--https-addr`) behave.
+    #[command(flatten)]
+    pub reverse: crate::reverse::ReverseArgs,
+}
+
+/// Timeouts and limits of the forward proxy. Durations take `ms`, `s` or `m`.
+#[derive(Debug, Clone, Args)]
+pub struct ProxyArgs {
+    /// Establishing a tunnel (resolution, TCP, TLS, upstream handshake); 504 beyond.
+    #[arg(long, env = "POSTERN_PROXY_CONNECT_TIMEOUT", default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
+    pub proxy_connect_timeout: Duration,
+    /// A tunnel with no traffic either way for this long is closed.
+    #[arg(long, env = "POSTERN_PROXY_IDLE_TIMEOUT", default_value = "5m", value_parser = parse_duration, value_name = "DURATION")]
+    pub proxy_idle_timeout: Duration,
+    /// A client must send its request head or SOCKS handshake within this.
+    #[arg(long, env = "POSTERN_PROXY_HANDSHAKE_TIMEOUT", default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
+    pub proxy_handshake_timeout: Duration,
+    /// The largest request head the HTTP proxy accepts (431 beyond; at least 8192).
+    #[arg(long, env = "POSTERN_PROXY_MAX_HEADER_BYTES", default_value_t = 32 * 1024, value_name = "BYTES")]
+    pub proxy_max_header_bytes: usize,
+    /// A PEM file of extra CA certificates trusted for `https://` upstream
+    /// proxies, besides the system's roots. Repeatable.
+    #[arg(
+        long,
+        env = "POSTERN_UPSTREAM_CA_FILE",
+        value_name = "PATH",
+        value_delimiter = ','
+    )]
+    pub upstream_ca_file: Vec<PathBuf>,
+}
+
+impl ProxyArgs {
+    pub fn config(&self) -> crate::forward::ForwardConfig {
+        crate::forward::ForwardConfig {
+            connect_timeout: self.proxy_connect_timeout,
+            idle_timeout: self.proxy_idle_timeout,
+            handshake_timeout: self.proxy_handshake_timeout,
+            max_header_bytes: self.proxy_max_header_bytes,
+            upstream_ca_files: self.upstream_ca_file.clone(),
+        }
+    }
+}
+
+/// `250ms`, `10s`, `5m` (a bare number is seconds).
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let err = || format!("{text}: expected a duration such as 500ms, 10s or 5m");
+    let (digits, unit) = text.trim().split_at(
+        text.trim()
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.trim().len()),
+    );
+    let n: u64 = digits.parse().map_err(|_| err())?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "" | "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.saturating_mul(60)),
+        _ => return Err(err()),
+    };
+    if d.is_zero() {
+        return Err(err());
+    }
+    Ok(d)
 }
 
 /// `HOST:PORT`: an IP address, or a name resolved once at start-up.
@@ -162,6 +228,17 @@ mod tests {
         assert!(parse_addr("localhost:9000").is_ok());
         assert!(parse_addr("9000").is_err());
         assert!(parse_addr("127.0.0.1:70000").is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        for bad in ["", "0s", "s", "1h", "-1s", "1.5s"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -30,6 +30,10 @@ pub enum Error {
     NoSyncToken,
     #[error("{0}")]
     NotImplemented(&'static str),
+    #[error("forward proxy configuration: {0}")]
+    Forward(#[from] crate::forward::errors::ConfigError),
+    #[error("reverse proxy configuration: {0}")]
+    Reverse(#[from] crate::reverse::ConfigError),
     #[error("admin server failed: {0}")]
     Admin(std::io::Error),
     #[error("a task failed: {0}")]

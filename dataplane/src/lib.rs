@@ -11,7 +11,9 @@
 pub mod admin;
 pub mod cli;
 mod error;
+pub mod forward;
 pub mod listeners;
+pub mod reverse;
 pub mod runtime;
 pub mod standalone;
 pub mod sync;
@@ -70,20 +72,43 @@ pub async fn run_until(command: Command, shutdown: CancellationToken) -> Result<
 }
 
 /// Binds every listener (failing fast on a busy port), then runs the admin
-/// server next to `driver`, the task that feeds the runtime snapshots.
+/// server and the forward proxy next to `driver`, the task that feeds the
+/// runtime snapshots.
 async fn serve(
     listeners: &ListenerArgs,
     runtime: Arc<Runtime>,
     shutdown: CancellationToken,
     driver: impl Future<Output = Result<()>> + Send + 'static,
 ) -> Result<()> {
+    let forward = forward::Forward::new(listeners.proxy.config(), shutdown.clone())?;
+    runtime
+        .metrics()
+        .register_with(|r| forward.metrics().register(r));
+    let reverse = reverse::Reverse::new(&listeners.reverse)?;
+    runtime
+        .metrics()
+        .register_with(|r| reverse.metrics().register(r));
     let bound = listeners::bind(listeners).await?;
     if let Some(path) = &listeners.addr_file {
         bound.write_addr_file(path)?;
     }
+    let follow = tokio::spawn(forward.clone().follow(runtime.subscribe()));
+    let proxy = tokio::spawn(forward.clone().serve_http(bound.proxy));
+    let socks = tokio::spawn(forward.serve_socks(bound.socks));
+    let reverse = tokio::spawn(reverse.serve(
+        bound.http,
+        bound.https,
+        runtime.clone(),
+        shutdown.clone(),
+    ));
     let admin = tokio::spawn(admin::serve(bound.admin, runtime, shutdown.clone()));
     let driver = tokio::spawn(driver);
-    let (admin, driver) = tokio::join!(admin, driver);
+    let (admin, driver, follow, proxy, socks, reverse) =
+        tokio::join!(admin, driver, follow, proxy, socks, reverse);
+    for task in [follow, proxy, socks] {
+        task.map_err(Error::Task)?;
+    }
+    reverse.map_err(Error::Task)??;
     admin.map_err(Error::Task)??;
     driver.map_err(Error::Task)?
 }

@@ -1,5 +1,5 @@
-//! Binding the data plane's sockets. Only the admin listener serves today;
-//! traffic listeners are parsed and logged as not serving until their
+//! Binding the data plane's sockets. The admin and forward-proxy listeners
+//! serve; the others are parsed and logged as not serving until their
 //! features exist (binding them would accept connections nobody answers).
 
 use std::collections::BTreeMap;
@@ -14,25 +14,46 @@ use crate::{Error, Result};
 /// The sockets bound at start-up and their real addresses.
 pub struct Bound {
     pub admin: TcpListener,
+    /// HTTP CONNECT / absolute-form forward proxy.
+    pub proxy: TcpListener,
+    /// SOCKS5 forward proxy.
+    pub socks: TcpListener,
+    /// Reverse proxy, plain HTTP.
+    pub http: TcpListener,
+    /// Reverse proxy, HTTPS.
+    pub https: TcpListener,
     /// Listener name → bound address, for the address file.
     pub addrs: BTreeMap<&'static str, SocketAddr>,
 }
 
 /// Binds what serves and logs the rest. Fails on a busy port.
 pub async fn bind(args: &ListenerArgs) -> Result<Bound> {
-    for (name, addr) in [
-        ("proxy", args.proxy_addr),
-        ("socks", args.socks_addr),
-        ("http", args.http_addr),
-        ("https", args.https_addr),
-        ("tunnel", args.tunnel_addr),
-    ] {
+    for (name, addr) in [("tunnel", args.tunnel_addr)] {
         tracing::info!(listener = name, %addr, "not serving yet: this build has no {name} feature");
     }
     let admin = bind_one("admin", args.admin_addr).await?;
+    let proxy = bind_one("proxy", args.proxy_addr).await?;
+    let socks = bind_one("socks", args.socks_addr).await?;
+    let http = bind_one("http", args.http_addr).await?;
+    let https = bind_one("https", args.https_addr).await?;
     let mut addrs = BTreeMap::new();
-    addrs.insert("admin", admin.local_addr().map_err(Error::Admin)?);
-    Ok(Bound { admin, addrs })
+    for (name, listener) in [
+        ("admin", &admin),
+        ("proxy", &proxy),
+        ("socks", &socks),
+        ("http", &http),
+        ("https", &https),
+    ] {
+        addrs.insert(name, listener.local_addr().map_err(Error::Admin)?);
+    }
+    Ok(Bound {
+        admin,
+        proxy,
+        socks,
+        http,
+        https,
+        addrs,
+    })
 }
 
 async fn bind_one(name: &'static str, addr: SocketAddr) -> Result<TcpListener> {

@@ -24,14 +24,13 @@ fn snapshot(hosts: &[&str]) -> Snapshot {
         .map(|h| Site {
             id: format!("default/{h}"),
             hostnames: vec![h.to_string()],
-            backend: BackendEndpoint {
-                url: "http://127.0.0.1:1".into(),
-            },
+            backend: BackendEndpoint::new("http://127.0.0.1:1"),
             tls: None,
             redirect_http: false,
             auth: AuthRule::None,
             timeouts: Timeouts::default(),
             routes: vec![],
+            ..Site::default()
         })
         .collect();
     Snapshot {

@@ -7,6 +7,8 @@ RIG_PACKAGES=(
   redis-server redis-tools pebble nginx haproxy tinyproxy microsocks
   dante-server squid iperf3 wrk hyperfine curl openssl socat python3
   ca-certificates
+  # reverse-proxy tests: a real WebSocket client and gRPC client and server
+  python3-websockets python3-grpcio
 )
 
 pkg_installed() {
@@ -42,6 +44,14 @@ install_packages() {
   local rc=0
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
     --no-install-recommends "${missing[@]}" </dev/null || rc=$?
+  if [ "$rc" -ne 0 ]; then
+    # Stale package lists name files the mirror no longer has: refresh, retry.
+    log "apt-get install failed (rc=$rc); refreshing package lists and retrying"
+    rc=0
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q </dev/null || true
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+      --no-install-recommends "${missing[@]}" </dev/null || rc=$?
+  fi
   if [ -n "$added_policy" ]; then as_root rm -f /usr/sbin/policy-rc.d; fi
   [ "$rc" -eq 0 ] || die "apt-get install failed (rc=$rc)"
 }

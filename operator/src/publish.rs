@@ -168,6 +168,7 @@ mod tests {
                 backend: Backend {
                     url: Some("http://10.0.0.1:80".into()),
                     service: None,
+                    ..Backend::default()
                 },
                 ..ProxyTargetSpec::default()
             },

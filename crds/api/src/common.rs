@@ -52,8 +52,10 @@ pub struct ServiceBackend {
 
 /// Where requests go: a Service in the cluster or a URL. Exactly one is set.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
-    {"rule": "has(self.service) != has(self.url)", "message": "exactly one of service or url must be set"}
+    {"rule": "has(self.service) != has(self.url)", "message": "exactly one of service or url must be set"},
+    {"rule": "!has(self.tls) || (has(self.url) && self.url.startsWith('https://'))", "message": "tls applies only to an https:// url"}
 ]))]
 pub struct Backend {
     /// A Service in the same namespace, reached through its cluster DNS name.
@@ -64,6 +66,59 @@ pub struct Backend {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 2048), regex(pattern = r"^https?://[^/?#@\s]+/?$"))]
     pub url: Option<String>,
+    /// The HTTP version spoken to the backend: `http1` (the default) or
+    /// `http2` (h2c with prior knowledge over http://, ALPN h2 over https://;
+    /// needed for gRPC). WebSocket upgrades need http1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<BackendProtocol>,
+    /// Verification of an https:// backend. Absent: the system's roots and
+    /// the URL's host as the server name. Verification is never turned off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<BackendTls>,
+    /// Send a PROXY protocol header (`v1` or `v2`) naming the client on each
+    /// backend connection. Such connections serve one client each, so they
+    /// are not pooled. Absent: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_protocol: Option<ProxyProtocolVersion>,
+}
+
+/// The HTTP version spoken to a backend.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendProtocol {
+    /// HTTP/1.1 with keep-alive.
+    #[default]
+    Http1,
+    /// HTTP/2 only: h2c over http://, ALPN h2 over https://.
+    Http2,
+}
+
+/// A PROXY protocol version.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ProxyProtocolVersion {
+    /// The text header (`PROXY TCP4 ...`).
+    V1,
+    /// The binary header.
+    V2,
+}
+
+/// How an https:// backend's certificate is verified.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackendTls {
+    /// A Secret holding the PEM CA certificate(s) to trust instead of the
+    /// system's roots (key `ca.crt` unless `key` says otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret_ref: Option<SecretKeyRef>,
+    /// The name sent as SNI and checked against the certificate, when it is
+    /// not the URL's host (for example a backend reached by IP address).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
+    pub server_name: Option<String>,
 }
 
 /// How a host or route authenticates requests.

@@ -16,13 +16,15 @@ mod tunnel;
 mod user_upstream;
 
 pub use common::{
-    AuthPolicy, AuthType, Backend, Condition, ConditionStatus, LocalRef, ResourceStatus,
-    SecretKeyRef, ServiceBackend,
+    AuthPolicy, AuthType, Backend, BackendProtocol, BackendTls, Condition, ConditionStatus,
+    LocalRef, ProxyProtocolVersion, ResourceStatus, SecretKeyRef, ServiceBackend,
 };
 pub use duration::{Duration, DurationError};
 pub use meta::{Kind, Object, ObjectKey, ObjectMeta};
 pub use oauth_client::{GrantType, OAuthClientSpec};
-pub use proxy_target::{AcmeIssuer, AcmeTls, ProxyTargetSpec, TargetTimeouts, TlsConfig};
+pub use proxy_target::{
+    AcmeIssuer, AcmeTls, HeaderModifier, HeaderValue, ProxyTargetSpec, TargetTimeouts, TlsConfig,
+};
 pub use route::{PathMatch, PathMatchType, RouteMatch, RouteSpec};
 pub use tunnel::{TunnelMode, TunnelSpec};
 pub use user_upstream::{Destinations, UserUpstreamSpec};

@@ -40,6 +40,46 @@ pub struct ProxyTargetSpec {
     /// Timeouts towards the backend.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeouts: Option<TargetTimeouts>,
+    /// Send the client's Host header to the backend unchanged. Default
+    /// false: the backend sees its own `host:port`, and the original host
+    /// travels in X-Forwarded-Host and Forwarded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preserve_host: Option<bool>,
+    /// Headers changed on requests before they reach the backend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_headers: Option<HeaderModifier>,
+    /// Headers changed on responses before they reach the client.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_headers: Option<HeaderModifier>,
+}
+
+/// Header changes, applied in the order remove, set, add. Hop-by-hop
+/// headers, Host, Content-Length and Transfer-Encoding cannot be changed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct HeaderModifier {
+    /// Names of headers to drop.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64), inner(length(min = 1, max = 256), regex(pattern = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")))]
+    pub remove: Option<Vec<String>>,
+    /// Headers to set, replacing any value already there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub set: Option<Vec<HeaderValue>>,
+    /// Headers to append, keeping any value already there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub add: Option<Vec<HeaderValue>>,
+}
+
+/// One header and its value.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct HeaderValue {
+    /// The header name (case-insensitive).
+    #[schemars(length(min = 1, max = 256), regex(pattern = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$"))]
+    pub name: String,
+    /// The value: printable text, no line breaks.
+    #[schemars(length(max = 4096), regex(pattern = r"^[\t\x20-\x7e]*$"))]
+    pub value: String,
 }
 
 /// Where the certificate comes from. Exactly one of secretRef and acme is set.

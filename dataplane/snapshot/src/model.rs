@@ -37,7 +37,7 @@ pub struct SourceObject {
 }
 
 /// A reverse-proxy site: one ProxyTarget with its Routes in match order.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Site {
     /// `namespace/name` of the ProxyTarget.
@@ -51,13 +51,94 @@ pub struct Site {
     pub timeouts: Timeouts,
     /// Routes in match order: priority descending, then longer value, then id.
     pub routes: Vec<RouteEntry>,
+    /// Send the client's Host to the backend instead of the backend's own.
+    #[serde(default)]
+    pub preserve_host: bool,
+    /// Changes to requests on their way to the backend.
+    #[serde(default)]
+    pub request_headers: HeaderRules,
+    /// Changes to responses on their way to the client.
+    #[serde(default)]
+    pub response_headers: HeaderRules,
 }
 
-/// A resolved backend: scheme, host and port, no path.
+/// Header changes, applied in the order remove, set, add. Names are
+/// lowercase; the compiler refuses hop-by-hop and framing headers.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeaderRules {
+    pub remove: Vec<String>,
+    pub set: Vec<HeaderPair>,
+    pub add: Vec<HeaderPair>,
+}
+
+impl HeaderRules {
+    pub fn is_empty(&self) -> bool {
+        self.remove.is_empty() && self.set.is_empty() && self.add.is_empty()
+    }
+}
+
+/// One header name (lowercase) and value.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeaderPair {
+    pub name: String,
+    pub value: String,
+}
+
+/// A resolved backend: scheme, host and port, no path, and how to speak to it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct BackendEndpoint {
     /// `http://host:port` or `https://host:port`.
     pub url: String,
+    #[serde(default)]
+    pub protocol: BackendProtocol,
+    /// Verification settings of an `https://` backend; absent: system roots
+    /// and the URL's host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<BackendTls>,
+    /// A PROXY protocol header sent first on every backend connection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_protocol: Option<ProxyProtocol>,
+}
+
+impl BackendEndpoint {
+    /// An HTTP/1.1 backend at `url` with default settings.
+    pub fn new(url: impl Into<String>) -> Self {
+        BackendEndpoint {
+            url: url.into(),
+            ..BackendEndpoint::default()
+        }
+    }
+}
+
+/// The HTTP version spoken to a backend.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendProtocol {
+    #[default]
+    Http1,
+    /// h2c with prior knowledge over http, ALPN `h2` over https.
+    Http2,
+}
+
+/// How an https backend is verified. Never switched off.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BackendTls {
+    /// PEM CA certificates trusted instead of the system's roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_pem: Option<String>,
+    /// SNI and the name checked in the certificate, instead of the URL's host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
+}
+
+/// A PROXY protocol version sent to a backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProxyProtocol {
+    V1,
+    V2,
 }
 
 /// How a site gets its certificate.

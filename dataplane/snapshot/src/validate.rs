@@ -109,14 +109,13 @@ mod tests {
         Site {
             id: id.into(),
             hostnames: hosts.iter().map(|h| h.to_string()).collect(),
-            backend: BackendEndpoint {
-                url: "http://127.0.0.1:1".into(),
-            },
+            backend: BackendEndpoint::new("http://127.0.0.1:1"),
             tls: None,
             redirect_http: false,
             auth: AuthRule::None,
             timeouts: Timeouts::default(),
             routes: vec![],
+            ..Site::default()
         }
     }
 

@@ -40,7 +40,10 @@ pub fn parse_basic(value: Option<&[u8]>) -> Result<Presented, ForwardError> {
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(encoded.trim())
         .map_err(|_| malformed.clone())?;
-    let colon = decoded.iter().position(|&b| b == b':').ok_or(malformed.clone())?;
+    let colon = decoded
+        .iter()
+        .position(|&b| b == b':')
+        .ok_or(malformed.clone())?;
     let user = std::str::from_utf8(&decoded[..colon]).map_err(|_| malformed)?;
     Ok(Presented {
         user: user.to_string(),
@@ -84,7 +87,11 @@ mod tests {
     }
 
     fn basic(s: &str) -> Vec<u8> {
-        format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(s)).into_bytes()
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(s)
+        )
+        .into_bytes()
     }
 
     #[test]
@@ -96,8 +103,16 @@ mod tests {
     #[test]
     fn every_failure_is_an_auth_error() {
         let t = table();
-        assert_eq!(parse_basic(None).err(), Some(ForwardError::Auth("no credentials")));
-        for bad in [&b"Basic !!!"[..], b"Bearer abc", b"Basic", &basic("no-colon")] {
+        assert_eq!(
+            parse_basic(None).err(),
+            Some(ForwardError::Auth("no credentials"))
+        );
+        for bad in [
+            &b"Basic !!!"[..],
+            b"Bearer abc",
+            b"Basic",
+            &basic("no-colon"),
+        ] {
             assert!(matches!(parse_basic(Some(bad)), Err(ForwardError::Auth(_))));
         }
         for creds in ["alice:wrong", "bob:s3cret:with:colons", "alice:"] {

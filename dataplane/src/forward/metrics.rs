@@ -43,17 +43,47 @@ impl ForwardMetrics {
     /// Registers every metric under `proxy_` in `registry`.
     pub fn register(&self, registry: &mut Registry) {
         let r = registry.sub_registry_with_prefix("proxy");
-        r.register("active_tunnels", "Open forward-proxy tunnels", self.active.clone());
-        r.register("tunnels", "Forward-proxy tunnels opened", self.tunnels.clone());
-        r.register("bytes_up", "Bytes from clients towards destinations", self.bytes_up.clone());
-        r.register("bytes_down", "Bytes from destinations back to clients", self.bytes_down.clone());
-        r.register("errors", "Forward-proxy requests refused or failed, by kind", self.errors.clone());
-        r.register("cut_tunnels", "Tunnels cut because their user changed", self.cuts.clone());
-        r.register("registry_users", "Users with open connections in the registry", self.registry_users.clone());
+        r.register(
+            "active_tunnels",
+            "Open forward-proxy tunnels",
+            self.active.clone(),
+        );
+        r.register(
+            "tunnels",
+            "Forward-proxy tunnels opened",
+            self.tunnels.clone(),
+        );
+        r.register(
+            "bytes_up",
+            "Bytes from clients towards destinations",
+            self.bytes_up.clone(),
+        );
+        r.register(
+            "bytes_down",
+            "Bytes from destinations back to clients",
+            self.bytes_down.clone(),
+        );
+        r.register(
+            "errors",
+            "Forward-proxy requests refused or failed, by kind",
+            self.errors.clone(),
+        );
+        r.register(
+            "cut_tunnels",
+            "Tunnels cut because their user changed",
+            self.cuts.clone(),
+        );
+        r.register(
+            "registry_users",
+            "Users with open connections in the registry",
+            self.registry_users.clone(),
+        );
     }
 
     pub fn user(user: &str) -> UserLabels {
-        UserLabels { user: user.to_string() }
+        UserLabels {
+            user: user.to_string(),
+        }
     }
 
     pub fn error(&self, user: &str, kind: &str) {
@@ -75,7 +105,9 @@ mod tests {
         let m = ForwardMetrics::default();
         let mut reg = Registry::with_prefix("postern");
         m.register(&mut reg);
-        m.tunnels.get_or_create(&ForwardMetrics::user("alice")).inc();
+        m.tunnels
+            .get_or_create(&ForwardMetrics::user("alice"))
+            .inc();
         m.error("", "auth");
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &reg).expect("encode");

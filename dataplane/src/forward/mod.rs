@@ -21,6 +21,7 @@ pub mod errors;
 mod inbound_http;
 mod inbound_socks;
 pub mod metrics;
+mod plain;
 pub mod registry;
 pub mod rules;
 pub mod table;
@@ -92,7 +93,10 @@ pub(crate) struct Admitted {
 
 impl Forward {
     /// Builds the proxy; `shutdown` stops its listeners and closes its tunnels.
-    pub fn new(mut config: ForwardConfig, shutdown: CancellationToken) -> Result<Arc<Forward>, ConfigError> {
+    pub fn new(
+        mut config: ForwardConfig,
+        shutdown: CancellationToken,
+    ) -> Result<Arc<Forward>, ConfigError> {
         config.max_header_bytes = config.max_header_bytes.max(8192);
         Ok(Arc::new(Forward {
             dialer: upstream::Dialer::new(&config)?,
@@ -115,7 +119,9 @@ impl Forward {
     /// users whose revision changed or who are gone.
     pub fn apply(&self, snapshot: &Snapshot) {
         let cut = self.registry.apply(Table::build(snapshot));
-        self.metrics.registry_users.set(self.registry.slot_count() as i64);
+        self.metrics
+            .registry_users
+            .set(self.registry.slot_count() as i64);
         for user in cut {
             tracing::info!(%user, version = %snapshot.version, "user changed or removed: cutting its tunnels");
         }
@@ -177,7 +183,10 @@ impl Forward {
     }
 
     /// Checks credentials against the table in service.
-    pub(crate) fn authenticate(&self, presented: &Presented) -> Result<Arc<UserEntry>, ForwardError> {
+    pub(crate) fn authenticate(
+        &self,
+        presented: &Presented,
+    ) -> Result<Arc<UserEntry>, ForwardError> {
         auth::authenticate(&self.registry.table(), presented)
     }
 
@@ -192,28 +201,56 @@ impl Forward {
         for _ in 0..3 {
             let direct = matches!(user.upstream, Upstream::Direct);
             let verdict = user.rules.check(target, direct)?;
-            let active = self.metrics.active.get_or_create(&ForwardMetrics::user(&user.user)).clone();
+            let active = self
+                .metrics
+                .active
+                .get_or_create(&ForwardMetrics::user(&user.user))
+                .clone();
             match self.registry.open(&user, active) {
                 Ok(lease) => {
-                    self.metrics.registry_users.set(self.registry.slot_count() as i64);
-                    return Ok(Admitted { user, verdict, lease });
+                    self.metrics
+                        .registry_users
+                        .set(self.registry.slot_count() as i64);
+                    return Ok(Admitted {
+                        user,
+                        verdict,
+                        lease,
+                    });
                 }
                 Err(OpenError::Limit(n)) => return Err(ForwardError::Limit(n)),
                 Err(OpenError::Stale) => user = self.authenticate(presented)?,
             }
         }
-        Err(ForwardError::Auth("the user is being reconfigured; try again"))
+        Err(ForwardError::Auth(
+            "the user is being reconfigured; try again",
+        ))
     }
 
     /// Opens the stream to `target` through the admitted user's upstream.
-    pub(crate) async fn dial(&self, admitted: &Admitted, target: &Target) -> Result<upstream::Stream, ForwardError> {
-        self.dialer.tunnel(&admitted.user, target, admitted.verdict).await
+    pub(crate) async fn dial(
+        &self,
+        admitted: &Admitted,
+        target: &Target,
+    ) -> Result<upstream::Stream, ForwardError> {
+        self.dialer
+            .tunnel(&admitted.user, target, admitted.verdict)
+            .await
     }
 
     /// Counts and logs a refused or failed request. `user` is empty before
     /// authentication succeeded.
-    pub(crate) fn refused(&self, inbound: &'static str, user: &str, destination: &str, err: &ForwardError) {
-        let user = if matches!(err, ForwardError::Auth(_)) { "" } else { user };
+    pub(crate) fn refused(
+        &self,
+        inbound: &'static str,
+        user: &str,
+        destination: &str,
+        err: &ForwardError,
+    ) {
+        let user = if matches!(err, ForwardError::Auth(_)) {
+            ""
+        } else {
+            user
+        };
         self.metrics.error(user, err.metric_label());
         tracing::info!(
             target: "postern::forward::tunnel",
@@ -227,8 +264,16 @@ impl Forward {
     }
 
     /// A tunnel's log record, its opening counted.
-    pub(crate) fn record(&self, inbound: &'static str, admitted: &Admitted, target: &Target) -> Record {
-        self.metrics.tunnels.get_or_create(&ForwardMetrics::user(&admitted.user.user)).inc();
+    pub(crate) fn record(
+        &self,
+        inbound: &'static str,
+        admitted: &Admitted,
+        target: &Target,
+    ) -> Record {
+        self.metrics
+            .tunnels
+            .get_or_create(&ForwardMetrics::user(&admitted.user.user))
+            .inc();
         Record {
             inbound,
             user: admitted.user.user.clone(),
@@ -239,10 +284,18 @@ impl Forward {
     }
 
     /// Settles a finished tunnel: its log line, metrics and lease.
-    pub(crate) fn finish(&self, record: &Record, outcome: &tunnel::Outcome, bytes: &tunnel::Bytes, lease: Lease) {
+    pub(crate) fn finish(
+        &self,
+        record: &Record,
+        outcome: &tunnel::Outcome,
+        bytes: &tunnel::Bytes,
+        lease: Lease,
+    ) {
         tunnel::finish(record, outcome, bytes, &self.metrics);
         drop(lease);
-        self.metrics.registry_users.set(self.registry.slot_count() as i64);
+        self.metrics
+            .registry_users
+            .set(self.registry.slot_count() as i64);
     }
 
     pub(crate) fn config(&self) -> &ForwardConfig {

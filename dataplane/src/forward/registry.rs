@@ -86,7 +86,10 @@ impl Registry {
         use std::sync::atomic::Ordering::Relaxed;
         let mut slots = lock(&self.slots);
         let current = self.table.load();
-        if current.get(&user.user).is_none_or(|u| u.revision != user.revision) {
+        if current
+            .get(&user.user)
+            .is_none_or(|u| u.revision != user.revision)
+        {
             return Err(OpenError::Stale);
         }
         let slot = slots.entry(user.user.clone()).or_insert_with(|| {
@@ -139,7 +142,11 @@ impl Drop for Lease {
         let mut slots = lock(&self.slots);
         let open = self.slot.open.load(Relaxed).saturating_sub(1);
         self.slot.open.store(open, Relaxed);
-        if open == 0 && slots.get(&self.user).is_some_and(|s| Arc::ptr_eq(s, &self.slot)) {
+        if open == 0
+            && slots
+                .get(&self.user)
+                .is_some_and(|s| Arc::ptr_eq(s, &self.slot))
+        {
             slots.remove(&self.user);
         }
     }
@@ -177,22 +184,35 @@ mod tests {
     #[test]
     fn a_revision_change_cuts_only_that_user() {
         let reg = Registry::default();
-        reg.apply(table(vec![user("alice", "1", None), user("bob", "1", None)]));
+        reg.apply(table(vec![
+            user("alice", "1", None),
+            user("bob", "1", None),
+        ]));
         let t = reg.table();
         let (alice, bob) = (t.get("alice").expect("a"), t.get("bob").expect("b"));
         let a = reg.open(alice, Gauge::default()).expect("open");
         let b = reg.open(bob, Gauge::default()).expect("open");
-        let cut = reg.apply(table(vec![user("alice", "2", None), user("bob", "1", None)]));
+        let cut = reg.apply(table(vec![
+            user("alice", "2", None),
+            user("bob", "1", None),
+        ]));
         assert_eq!(cut, ["alice"]);
         assert!(a.cut().is_cancelled());
         assert!(!b.cut().is_cancelled());
         // The old entry is stale; the new one opens a fresh slot.
-        assert_eq!(reg.open(alice, Gauge::default()).err(), Some(OpenError::Stale));
+        assert_eq!(
+            reg.open(alice, Gauge::default()).err(),
+            Some(OpenError::Stale)
+        );
         let fresh = reg.table().get("alice").expect("a").clone();
         let a2 = reg.open(&fresh, Gauge::default()).expect("open");
         assert!(!a2.cut().is_cancelled());
         drop(a);
-        assert_eq!(reg.open_count("alice"), 1, "the old lease does not touch the new slot");
+        assert_eq!(
+            reg.open_count("alice"),
+            1,
+            "the old lease does not touch the new slot"
+        );
         drop((a2, b));
         assert_eq!(reg.slot_count(), 0);
     }
@@ -205,7 +225,10 @@ mod tests {
         let gauge = Gauge::default();
         let l1 = reg.open(&alice, gauge.clone()).expect("1");
         let l2 = reg.open(&alice, gauge.clone()).expect("2");
-        assert_eq!(reg.open(&alice, gauge.clone()).err(), Some(OpenError::Limit(2)));
+        assert_eq!(
+            reg.open(&alice, gauge.clone()).err(),
+            Some(OpenError::Limit(2))
+        );
         assert_eq!(gauge.get(), 2);
         drop(l2);
         let l3 = reg.open(&alice, gauge.clone()).expect("room again");
@@ -221,7 +244,9 @@ mod tests {
         let reg = Registry::default();
         reg.apply(table(vec![user("alice", "1", None)]));
         let alice = reg.table().get("alice").expect("a").clone();
-        let leases: Vec<_> = (0..1000).map(|_| reg.open(&alice, Gauge::default()).expect("open")).collect();
+        let leases: Vec<_> = (0..1000)
+            .map(|_| reg.open(&alice, Gauge::default()).expect("open"))
+            .collect();
         assert_eq!(reg.open_count("alice"), 1000);
         drop(leases);
         assert_eq!(reg.slot_count(), 0);

@@ -39,7 +39,10 @@ pub struct Rules {
 enum Rule {
     Net(IpNet),
     /// A lowercase host glob and a port (`None`: any port).
-    HostPort { host: String, port: Option<u16> },
+    HostPort {
+        host: String,
+        port: Option<u16>,
+    },
 }
 
 /// What [`Rules::check`] decided about a name.
@@ -155,7 +158,8 @@ impl Rule {
             (Rule::Net(net), Host::Ip(ip)) => net.contains(&ip.to_canonical()),
             (Rule::Net(_), Host::Name(_)) => false,
             (Rule::HostPort { host, port }, _) => {
-                port.is_none_or(|p| p == target.port) && glob(host.as_bytes(), target.host_str().as_bytes())
+                port.is_none_or(|p| p == target.port)
+                    && glob(host.as_bytes(), target.host_str().as_bytes())
             }
         }
     }
@@ -228,18 +232,47 @@ mod tests {
         let r = Rules::default();
         assert!(r.check(&t("example.com:443"), false).is_ok());
         assert!(r.check(&t("10.1.2.3:22"), false).is_ok());
-        for bad in ["169.254.169.254:80", "[fd00:ec2::254]:80", "[fe80::1]:80", "[::ffff:169.254.1.1]:80", "metadata.google.internal:80"] {
-            assert!(matches!(r.check(&t(bad), true), Err(ForwardError::Denied(_))), "{bad}");
+        for bad in [
+            "169.254.169.254:80",
+            "[fd00:ec2::254]:80",
+            "[fe80::1]:80",
+            "[::ffff:169.254.1.1]:80",
+            "metadata.google.internal:80",
+        ] {
+            assert!(
+                matches!(r.check(&t(bad), true), Err(ForwardError::Denied(_))),
+                "{bad}"
+            );
         }
     }
 
     #[test]
     fn metadata_needs_an_explicit_allow() {
-        assert!(rules(&["*"], &[]).check(&t("169.254.169.254:80"), false).is_err());
-        assert!(rules(&["0.0.0.0/0"], &[]).check(&t("169.254.169.254:80"), false).is_err());
-        assert!(rules(&["169.254.169.254"], &[]).check(&t("169.254.169.254:80"), false).is_ok());
-        assert!(rules(&["169.254.0.0/16"], &[]).check(&t("169.254.169.254:80"), false).is_ok());
-        assert!(rules(&["metadata.google.internal:80"], &[]).check(&t("metadata.google.internal:80"), false).is_ok());
+        assert!(
+            rules(&["*"], &[])
+                .check(&t("169.254.169.254:80"), false)
+                .is_err()
+        );
+        assert!(
+            rules(&["0.0.0.0/0"], &[])
+                .check(&t("169.254.169.254:80"), false)
+                .is_err()
+        );
+        assert!(
+            rules(&["169.254.169.254"], &[])
+                .check(&t("169.254.169.254:80"), false)
+                .is_ok()
+        );
+        assert!(
+            rules(&["169.254.0.0/16"], &[])
+                .check(&t("169.254.169.254:80"), false)
+                .is_ok()
+        );
+        assert!(
+            rules(&["metadata.google.internal:80"], &[])
+                .check(&t("metadata.google.internal:80"), false)
+                .is_ok()
+        );
     }
 
     #[test]

@@ -105,7 +105,14 @@ mod tests {
     #[test]
     fn refuses_what_is_not_a_host() {
         for bad in [
-            "a b:80", "host:0", "host:99999", "host", "[::1", ":80", "a..b:1", "x\r\n:1",
+            "a b:80",
+            "host:0",
+            "host:99999",
+            "host",
+            "[::1",
+            ":80",
+            "a..b:1",
+            "x\r\n:1",
         ] {
             assert!(Target::parse(bad, None).is_err(), "{bad}");
         }

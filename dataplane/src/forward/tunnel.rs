@@ -16,8 +16,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::metrics::ForwardMetrics;
 
-/// Bytes per read in each direction.
-const CHUNK: usize = 16 * 1024;
+/// The first read buffer of each direction: small, so that idle tunnels
+/// stay cheap; it doubles whenever a read fills it, up to [`MAX_CHUNK`].
+const FIRST_CHUNK: usize = 2 * 1024;
+const MAX_CHUNK: usize = 64 * 1024;
 
 /// How a tunnel ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -70,7 +72,14 @@ pub struct Watch<'a> {
 }
 
 /// Copies both ways until done; counts into `bytes` and the user's counters.
-pub async fn splice<A, B>(client: A, upstream: B, watch: Watch<'_>, bytes: &Bytes, metrics: &ForwardMetrics, user: &str) -> Outcome
+pub async fn splice<A, B>(
+    client: A,
+    upstream: B,
+    watch: Watch<'_>,
+    bytes: &Bytes,
+    metrics: &ForwardMetrics,
+    user: &str,
+) -> Outcome
 where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
@@ -86,7 +95,9 @@ where
     let down = pump(ur, cw, &bytes.down, &down_metric);
     tokio::pin!(up, down);
     let (mut up_done, mut down_done) = (false, false);
-    let mut tick = tokio::time::interval((watch.idle / 4).clamp(Duration::from_millis(50), Duration::from_secs(5)));
+    let mut tick = tokio::time::interval(
+        (watch.idle / 4).clamp(Duration::from_millis(50), Duration::from_secs(5)),
+    );
     let (mut seen, mut last_activity) = (0u64, Instant::now());
     loop {
         tokio::select! {
@@ -121,7 +132,7 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let mut buf = vec![0u8; CHUNK];
+    let mut buf = vec![0u8; FIRST_CHUNK];
     loop {
         let n = r.read(&mut buf).await?;
         if n == 0 {
@@ -133,6 +144,10 @@ where
         w.flush().await?;
         count.fetch_add(n as u64, Relaxed);
         metric.inc_by(n as u64);
+        if n == buf.len() && buf.len() < MAX_CHUNK {
+            // Bulk traffic: larger reads, fewer wake-ups.
+            buf = vec![0u8; buf.len() * 2];
+        }
     }
 }
 
@@ -184,7 +199,11 @@ impl<S> Counted<S> {
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         let n = (buf.filled().len() - before) as u64;
@@ -197,7 +216,11 @@ impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
 }
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = r {
             self.bytes.up.fetch_add(n as u64, Relaxed);
@@ -217,8 +240,16 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
 mod tests {
     use super::*;
 
-    fn watch<'a>(idle: Duration, cut: &'a CancellationToken, shutdown: &'a CancellationToken) -> Watch<'a> {
-        Watch { idle, cut, shutdown }
+    fn watch<'a>(
+        idle: Duration,
+        cut: &'a CancellationToken,
+        shutdown: &'a CancellationToken,
+    ) -> Watch<'a> {
+        Watch {
+            idle,
+            cut,
+            shutdown,
+        }
     }
 
     #[tokio::test]
@@ -239,12 +270,28 @@ mod tests {
             drop(upstream_peer);
         };
         let (outcome, ()) = tokio::join!(
-            splice(client, upstream, watch(Duration::from_secs(5), &cut, &stop), &bytes, &metrics, "alice"),
+            splice(
+                client,
+                upstream,
+                watch(Duration::from_secs(5), &cut, &stop),
+                &bytes,
+                &metrics,
+                "alice"
+            ),
             peers
         );
-        assert!(matches!(outcome, Outcome::Closed | Outcome::Failed(_)), "{outcome:?}");
+        assert!(
+            matches!(outcome, Outcome::Closed | Outcome::Failed(_)),
+            "{outcome:?}"
+        );
         assert_eq!((bytes.up.load(Relaxed), bytes.down.load(Relaxed)), (5, 6));
-        assert_eq!(metrics.bytes_up.get_or_create(&ForwardMetrics::user("alice")).get(), 5);
+        assert_eq!(
+            metrics
+                .bytes_up
+                .get_or_create(&ForwardMetrics::user("alice"))
+                .get(),
+            5
+        );
     }
 
     #[tokio::test]
@@ -254,14 +301,30 @@ mod tests {
         let (cut, stop) = (CancellationToken::new(), CancellationToken::new());
         cut.cancel();
         let m = ForwardMetrics::default();
-        let outcome = splice(client, upstream, watch(Duration::from_secs(5), &cut, &stop), &Bytes::default(), &m, "a").await;
+        let outcome = splice(
+            client,
+            upstream,
+            watch(Duration::from_secs(5), &cut, &stop),
+            &Bytes::default(),
+            &m,
+            "a",
+        )
+        .await;
         assert_eq!(outcome, Outcome::Cut);
 
         let (client, _c) = tokio::io::duplex(64);
         let (upstream, _u) = tokio::io::duplex(64);
         let cut = CancellationToken::new();
         let started = Instant::now();
-        let outcome = splice(client, upstream, watch(Duration::from_millis(200), &cut, &stop), &Bytes::default(), &m, "a").await;
+        let outcome = splice(
+            client,
+            upstream,
+            watch(Duration::from_millis(200), &cut, &stop),
+            &Bytes::default(),
+            &m,
+            "a",
+        )
+        .await;
         assert_eq!(outcome, Outcome::Idle);
         assert!(started.elapsed() < Duration::from_secs(2));
     }

@@ -1,6 +1,7 @@
 //! Prometheus metrics of the data plane, encoded for `/metrics`. Labels
 //! never carry secret material: versions are content hashes.
 
+use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
 use std::time::UNIX_EPOCH;
 
@@ -26,7 +27,8 @@ pub struct KindLabels {
 
 /// Every metric the data plane exports.
 pub struct Metrics {
-    registry: Registry,
+    /// Locked only to add a feature's metrics at start-up and to encode.
+    registry: Mutex<Registry>,
     /// Snapshots swapped in.
     pub applies: Counter,
     /// Snapshots refused (undecodable or invalid).
@@ -43,7 +45,7 @@ pub struct Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let m = Metrics {
-            registry: Registry::with_prefix("postern"),
+            registry: Mutex::new(Registry::with_prefix("postern")),
             applies: Counter::default(),
             nacks: Counter::default(),
             sync_connected: Gauge::default(),
@@ -56,7 +58,7 @@ impl Metrics {
     }
 
     fn register(mut self) -> Self {
-        let r = &mut self.registry;
+        let r = self.registry.get_mut().unwrap_or_else(|p| p.into_inner());
         r.register(
             "snapshot_applies",
             "Snapshots swapped in",
@@ -122,11 +124,18 @@ impl Metrics {
         self.applied_at.set(secs);
     }
 
+    /// Lets a traffic feature (the forward proxy, ...) add its own metrics,
+    /// under the same `postern_` prefix, once at start-up.
+    pub fn register_with(&self, f: impl FnOnce(&mut Registry)) {
+        f(&mut self.registry.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+
     /// The OpenMetrics text of every metric.
     pub fn encode(&self) -> String {
         let mut out = String::new();
         // Writing to a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        let registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
         out
     }
 }

@@ -197,14 +197,13 @@ mod tests {
             sites: vec![Site {
                 id: "default/a".into(),
                 hostnames: vec![host.into()],
-                backend: BackendEndpoint {
-                    url: "http://127.0.0.1:1".into(),
-                },
+                backend: BackendEndpoint::new("http://127.0.0.1:1"),
                 tls: None,
                 redirect_http: false,
                 auth: AuthRule::None,
                 timeouts: Timeouts::default(),
                 routes: vec![],
+                ..Site::default()
             }],
             ..Snapshot::default()
         }

@@ -31,6 +31,7 @@ fn target(name: &str, generation: i64, host: &str) -> ProxyTarget {
             backend: Backend {
                 url: Some("http://10.0.0.1:80".into()),
                 service: None,
+                ..Backend::default()
             },
             ..ProxyTargetSpec::default()
         }

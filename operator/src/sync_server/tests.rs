@@ -41,6 +41,7 @@ fn published(seq: u64, host: &str) -> Arc<Published> {
             backend: Backend {
                 url: Some("http://10.0.0.1:80".into()),
                 service: None,
+                ..Backend::default()
             },
             ..ProxyTargetSpec::default()
         },

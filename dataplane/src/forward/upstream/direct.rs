@@ -8,7 +8,11 @@ use crate::forward::errors::ForwardError;
 use crate::forward::rules::{NameVerdict, Rules};
 use crate::forward::target::{Host, Target};
 
-pub async fn connect(target: &Target, rules: &Rules, verdict: NameVerdict) -> Result<TcpStream, ForwardError> {
+pub async fn connect(
+    target: &Target,
+    rules: &Rules,
+    verdict: NameVerdict,
+) -> Result<TcpStream, ForwardError> {
     let addrs: Vec<_> = match &target.host {
         Host::Ip(ip) => vec![std::net::SocketAddr::new(*ip, target.port)],
         Host::Name(name) => tokio::net::lookup_host((name.as_str(), target.port))

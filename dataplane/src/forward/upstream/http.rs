@@ -43,7 +43,10 @@ pub async fn connect(
 /// `Basic base64(user:password)` for an upstream.
 pub fn basic(c: &Credentials) -> String {
     let raw = format!("{}:{}", c.username, c.password);
-    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(raw))
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(raw)
+    )
 }
 
 fn connect_request(target: &Target, credentials: Option<&Credentials>) -> String {
@@ -70,7 +73,10 @@ async fn read_head(proxy: &mut Stream, label: &str) -> Result<(String, Vec<u8>),
             .await
             .map_err(|e| ForwardError::unreachable(label, io_reason(&e)))?;
         if n == 0 {
-            return Err(ForwardError::unreachable(label, "closed the connection during CONNECT"));
+            return Err(ForwardError::unreachable(
+                label,
+                "closed the connection during CONNECT",
+            ));
         }
         let mut headers = [httparse::EMPTY_HEADER; 64];
         let mut resp = httparse::Response::new(&mut headers);
@@ -95,12 +101,20 @@ pub struct Prefixed<S> {
 
 impl<S> Prefixed<S> {
     pub fn new(prefix: Vec<u8>, inner: S) -> Self {
-        Prefixed { prefix, pos: 0, inner }
+        Prefixed {
+            prefix,
+            pos: 0,
+            inner,
+        }
     }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         if self.pos < self.prefix.len() {
             let n = buf.remaining().min(self.prefix.len() - self.pos);
             let start = self.pos;
@@ -117,7 +131,11 @@ impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
 }
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -154,7 +172,9 @@ mod tests {
             .await
             .expect("write");
         let t = Target::parse("a.example:22", None).expect("target");
-        let mut s = connect(Box::new(client), &t, None, "http://p:1").await.expect("connects");
+        let mut s = connect(Box::new(client), &t, None, "http://p:1")
+            .await
+            .expect("connects");
         let mut got = [0u8; 14];
         s.read_exact(&mut got).await.expect("read");
         assert_eq!(&got, b"SSH-2.0-banner");
@@ -168,7 +188,9 @@ mod tests {
             .await
             .expect("write");
         let t = Target::parse("a.example:443", None).expect("target");
-        let err = connect(Box::new(client), &t, None, "http://p:1").await.err();
+        let err = connect(Box::new(client), &t, None, "http://p:1")
+            .await
+            .err();
         assert_eq!(
             err,
             Some(ForwardError::Refused {

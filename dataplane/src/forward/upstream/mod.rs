@@ -24,7 +24,7 @@ use super::rules::NameVerdict;
 use super::table::{UserEntry, upstream_label};
 use super::target::Target;
 
-pub use http::Prefixed;
+pub use http::{Prefixed, basic as basic_auth};
 
 /// Anything a tunnel can run over.
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -68,11 +68,23 @@ impl Dialer {
                 }
                 Upstream::Socks5 { credentials, .. } => {
                     let proxy = self.proxy(&user.upstream).await?;
-                    socks5::connect(proxy, target, credentials.as_ref(), &upstream_label(&user.upstream)).await
+                    socks5::connect(
+                        proxy,
+                        target,
+                        credentials.as_ref(),
+                        &upstream_label(&user.upstream),
+                    )
+                    .await
                 }
                 Upstream::Http { credentials, .. } | Upstream::Https { credentials, .. } => {
                     let proxy = self.proxy(&user.upstream).await?;
-                    http::connect(proxy, target, credentials.as_ref(), &upstream_label(&user.upstream)).await
+                    http::connect(
+                        proxy,
+                        target,
+                        credentials.as_ref(),
+                        &upstream_label(&user.upstream),
+                    )
+                    .await
                 }
             }
         })
@@ -82,14 +94,17 @@ impl Dialer {
     /// A connection to an `http`/`https` upstream proxy itself (TLS done),
     /// for forwarding absolute-form requests; timed like a tunnel.
     pub async fn proxy_timed(&self, upstream: &Upstream) -> Result<Stream, ForwardError> {
-        self.timed(upstream_label(upstream), self.proxy(upstream)).await
+        self.timed(upstream_label(upstream), self.proxy(upstream))
+            .await
     }
 
     async fn proxy(&self, upstream: &Upstream) -> Result<Stream, ForwardError> {
         let label = upstream_label(upstream);
         let (host, port, tls) = match upstream {
             Upstream::Direct => return Err(ForwardError::BadRequest("no upstream proxy".into())),
-            Upstream::Socks5 { host, port, .. } | Upstream::Http { host, port, .. } => (host, *port, false),
+            Upstream::Socks5 { host, port, .. } | Upstream::Http { host, port, .. } => {
+                (host, *port, false)
+            }
             Upstream::Https { host, port, .. } => (host, *port, true),
         };
         let host = host.trim_start_matches('[').trim_end_matches(']');

@@ -18,7 +18,10 @@ pub async fn connect(
     let host = target.host_str();
     let dest = (host.as_str(), target.port);
     let result = match credentials {
-        Some(c) => Socks5Stream::connect_with_password_and_socket(proxy, dest, &c.username, &c.password).await,
+        Some(c) => {
+            Socks5Stream::connect_with_password_and_socket(proxy, dest, &c.username, &c.password)
+                .await
+        }
         None => Socks5Stream::connect_with_socket(proxy, dest).await,
     };
     match result {

@@ -49,14 +49,17 @@ impl Tls {
         })
     }
 
-    pub async fn connect(&self, tcp: TcpStream, host: &str, label: &str) -> Result<Stream, ForwardError> {
+    pub async fn connect(
+        &self,
+        tcp: TcpStream,
+        host: &str,
+        label: &str,
+    ) -> Result<Stream, ForwardError> {
         let name = ServerName::try_from(host.to_string())
             .map_err(|_| ForwardError::unreachable(label, "invalid TLS server name"))?;
-        let tls = self
-            .connector
-            .connect(name, tcp)
-            .await
-            .map_err(|e| ForwardError::unreachable(label, format!("TLS handshake failed: {}", io_reason(&e))))?;
+        let tls = self.connector.connect(name, tcp).await.map_err(|e| {
+            ForwardError::unreachable(label, format!("TLS handshake failed: {}", io_reason(&e)))
+        })?;
         Ok(Box::new(tls))
     }
 }

@@ -33,27 +33,29 @@ async fn main() -> Result<()> {
         .context("SIZES is a comma-separated list of numbers")?;
     let updates: usize = args.get(2).map_or(Ok(30), |s| s.parse())?;
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let client = rig_client(&root).await?;
+    let (kubeconfig, client) = rig_client(&root).await?;
     install_crds(&client).await?;
     println!("| ProxyTargets | updates | p50 to all acks | p99 | max | operator RSS | dataplane RSS (max of {DATAPLANES}) |");
     println!("|---:|---:|---:|---:|---:|---:|---:|");
     for size in sizes {
-        let row = run_size(&client, size, updates).await?;
+        let row = run_size(&client, &kubeconfig, size, updates).await?;
         println!("{row}");
     }
     Ok(())
 }
 
-async fn rig_client(root: &Path) -> Result<Client> {
+/// The rig's kubeconfig path and a client for it.
+async fn rig_client(root: &Path) -> Result<(String, Client)> {
     let env = std::fs::read_to_string(root.join("target/rig/env"))
         .context("target/rig/env missing: run e2e/rig up")?;
     let path = env
         .lines()
         .find_map(|l| l.strip_prefix("KUBECONFIG="))
         .context("KUBECONFIG not in target/rig/env")?;
-    let kubeconfig = kube::config::Kubeconfig::read_from(path.trim_matches('"'))?;
+    let path = path.trim_matches('"').to_string();
+    let kubeconfig = kube::config::Kubeconfig::read_from(&path)?;
     let config = Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
-    Ok(Client::try_from(config)?)
+    Ok((path, Client::try_from(config)?))
 }
 
 async fn install_crds(client: &Client) -> Result<()> {
@@ -77,18 +79,24 @@ fn target(i: usize, generation: usize) -> ProxyTarget {
     ProxyTarget::new(&format!("t{i}"), spec.into())
 }
 
-async fn run_size(client: &Client, size: usize, updates: usize) -> Result<String> {
+async fn run_size(client: &Client, kubeconfig: &str, size: usize, updates: usize) -> Result<String> {
     let ns = format!("bench-spine-{size}-{}", std::process::id());
     let namespaces: Api<Namespace> = Api::all(client.clone());
     let mut namespace = Namespace::default();
     namespace.metadata.name = Some(ns.clone());
     namespaces.create(&PostParams::default(), &namespace).await?;
-    let result = measure(client, &ns, size, updates).await;
+    let result = measure(client, kubeconfig, &ns, size, updates).await;
     namespaces.delete(&ns, &DeleteParams::default()).await.ok();
     result
 }
 
-async fn measure(client: &Client, ns: &str, size: usize, updates: usize) -> Result<String> {
+async fn measure(
+    client: &Client,
+    kubeconfig: &str,
+    ns: &str,
+    size: usize,
+    updates: usize,
+) -> Result<String> {
     let api: Api<ProxyTarget> = Api::namespaced(client.clone(), ns);
     let created = Instant::now();
     let results: Vec<Result<ProxyTarget, kube::Error>> = futures::stream::iter(0..size)
@@ -111,6 +119,7 @@ async fn measure(client: &Client, ns: &str, size: usize, updates: usize) -> Resu
     let bins = bin_dir()?;
     let (mut operator, op_addrs) = spawn(
         Command::new(bins.join("postern-operator"))
+            .env("KUBECONFIG", kubeconfig)
             .arg("--namespace").arg(ns)
             .arg("--sync-addr").arg("127.0.0.1:0")
             .arg("--admin-addr").arg("127.0.0.1:0")

@@ -20,6 +20,7 @@ fn snapshot_with(generation: i64) -> Arc<Published> {
             backend: Backend {
                 url: Some("http://10.0.0.1:80".into()),
                 service: None,
+                ..Backend::default()
             },
             ..ProxyTargetSpec::default()
         },

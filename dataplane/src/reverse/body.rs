@@ -1,0 +1,60 @@
+//! The body type on both sides of the proxy, and a wrapper that notices
+//! when the client's side of a body breaks (the client went away), so the
+//! failure is not blamed on the backend.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body_util::combinators::UnsyncBoxBody;
+use hyper::body::{Body, Frame, SizeHint};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Every body the proxy sends or receives, streamed frame by frame.
+pub type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// A client's request body that records whether it failed.
+pub struct Watched<B> {
+    inner: B,
+    broken: Arc<AtomicBool>,
+}
+
+impl<B> Watched<B> {
+    pub fn new(inner: B, broken: Arc<AtomicBool>) -> Self {
+        Watched { inner, broken }
+    }
+}
+
+impl<B> Body for Watched<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Err(e))) => {
+                this.broken.store(true, Ordering::Relaxed);
+                Poll::Ready(Some(Err(e.into())))
+            }
+            other => other.map(|f| f.map(|r| r.map_err(Into::into))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,212 @@
+//! The request path, as named phases in order. Each phase either passes
+//! the request on or ends it with a [`ProxyError`], which is turned into a
+//! response in one place ([`handle`]).
+//!
+//! 1. **host**: the site for the Host (or `:authority`); unknown → 404.
+//! 2. **redirect**: plain HTTP to a site with `redirectHttp` → 308 to https.
+//! 3. **route**: the first matching Route, else the site's backend.
+//! 4. **auth**: the target's [`Guard`](super::auth::Guard); 401 or 501.
+//! 5. **request headers**: hop-by-hop out, forwarding headers and the
+//!    request id in, Host, then the target's own changes.
+//! 6. **exchange**: the backend's response headers within the timeout;
+//!    the bodies then stream both ways, frame by frame.
+//! 7. **response headers**: hop-by-hop out, the target's changes, and an
+//!    Upgrade spliced through when the backend switched protocols.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, header};
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Incoming;
+
+use super::body::{ProxyBody, Watched};
+use super::errors::{ProxyError, wants_html};
+use super::headers::{self, Forwarding, X_REQUEST_ID};
+use super::router::{SiteTable, normalise_host};
+use super::tables::Tables;
+use super::backend::Upstream;
+use super::{ConnInfo, Shared, upgrade};
+
+/// What the access log says about a request beyond the basics.
+#[derive(Default)]
+struct Trace {
+    site: Option<String>,
+    route: Option<String>,
+}
+
+/// Serves one request: runs the phases, answers errors, logs, counts.
+pub async fn handle(
+    req: Request<Incoming>,
+    conn: Arc<ConnInfo>,
+    shared: Arc<Shared>,
+) -> Result<Response<ProxyBody>, Infallible> {
+    let started = Instant::now();
+    let tables = shared.live.load();
+    let html = wants_html(req.headers());
+    let id = headers::request_id(req.headers());
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let mut trace = Trace::default();
+    let result = proxy(req, &conn, &tables, &shared, &id, &mut trace).await;
+    let (mut response, outcome) = match result {
+        Ok(response) => (response, "ok"),
+        Err(e) => {
+            if e.status().is_server_error() {
+                tracing::warn!(client = %conn.client.ip(), site = trace.site.as_deref().unwrap_or("-"), request_id = ?id, error = %e, "proxy error");
+            }
+            (e.response(html), e.metric_label())
+        }
+    };
+    response.headers_mut().insert(X_REQUEST_ID.clone(), id.clone());
+    shared.metrics.request(outcome);
+    tracing::info!(
+        target: "postern::access",
+        client = %conn.client.ip(),
+        method = %method,
+        path,
+        status = response.status().as_u16(),
+        outcome,
+        site = trace.site.as_deref().unwrap_or("-"),
+        route = trace.route.as_deref().unwrap_or("-"),
+        request_id = id.to_str().unwrap_or("-"),
+        ms = started.elapsed().as_millis() as u64,
+    );
+    Ok(response)
+}
+
+async fn proxy(
+    mut req: Request<Incoming>,
+    conn: &ConnInfo,
+    tables: &Tables,
+    shared: &Shared,
+    id: &HeaderValue,
+    trace: &mut Trace,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    // 1. host
+    let raw_host = raw_host(&req).ok_or(ProxyError::BadRequest("no Host header"))?;
+    let host = normalise_host(&raw_host).ok_or(ProxyError::BadRequest("invalid Host header"))?;
+    let site = tables.router.site(&host).ok_or(ProxyError::UnknownHost)?;
+    trace.site = Some(site.id.clone());
+    // 2. redirect
+    if !conn.tls && site.redirect_http {
+        return Ok(redirect(&host, req.uri(), shared.redirect_port));
+    }
+    // 3. route
+    let target = site.target(req.method(), req.uri().path());
+    trace.route = target.route.clone();
+    // 4. auth
+    target.guard.check(req.headers())?;
+    let upstream: &Upstream = &target.upstream;
+    if let Some(why) = upstream.broken() {
+        return Err(ProxyError::BackendConfig(why.to_string()));
+    }
+    // 5. request headers
+    let upgrading = upgrade::requested(&req);
+    let on_client_upgrade = upgrading.then(|| hyper::upgrade::on(&mut req));
+    let (mut parts, body) = req.into_parts();
+    prepare_request(&mut parts, site, upstream, conn, &raw_host, id, upgrading);
+    let client_broke = Arc::new(AtomicBool::new(false));
+    let body = Watched::new(body, client_broke.clone()).boxed_unsync();
+    let request = Request::from_parts(parts, body);
+    // 6. exchange
+    let sent = upstream.send(request, (conn.client, conn.server));
+    let mut response = match tokio::time::timeout(site.response_timeout, sent).await {
+        Err(_) => return Err(ProxyError::BackendTimeout("response headers")),
+        Ok(Err(e)) => {
+            let gone = client_broke.load(Ordering::Relaxed);
+            return Err(ProxyError::from_backend(&e, gone));
+        }
+        Ok(Ok(response)) => response,
+    };
+    // 7. response headers
+    if let Some(on_client) = on_client_upgrade {
+        upgrade::splice(on_client, &mut response, &shared.metrics);
+    }
+    let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+    let (mut parts, body) = response.into_parts();
+    headers::strip_hop_by_hop(&mut parts.headers, switching);
+    site.response_headers.apply(&mut parts.headers);
+    parts.version = Version::HTTP_11;
+    let body = if switching {
+        Empty::<Bytes>::new().map_err(|e| match e {}).boxed_unsync()
+    } else {
+        body.map_err(Into::into).boxed_unsync()
+    };
+    Ok(Response::from_parts(parts, body))
+}
+
+/// The host as the client wrote it: `:authority` (HTTP/2, absolute form),
+/// else the Host header.
+fn raw_host<B>(req: &Request<B>) -> Option<String> {
+    if let Some(authority) = req.uri().authority() {
+        return Some(authority.as_str().to_string());
+    }
+    let host = req.headers().get(header::HOST)?.to_str().ok()?;
+    Some(host.to_string())
+}
+
+fn prepare_request(
+    parts: &mut http::request::Parts,
+    site: &SiteTable,
+    upstream: &Upstream,
+    conn: &ConnInfo,
+    raw_host: &str,
+    id: &HeaderValue,
+    upgrading: bool,
+) {
+    let h = &mut parts.headers;
+    headers::strip_hop_by_hop(h, upgrading);
+    headers::add_forwarding(
+        h,
+        &Forwarding {
+            client: conn.client.ip(),
+            proto: if conn.tls { "https" } else { "http" },
+            host: raw_host,
+        },
+    );
+    h.insert(X_REQUEST_ID.clone(), id.clone());
+    let host = if site.preserve_host {
+        HeaderValue::from_str(raw_host).ok()
+    } else if upstream.is_h2() {
+        // HTTP/2 carries the backend's authority in the URI.
+        None
+    } else {
+        HeaderValue::from_str(upstream.authority().as_str()).ok()
+    };
+    match host {
+        Some(host) => {
+            h.insert(header::HOST, host);
+        }
+        None => {
+            h.remove(header::HOST);
+        }
+    }
+    site.request_headers.apply(h);
+    parts.uri = upstream.uri(parts.uri.path_and_query());
+    parts.version = if upstream.is_h2() {
+        Version::HTTP_2
+    } else {
+        Version::HTTP_11
+    };
+}
+
+/// 308 to the same host and path over https.
+fn redirect(host: &str, uri: &Uri, port: u16) -> Response<ProxyBody> {
+    let authority = if port == 443 {
+        host.to_string()
+    } else {
+        format!("{host}:{port}")
+    };
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    let location = format!("https://{authority}{path}");
+    let mut response = Response::new(Empty::<Bytes>::new().map_err(|e| match e {}).boxed_unsync());
+    *response.status_mut() = StatusCode::PERMANENT_REDIRECT;
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, v);
+    }
+    response
+}

@@ -1,0 +1,183 @@
+//! The reverse proxy: ProxyTargets and Routes served on `--http-addr` and
+//! `--https-addr`.
+//!
+//! For each snapshot, [`tables`] compiles the router, the certificate store
+//! and the backend clients once and swaps them in whole; a request loads
+//! them once. The request path is the list of phases in [`handler`]; the
+//! modules each own one job: [`listener`] (accept, PROXY header, TLS,
+//! hyper), [`certs`] (SNI), [`router`], [`backend`] and [`connector`]
+//! (pools, TLS to backends), [`headers`], [`upgrade`], [`auth`], and
+//! [`errors`] (who is at fault, in one place). Nothing here claims a path
+//! on a proxied host.
+
+mod auth;
+mod backend;
+mod body;
+mod certs;
+mod connector;
+mod errors;
+mod handler;
+mod headers;
+mod listener;
+pub mod metrics;
+mod proxy_protocol;
+mod router;
+mod tables;
+mod upgrade;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::{Args, ValueEnum};
+use ipnet::IpNet;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use body::ProxyBody;
+pub use errors::ProxyError;
+pub use metrics::ReverseMetrics;
+
+use crate::runtime::Runtime;
+use proxy_protocol::Trusted;
+use tables::Live;
+
+/// Flags of the reverse proxy listeners.
+#[derive(Debug, Clone, Args)]
+pub struct ReverseArgs {
+    /// A PEM certificate chain served to TLS clients whose SNI no site
+    /// serves (and to clients sending no SNI). Without it they get a
+    /// handshake failure, never another site's certificate.
+    #[arg(long, env = "POSTERN_DEFAULT_CERT", value_name = "PATH", requires = "default_key")]
+    pub default_cert: Option<PathBuf>,
+    /// The private key (PEM) of `--default-cert`.
+    #[arg(long, env = "POSTERN_DEFAULT_KEY", value_name = "PATH", requires = "default_cert")]
+    pub default_key: Option<PathBuf>,
+    /// Peers (CIDRs or addresses, comma-separated) whose connections start
+    /// with a PROXY protocol v1/v2 header naming the real client. Headers
+    /// from anyone else are never believed.
+    #[arg(long, env = "POSTERN_PROXY_PROTOCOL_TRUSTED", value_name = "CIDR", value_delimiter = ',', value_parser = parse_net)]
+    pub proxy_protocol_trusted: Vec<IpNet>,
+    /// Which listeners expect the PROXY header from trusted peers.
+    #[arg(long, env = "POSTERN_PROXY_PROTOCOL_LISTENERS", value_name = "LISTENER", value_delimiter = ',', default_value = "http,https")]
+    pub proxy_protocol_listeners: Vec<ReverseListener>,
+    /// The port `redirectHttp` sends clients to (the public HTTPS port,
+    /// which may differ from `--https-addr` behind a Service).
+    #[arg(long, env = "POSTERN_HTTPS_REDIRECT_PORT", default_value_t = 443, value_name = "PORT")]
+    pub https_redirect_port: u16,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ReverseListener {
+    Http,
+    Https,
+}
+
+/// `10.0.0.0/8` or a bare address (a /32 or /128).
+fn parse_net(text: &str) -> Result<IpNet, String> {
+    text.parse::<IpNet>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("{text}: expected a CIDR such as 10.0.0.0/8 or an IP address"))
+}
+
+/// Why the reverse proxy cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("default certificate: {0}")]
+    DefaultCert(#[from] certs::CertError),
+    #[error("TLS setup: {0}")]
+    Tls(#[from] rustls::Error),
+}
+
+/// One client connection, as requests see it.
+pub struct ConnInfo {
+    /// The real client: the PROXY header's source when trusted, else the peer.
+    pub client: SocketAddr,
+    /// The address the client connected to.
+    pub server: SocketAddr,
+    pub tls: bool,
+}
+
+/// What every connection and request of the reverse proxy shares.
+pub struct Shared {
+    live: Arc<Live>,
+    trusted: Trusted,
+    redirect_port: u16,
+    metrics: ReverseMetrics,
+}
+
+/// The reverse proxy, configured and ready to serve.
+pub struct Reverse {
+    shared: Arc<Shared>,
+    args: ReverseArgs,
+}
+
+impl Reverse {
+    /// Reads the default certificate, if any. Fails on unreadable files.
+    pub fn new(args: &ReverseArgs) -> Result<Reverse, ConfigError> {
+        let default_cert = match (&args.default_cert, &args.default_key) {
+            (Some(cert), Some(key)) => {
+                let read = |path: &PathBuf| {
+                    std::fs::read(path).map_err(|source| ConfigError::Read {
+                        path: path.clone(),
+                        source,
+                    })
+                };
+                Some(Arc::new(certs::certified_key(&read(cert)?, &read(key)?)?))
+            }
+            _ => None,
+        };
+        let shared = Shared {
+            live: Arc::new(Live::new(default_cert)),
+            trusted: Trusted(args.proxy_protocol_trusted.clone()),
+            redirect_port: args.https_redirect_port,
+            metrics: ReverseMetrics::default(),
+        };
+        Ok(Reverse {
+            shared: Arc::new(shared),
+            args: args.clone(),
+        })
+    }
+
+    pub fn metrics(&self) -> &ReverseMetrics {
+        &self.shared.metrics
+    }
+
+    /// Serves both listeners, following the runtime's snapshots, until
+    /// `shutdown`.
+    pub async fn serve(
+        self,
+        http: TcpListener,
+        https: TcpListener,
+        runtime: Arc<Runtime>,
+        shutdown: CancellationToken,
+    ) -> Result<(), ConfigError> {
+        let shared = self.shared;
+        let acceptor = listener::tls_acceptor(&shared)?;
+        let proxied = |l| {
+            !self.args.proxy_protocol_trusted.is_empty() && self.args.proxy_protocol_listeners.contains(&l)
+        };
+        let follow = tokio::spawn(tables::follow(runtime, shared.live.clone(), shutdown.clone()));
+        let plain = listener::ListenerSpec {
+            name: "http",
+            tls: None,
+            proxy_protocol: proxied(ReverseListener::Http),
+        };
+        let secure = listener::ListenerSpec {
+            name: "https",
+            tls: Some(acceptor),
+            proxy_protocol: proxied(ReverseListener::Https),
+        };
+        tokio::join!(
+            listener::run(http, plain, shared.clone(), shutdown.clone()),
+            listener::run(https, secure, shared, shutdown),
+        );
+        let _ = follow.await;
+        Ok(())
+    }
+}
