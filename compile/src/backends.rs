@@ -74,7 +74,9 @@ pub(crate) fn backend(
     let tls = match &backend.tls {
         None => None,
         Some(_) if !url.starts_with("https://") => {
-            return Err(invalid("backend tls applies only to an https:// url".into()));
+            return Err(invalid(
+                "backend tls applies only to an https:// url".into(),
+            ));
         }
         Some(tls) => Some(backend_tls(build, ns, tls)?),
     };
@@ -169,7 +171,9 @@ fn header_name(raw: &str) -> Result<String, Refusal> {
 }
 
 fn header_value(name: &str, value: &str) -> Result<String, Refusal> {
-    let printable = value.bytes().all(|b| b == b'\t' || (0x20..0x7f).contains(&b));
+    let printable = value
+        .bytes()
+        .all(|b| b == b'\t' || (0x20..0x7f).contains(&b));
     if !printable {
         return Err(invalid(format!(
             "the value of header {name} must be printable text on one line"

@@ -34,8 +34,10 @@ fn https_target() -> Inputs {
         }),
         server_name: Some("API.internal".into()),
     });
-    let mut inputs = Inputs::default();
-    inputs.proxy_targets = vec![t];
+    let mut inputs = Inputs {
+        proxy_targets: vec![t],
+        ..Inputs::default()
+    };
     secret(&mut inputs, "api-ca", &[("ca.crt", CA)]);
     inputs
 }
@@ -56,8 +58,10 @@ fn backend_options_reach_the_snapshot() {
 
 #[test]
 fn defaults_are_http1_system_roots_no_proxy_header_and_backend_host() {
-    let mut inputs = Inputs::default();
-    inputs.proxy_targets = vec![target("api", &["api.example.com"])];
+    let inputs = Inputs {
+        proxy_targets: vec![target("api", &["api.example.com"])],
+        ..Inputs::default()
+    };
     let site = &compile(&inputs).snapshot.sites[0];
     assert_eq!(site.backend.protocol, BackendProtocol::Http1);
     assert_eq!(site.backend.tls, None);
@@ -91,7 +95,12 @@ fn backend_tls_needs_https_and_its_ca_secret() {
 #[test]
 fn a_wildcard_server_name_is_refused() {
     let mut inputs = https_target();
-    let tls = inputs.proxy_targets[0].spec.backend.tls.as_mut().expect("tls");
+    let tls = inputs.proxy_targets[0]
+        .spec
+        .backend
+        .tls
+        .as_mut()
+        .expect("tls");
     tls.server_name = Some("*.internal".into());
     let (reason, message) = verdict(&compile(&inputs), Kind::ProxyTarget, "api");
     assert_eq!(reason, Reason::InvalidSpec);
@@ -179,8 +188,10 @@ fn framing_and_hop_by_hop_headers_and_broken_values_are_refused() {
 
 #[test]
 fn a_route_backend_carries_its_own_options() {
-    let mut inputs = Inputs::default();
-    inputs.proxy_targets = vec![target("api", &["api.example.com"])];
+    let mut inputs = Inputs {
+        proxy_targets: vec![target("api", &["api.example.com"])],
+        ..Inputs::default()
+    };
     let mut r = route("grpc", "api", PathMatchType::Prefix, "/pkg.Svc", 10);
     r.spec.backend = Some(postern_api::Backend {
         url: Some("http://10.0.0.9:50051".into()),
@@ -195,5 +206,8 @@ fn a_route_backend_carries_its_own_options() {
         .as_ref()
         .expect("override");
     assert_eq!(backend.protocol, BackendProtocol::Http2);
-    assert_eq!(out.snapshot.sites[0].backend.protocol, BackendProtocol::Http1);
+    assert_eq!(
+        out.snapshot.sites[0].backend.protocol,
+        BackendProtocol::Http1
+    );
 }

@@ -50,6 +50,20 @@ pub struct DataplaneArgs {
     /// The shared sync token itself, when no file is given.
     #[arg(long, env = "POSTERN_SYNC_TOKEN", hide_env_values = true, hide = true)]
     pub sync_token: Option<String>,
+    /// PEM bundle of the CA(s) that sign the operator's sync certificate.
+    /// Given: the sync stream is TLS, verified against this bundle only
+    /// (re-read on every connection). Absent: plain TCP.
+    #[arg(long, env = "POSTERN_SYNC_CA", value_name = "FILE")]
+    pub sync_ca: Option<PathBuf>,
+    /// The name the operator's certificate must carry (default: the host
+    /// part of --operator).
+    #[arg(
+        long,
+        env = "POSTERN_SYNC_SERVER_NAME",
+        value_name = "NAME",
+        requires = "sync_ca"
+    )]
+    pub sync_server_name: Option<String>,
     /// This data plane's name in the operator's status and metrics
     /// (default: $POD_NAME, else the hostname).
     #[arg(long, env = "POD_NAME")]

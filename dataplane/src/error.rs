@@ -29,6 +29,8 @@ pub enum Error {
     #[error("no sync token: set --sync-token-file or the POSTERN_SYNC_TOKEN environment variable")]
     NoSyncToken,
     #[error("{0}")]
+    SyncTls(String),
+    #[error("{0}")]
     NotImplemented(&'static str),
     #[error("forward proxy configuration: {0}")]
     Forward(#[from] crate::forward::errors::ConfigError),

@@ -95,12 +95,8 @@ async fn serve(
     let follow = tokio::spawn(forward.clone().follow(runtime.subscribe()));
     let proxy = tokio::spawn(forward.clone().serve_http(bound.proxy));
     let socks = tokio::spawn(forward.serve_socks(bound.socks));
-    let reverse = tokio::spawn(reverse.serve(
-        bound.http,
-        bound.https,
-        runtime.clone(),
-        shutdown.clone(),
-    ));
+    let reverse =
+        tokio::spawn(reverse.serve(bound.http, bound.https, runtime.clone(), shutdown.clone()));
     let admin = tokio::spawn(admin::serve(bound.admin, runtime, shutdown.clone()));
     let driver = tokio::spawn(driver);
     let (admin, driver, follow, proxy, socks, reverse) =

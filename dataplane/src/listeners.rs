@@ -28,9 +28,8 @@ pub struct Bound {
 
 /// Binds what serves and logs the rest. Fails on a busy port.
 pub async fn bind(args: &ListenerArgs) -> Result<Bound> {
-    for (name, addr) in [("tunnel", args.tunnel_addr)] {
-        tracing::info!(listener = name, %addr, "not serving yet: this build has no {name} feature");
-    }
+    let addr = args.tunnel_addr;
+    tracing::info!(listener = "tunnel", %addr, "not serving yet: this build has no tunnel feature");
     let admin = bind_one("admin", args.admin_addr).await?;
     let proxy = bind_one("proxy", args.proxy_addr).await?;
     let socks = bind_one("socks", args.socks_addr).await?;

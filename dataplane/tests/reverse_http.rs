@@ -137,16 +137,28 @@ async fn hosts_and_routes_pick_the_backend() {
     assert_eq!(get("a.wild.test", "/", &[]).json()["backend"], "main");
     // Prefix is segment-aware.
     assert_eq!(get("api.test", "/v1", &[]).json()["backend"], "other");
-    assert_eq!(get("api.test", "/v1/users?q=1", &[]).json()["backend"], "other");
+    assert_eq!(
+        get("api.test", "/v1/users?q=1", &[]).json()["backend"],
+        "other"
+    );
     assert_eq!(get("api.test", "/v10", &[]).json()["backend"], "main");
     // Exact with a method list.
-    assert_eq!(get("api.test", "/only", &["-X", "POST"]).json()["backend"], "other");
+    assert_eq!(
+        get("api.test", "/only", &["-X", "POST"]).json()["backend"],
+        "other"
+    );
     assert_eq!(get("api.test", "/only", &[]).json()["backend"], "main");
     // Anchored regex.
     assert_eq!(get("api.test", "/items/42", &[]).json()["backend"], "other");
-    assert_eq!(get("api.test", "/items/42/x", &[]).json()["backend"], "main");
+    assert_eq!(
+        get("api.test", "/items/42/x", &[]).json()["backend"],
+        "main"
+    );
     // The path and query reach the backend untouched.
-    assert_eq!(get("api.test", "/v1/users?q=1", &[]).json()["uri"], "/v1/users?q=1");
+    assert_eq!(
+        get("api.test", "/v1/users?q=1", &[]).json()["uri"],
+        "/v1/users?q=1"
+    );
 
     // Unknown hosts: 404, JSON for programs, HTML for browsers.
     let r = get("nope.test", "/", &[]);
@@ -155,7 +167,10 @@ async fn hosts_and_routes_pick_the_backend() {
     let r = get("a.b.wild.test", "/", &["-H", "Accept: text/html"]);
     assert_eq!(r.status, 404);
     assert!(r.body.contains("<h1>404"), "{}", r.body);
-    assert!(r.header("content-type").is_some_and(|c| c.starts_with("text/html")));
+    assert!(
+        r.header("content-type")
+            .is_some_and(|c| c.starts_with("text/html"))
+    );
 }
 
 #[tokio::test]
@@ -163,13 +178,20 @@ async fn forwarding_headers_request_ids_and_header_rules() {
     let (proxy, main, _other) = setup("headers").await;
     let u = url(&proxy, "/h");
     let r = fetch(&[
-        "-H", "Host: api.test",
-        "-H", "X-Forwarded-For: 192.0.2.1",
-        "-H", "Connection: keep-alive, X-Hop",
-        "-H", "X-Hop: must-go",
-        "-H", "X-Debug: 1",
-        "-H", "X-Tag: client",
-        "-H", "Keep-Alive: timeout=5",
+        "-H",
+        "Host: api.test",
+        "-H",
+        "X-Forwarded-For: 192.0.2.1",
+        "-H",
+        "Connection: keep-alive, X-Hop",
+        "-H",
+        "X-Hop: must-go",
+        "-H",
+        "X-Debug: 1",
+        "-H",
+        "X-Tag: client",
+        "-H",
+        "Keep-Alive: timeout=5",
         &u,
     ]);
     let seen = r.json();
@@ -178,14 +200,21 @@ async fn forwarding_headers_request_ids_and_header_rules() {
     assert_eq!(h["x-forwarded-proto"][0], "http");
     assert_eq!(h["x-forwarded-host"][0], "api.test");
     assert_eq!(h["forwarded"][0], "for=127.0.0.1;host=api.test;proto=http");
-    assert_eq!(h["host"][0], main.addr.to_string(), "the backend sees its own host");
+    assert_eq!(
+        h["host"][0],
+        main.addr.to_string(),
+        "the backend sees its own host"
+    );
     for gone in ["x-hop", "keep-alive", "x-debug"] {
         assert!(h.get(gone).is_none(), "{gone} reached the backend: {h}");
     }
     assert_eq!(h["x-env"][0], "prod");
     assert_eq!(h["x-tag"], serde_json::json!(["client", "added"]));
     // A request id is made, sent to the backend and returned.
-    let id = h["x-request-id"][0].as_str().expect("request id").to_string();
+    let id = h["x-request-id"][0]
+        .as_str()
+        .expect("request id")
+        .to_string();
     assert_eq!(id.len(), 32);
     assert_eq!(r.header("x-request-id"), Some(id.as_str()));
     // Response rules.
@@ -194,7 +223,13 @@ async fn forwarding_headers_request_ids_and_header_rules() {
 
     // A client's request id is kept; preserveHost keeps the Host.
     let u = url(&proxy, "/");
-    let r = fetch(&["-H", "Host: keep.test:8080", "-H", "X-Request-Id: abc-123", &u]);
+    let r = fetch(&[
+        "-H",
+        "Host: keep.test:8080",
+        "-H",
+        "X-Request-Id: abc-123",
+        &u,
+    ]);
     assert_eq!(r.json()["headers"]["host"][0], "keep.test:8080");
     assert_eq!(r.json()["headers"]["x-request-id"][0], "abc-123");
     assert_eq!(r.header("x-request-id"), Some("abc-123"));
@@ -206,11 +241,29 @@ async fn bearer_auth_per_target_and_route_and_the_oauth_seam() {
     let u = url(&proxy, "/private");
     let r = fetch(&["-H", "Host: guarded.test", &u]);
     assert_eq!(r.status, 401);
-    assert_eq!(r.header("www-authenticate"), Some("Bearer realm=\"postern\""));
-    let r = fetch(&["-H", "Host: guarded.test", "-H", "Authorization: Bearer wrong", &u]);
+    assert_eq!(
+        r.header("www-authenticate"),
+        Some("Bearer realm=\"postern\"")
+    );
+    let r = fetch(&[
+        "-H",
+        "Host: guarded.test",
+        "-H",
+        "Authorization: Bearer wrong",
+        &u,
+    ]);
     assert_eq!(r.status, 401);
-    assert!(r.header("www-authenticate").is_some_and(|v| v.contains("invalid_token")));
-    let r = fetch(&["-H", "Host: guarded.test", "-H", "Authorization: Bearer s3cret-token", &u]);
+    assert!(
+        r.header("www-authenticate")
+            .is_some_and(|v| v.contains("invalid_token"))
+    );
+    let r = fetch(&[
+        "-H",
+        "Host: guarded.test",
+        "-H",
+        "Authorization: Bearer s3cret-token",
+        &u,
+    ]);
     assert_eq!(r.status, 200);
     // The route overrides the target's auth.
     let u = url(&proxy, "/public/page");
@@ -220,7 +273,11 @@ async fn bearer_auth_per_target_and_route_and_the_oauth_seam() {
     let r = fetch(&["-H", "Host: oauth.test", &u]);
     assert_eq!(r.status, 501);
     assert_eq!(r.json()["error"], "auth_unavailable");
-    for path in ["/token", "/register", "/.well-known/oauth-authorization-server"] {
+    for path in [
+        "/token",
+        "/register",
+        "/.well-known/oauth-authorization-server",
+    ] {
         let u = url(&proxy, path);
         let r = fetch(&["-H", "Host: api.test", &u]);
         assert_eq!(r.json()["path"], path, "{path} must reach the backend");
@@ -239,17 +296,28 @@ async fn backend_faults_are_502_and_504_and_counted() {
     let r = fetch(&["-H", "Host: slow.test", &u]);
     assert_eq!(r.status, 504);
     assert_eq!(r.json()["error"], "backend_timeout");
-    assert!(started.elapsed() < Duration::from_secs(2), "the 500ms timeout applies");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "the 500ms timeout applies"
+    );
     // A request without a Host at all (HTTP/1.0) is the client's fault.
-    let mut s = tokio::net::TcpStream::connect(proxy.http).await.expect("connect");
+    let mut s = tokio::net::TcpStream::connect(proxy.http)
+        .await
+        .expect("connect");
     s.write_all(b"GET / HTTP/1.0\r\n\r\n").await.expect("write");
     let mut buf = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
-    assert!(String::from_utf8_lossy(&buf).starts_with("HTTP/1.0 400"), "{}", String::from_utf8_lossy(&buf));
+    assert!(
+        String::from_utf8_lossy(&buf).starts_with("HTTP/1.0 400"),
+        "{}",
+        String::from_utf8_lossy(&buf)
+    );
     let metrics = proxy.metrics().await;
     for label in ["backend_refused", "backend_timeout", "bad_request"] {
         assert!(
-            metrics.contains(&format!("postern_reverse_requests_total{{outcome=\"{label}\"}} 1")),
+            metrics.contains(&format!(
+                "postern_reverse_requests_total{{outcome=\"{label}\"}} 1"
+            )),
             "{label} in\n{metrics}"
         );
     }
@@ -265,7 +333,9 @@ async fn http2_cleartext_and_sse_streams_as_it_arrives() {
 
     // The first event must arrive while the backend holds the stream open
     // (the second comes 2 s later).
-    let mut s = tokio::net::TcpStream::connect(proxy.http).await.expect("connect");
+    let mut s = tokio::net::TcpStream::connect(proxy.http)
+        .await
+        .expect("connect");
     s.write_all(b"GET /sse HTTP/1.1\r\nHost: api.test\r\nAccept: text/event-stream\r\n\r\n")
         .await
         .expect("write");
@@ -277,13 +347,20 @@ async fn http2_cleartext_and_sse_streams_as_it_arrives() {
             .await
             .expect("the first event arrives within 1 s, before the stream ends")
             .expect("read");
-        assert!(n > 0, "stream closed early: {}", String::from_utf8_lossy(&seen));
+        assert!(
+            n > 0,
+            "stream closed early: {}",
+            String::from_utf8_lossy(&seen)
+        );
         seen.extend_from_slice(&buf[..n]);
     }
     assert!(started.elapsed() < Duration::from_secs(1));
     let text = String::from_utf8_lossy(&seen);
     assert!(text.contains("text/event-stream"), "{text}");
-    assert!(!text.contains("data: second"), "buffered until the end: {text}");
+    assert!(
+        !text.contains("data: second"),
+        "buffered until the end: {text}"
+    );
 }
 
 /// 1 GiB by default; `POSTERN_TEST_UPLOAD_MIB` changes it.
@@ -300,8 +377,12 @@ async fn a_large_upload_streams_with_bounded_memory() {
     let (proxy, _main, _other) = setup("upload").await;
     let size = upload_size();
     let before = peak_rss_kib(proxy.pid());
-    let mut s = tokio::net::TcpStream::connect(proxy.http).await.expect("connect");
-    let head = format!("POST /sink HTTP/1.1\r\nHost: api.test\r\nContent-Length: {size}\r\nConnection: close\r\n\r\n");
+    let mut s = tokio::net::TcpStream::connect(proxy.http)
+        .await
+        .expect("connect");
+    let head = format!(
+        "POST /sink HTTP/1.1\r\nHost: api.test\r\nContent-Length: {size}\r\nConnection: close\r\n\r\n"
+    );
     s.write_all(head.as_bytes()).await.expect("head");
     let chunk = vec![7u8; 256 * 1024];
     let started = Instant::now();
@@ -310,7 +391,10 @@ async fn a_large_upload_streams_with_bounded_memory() {
         let n = chunk.len().min((size - sent) as usize);
         s.write_all(&chunk[..n]).await.expect("body");
         sent += n as u64;
-        assert!(started.elapsed() < Duration::from_secs(120), "upload too slow");
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "upload too slow"
+        );
     }
     let mut reply = Vec::new();
     tokio::time::timeout(Duration::from_secs(60), s.read_to_end(&mut reply))
@@ -319,7 +403,10 @@ async fn a_large_upload_streams_with_bounded_memory() {
         .expect("read");
     let reply = String::from_utf8_lossy(&reply);
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
-    assert!(reply.ends_with(&size.to_string()), "the backend read every byte: {reply}");
+    assert!(
+        reply.ends_with(&size.to_string()),
+        "the backend read every byte: {reply}"
+    );
     let peak = peak_rss_kib(proxy.pid());
     eprintln!(
         "uploaded {} MiB in {:?}; postern peak RSS {} MiB (before {} MiB)",
@@ -328,5 +415,8 @@ async fn a_large_upload_streams_with_bounded_memory() {
         peak >> 10,
         before >> 10
     );
-    assert!(peak < 128 * 1024, "peak RSS {peak} KiB: the body was buffered");
+    assert!(
+        peak < 128 * 1024,
+        "peak RSS {peak} KiB: the body was buffered"
+    );
 }

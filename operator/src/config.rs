@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use crate::sync_tls::SyncTlsFiles;
 use crate::token::SyncToken;
 use crate::{Error, Result};
 
@@ -29,6 +30,13 @@ pub struct Args {
         hide_env_values = true
     )]
     pub sync_token: Option<String>,
+    /// PEM certificate chain for the sync port; with --sync-tls-key, data
+    /// planes must connect with TLS. Re-read when the file changes.
+    #[arg(long, env = "POSTERN_SYNC_TLS_CERT", value_name = "FILE")]
+    pub sync_tls_cert: Option<PathBuf>,
+    /// PEM private key of --sync-tls-cert.
+    #[arg(long, env = "POSTERN_SYNC_TLS_KEY", value_name = "FILE")]
+    pub sync_tls_key: Option<PathBuf>,
     /// Watch only this namespace. Absent: every namespace.
     #[arg(long, env = "POSTERN_NAMESPACE")]
     pub namespace: Option<String>,
@@ -73,6 +81,8 @@ pub struct Config {
     pub sync_addr: SocketAddr,
     pub admin_addr: SocketAddr,
     pub token: SyncToken,
+    /// `None`: the sync stream is plain TCP.
+    pub sync_tls: Option<SyncTlsFiles>,
     pub namespace: Option<String>,
     pub lease_namespace: String,
     pub operator_id: String,
@@ -102,10 +112,20 @@ impl Args {
                 ));
             }
         };
+        let sync_tls = match (self.sync_tls_cert, self.sync_tls_key) {
+            (Some(cert), Some(key)) => Some(SyncTlsFiles { cert, key }),
+            (None, None) => None,
+            _ => {
+                return Err(Error::Tls(
+                    "give both --sync-tls-cert and --sync-tls-key, or neither".into(),
+                ));
+            }
+        };
         Ok(Config {
             sync_addr: self.sync_addr,
             admin_addr: self.admin_addr,
             token,
+            sync_tls,
             namespace: self.namespace.filter(|ns| !ns.is_empty()),
             lease_namespace: self.lease_namespace,
             operator_id: self.operator_id.unwrap_or_else(default_operator_id),
@@ -168,5 +188,23 @@ mod tests {
         assert_eq!(config.operator_id, "op-1");
         assert_eq!(config.debounce, Duration::from_millis(20));
         assert!(config.token.matches("t"));
+        assert_eq!(config.sync_tls, None);
+    }
+
+    #[test]
+    fn tls_takes_a_cert_and_a_key() {
+        let config = parse(&[
+            "--sync-token=t",
+            "--sync-tls-cert=/tls/tls.crt",
+            "--sync-tls-key=/tls/tls.key",
+        ])
+        .into_config()
+        .expect("config");
+        let files = config.sync_tls.expect("tls");
+        assert_eq!(files.cert, PathBuf::from("/tls/tls.crt"));
+        assert_eq!(files.key, PathBuf::from("/tls/tls.key"));
+
+        let half = parse(&["--sync-token=t", "--sync-tls-cert=/tls/tls.crt"]).into_config();
+        assert!(matches!(half, Err(Error::Tls(_))), "{half:?}");
     }
 }

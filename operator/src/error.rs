@@ -11,6 +11,8 @@ use std::path::PathBuf;
 pub enum Error {
     #[error("sync token: {0}")]
     Token(String),
+    #[error("sync TLS: {0}")]
+    Tls(String),
     #[error("reading {path}: {source}")]
     ReadFile { path: PathBuf, source: io::Error },
     #[error("writing {path}: {source}")]
@@ -38,6 +40,7 @@ impl Error {
     pub fn metric_label(&self) -> &'static str {
         match self {
             Error::Token(_) => "token",
+            Error::Tls(_) => "tls",
             Error::ReadFile { .. } => "read_file",
             Error::WriteFile { .. } => "write_file",
             Error::Bind { .. } => "bind",

@@ -8,26 +8,43 @@
 //!                         └──► status ◄── fleet ◄┘      (leader only, via lease)
 //! ```
 //!
-//! # How the push stream is authenticated, and why
+//! # How the push stream is protected and authenticated, and why
 //!
 //! Data planes connect to the operator (`--sync-addr`), never the reverse,
-//! so the operator needs no knowledge of where data planes run. The first
-//! frame a data plane sends is a `Hello` carrying a shared token; the
-//! operator compares it with its own in constant time (both sides hashed
-//! with SHA-256, then compared with `subtle`, so neither the token's bytes
-//! nor its length leak through timing) and answers `Refused` and closes, or
-//! `Welcome` and the current snapshot. The token comes from one Secret
-//! mounted into both Deployments (`--sync-token-file`), so rotating it is a
-//! Secret update and a rollout, with no certificate authority to run.
+//! so the operator needs no knowledge of where data planes run. Snapshots
+//! carry TLS private keys, proxy credential hashes and tunnel verification
+//! keys, so anyone who can read the stream, or pose as the operator, can
+//! impersonate sites. Two mechanisms guard it, each against a different
+//! attacker:
 //!
-//! Why it matters: snapshots carry TLS private keys, proxy credential
-//! hashes and tunnel verification keys, so anyone who can read the stream
-//! can impersonate sites. The token keeps strangers on the network from
-//! subscribing. The stream itself is plain TCP, meant for loopback or the
-//! cluster network (restrict it with a NetworkPolicy): the token is sent in
-//! the clear and the snapshots are not encrypted in transit. TLS for the
-//! sync port (and per-data-plane identities instead of one shared token) is
-//! future work.
+//! - **TLS protects the stream and authenticates the operator.** With
+//!   `--sync-tls-cert` and `--sync-tls-key` (PEM) every sync connection is
+//!   a TLS 1.2/1.3 session (rustls, ring) before any frame is exchanged, so
+//!   neither the token nor the snapshots cross the network in the clear.
+//!   Data planes are given the CA to trust (`postern dataplane --sync-ca`)
+//!   and verify the operator's certificate against it alone, so a rogue
+//!   service cannot feed them a snapshot or collect their token. The files
+//!   are re-read when they change (checked on each accept), so a rotated
+//!   Secret applies to new connections without a restart; a pair that does
+//!   not load is logged and the previous one keeps serving. Without the
+//!   flags the stream is plain TCP, fit only for loopback or a trusted
+//!   network, and the operator warns at start-up.
+//! - **The token authenticates the data plane.** TLS here is server-side
+//!   only: it says nothing about who connects. The first frame a data
+//!   plane sends is a `Hello` carrying a shared token; the operator compares
+//!   it with its own in constant time (both sides hashed with SHA-256, then
+//!   compared with `subtle`, so neither the token's bytes nor its length
+//!   leak through timing) and answers `Refused` and closes, or `Welcome` and
+//!   the current snapshot. The token comes from one Secret mounted into both
+//!   Deployments (`--sync-token-file`), so rotating it is a Secret update and
+//!   a rollout.
+//!
+//! Certificates: the Helm chart generates a CA and a serving certificate
+//! for the operator's Service names (kept across upgrades in one Secret),
+//! or takes an existing Secret with `tls.crt`, `tls.key` and `ca.crt`; the
+//! operator mounts the pair, the data planes only `ca.crt`. Per-data-plane
+//! identities (client certificates instead of one shared token) are future
+//! work; a NetworkPolicy on the sync port remains good practice.
 //!
 //! Every replica compiles and serves snapshots, so data planes may connect
 //! to any of them; only the replica holding the Lease writes status.
@@ -42,6 +59,9 @@ pub mod metrics;
 pub mod publish;
 pub mod status;
 pub mod sync_server;
+pub mod sync_tls;
+#[cfg(test)]
+mod test_pki;
 mod token;
 mod watch;
 
@@ -58,6 +78,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::{Args, Config, LeaseTiming};
 pub use error::{Error, Result};
+pub use sync_tls::SyncTlsFiles;
 pub use token::SyncToken;
 
 use crate::admin::Admin;
@@ -67,6 +88,7 @@ use crate::lease::Elector;
 use crate::metrics::Metrics;
 use crate::status::StatusWriter;
 use crate::sync_server::SyncServer;
+use crate::sync_tls::SyncTls;
 use crate::watch::Watches;
 
 /// How long shutdown waits for tasks (the lease release among them).
@@ -83,11 +105,18 @@ pub async fn run(config: Config) -> Result<()> {
 
 /// Runs the operator with a given client until `shutdown` is cancelled.
 pub async fn run_with(config: Config, client: Client, shutdown: CancellationToken) -> Result<()> {
+    let sync_tls = match &config.sync_tls {
+        Some(files) => Some(Arc::new(SyncTls::load(files.clone())?)),
+        None => None,
+    };
     let sync_listener = bind(config.sync_addr).await?;
     let admin_listener = bind(config.admin_addr).await?;
     let sync_addr = sync_listener.local_addr()?;
     let admin_addr = admin_listener.local_addr()?;
-    tracing::info!(%sync_addr, %admin_addr, id = %config.operator_id, namespace = ?config.namespace, "operator listening");
+    tracing::info!(%sync_addr, %admin_addr, id = %config.operator_id, namespace = ?config.namespace, tls = sync_tls.is_some(), "operator listening");
+    if sync_tls.is_none() {
+        tracing::warn!(%sync_addr, "the sync stream is unencrypted: snapshots (with TLS keys and credentials) cross the network in the clear; give --sync-tls-cert and --sync-tls-key");
+    }
     if let Some(path) = &config.addr_file {
         write_addr_file(path, sync_addr, admin_addr)?;
     }
@@ -131,6 +160,7 @@ pub async fn run_with(config: Config, client: Client, shutdown: CancellationToke
         latest: latest.clone(),
         fleet: fleet.clone(),
         metrics: metrics.clone(),
+        tls: sync_tls,
     };
     tasks.spawn(sync.serve(sync_listener, shutdown.clone()));
     let admin = Admin {

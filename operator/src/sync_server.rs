@@ -3,7 +3,9 @@
 //!
 //! One task per connection. A connection never waits on another, and a data
 //! plane that stops reading is dropped after `DEAD_AFTER_SECS` rather than
-//! holding anything up.
+//! holding anything up. With [`SyncTls`] every connection is a TLS session
+//! first (the handshake shares the hello's deadline); the framing and the
+//! token check are the same either way.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -16,6 +18,7 @@ use postern_snapshot::SCHEMA;
 use postern_snapshot::sync::{
     DEAD_AFTER_SECS, MAX_FRAME, PING_SECS, PROTOCOL, ToDataplane, ToOperator, decode, encode,
 };
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{Instant, timeout};
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
@@ -24,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use crate::fleet::{Fleet, Nack};
 use crate::metrics::Metrics;
 use crate::publish::{Latest, Published};
+use crate::sync_tls::SyncTls;
 use crate::token::SyncToken;
 use crate::{Error, Result};
 
@@ -33,7 +37,11 @@ pub const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 /// can no longer be credited by a late ack (the next ack covers them).
 const IN_FLIGHT: usize = 8;
 
-type Conn = Framed<TcpStream, LengthDelimitedCodec>;
+/// A connection's bytes: plain TCP, or TLS over it.
+trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
+
+type Conn = Framed<Box<dyn Io>, LengthDelimitedCodec>;
 
 /// What every connection shares.
 #[derive(Clone)]
@@ -43,6 +51,8 @@ pub struct SyncServer {
     pub latest: Latest,
     pub fleet: Arc<Fleet>,
     pub metrics: Arc<Metrics>,
+    /// `None`: plain TCP.
+    pub tls: Option<Arc<SyncTls>>,
 }
 
 impl SyncServer {
@@ -64,8 +74,12 @@ impl SyncServer {
             let server = self.clone();
             let shutdown = shutdown.clone();
             tokio::spawn(async move {
-                if let Err(error) = server.connection(stream, peer, shutdown).await {
-                    tracing::info!(%peer, %error, "data plane connection closed");
+                match server.connection(stream, peer, shutdown).await {
+                    Ok(()) => {}
+                    Err(error @ (Error::Tls(_) | Error::Timeout("in the TLS handshake"))) => {
+                        tracing::warn!(%peer, %error, "TLS handshake with a data plane failed");
+                    }
+                    Err(error) => tracing::info!(%peer, %error, "data plane connection closed"),
                 }
             });
         }
@@ -79,6 +93,7 @@ impl SyncServer {
     ) -> Result<()> {
         // Snapshots are small next to the frame limit; no Nagle delay for acks.
         stream.set_nodelay(true)?;
+        let stream = self.secure(stream).await?;
         let codec = LengthDelimitedCodec::builder()
             .max_frame_length(MAX_FRAME)
             .new_codec();
@@ -113,6 +128,19 @@ impl SyncServer {
             .set(gauge(self.fleet.len()));
         tracing::info!(dataplane = %id, %peer, "data plane disconnected");
         result
+    }
+
+    /// The TLS handshake when configured, with the certificate files as
+    /// they are now (a rotated Secret applies from the next connection).
+    async fn secure(&self, stream: TcpStream) -> Result<Box<dyn Io>> {
+        let Some(tls) = &self.tls else {
+            return Ok(Box::new(stream));
+        };
+        let tls_stream = timeout(HELLO_TIMEOUT, tls.acceptor().accept(stream))
+            .await
+            .map_err(|_| Error::Timeout("in the TLS handshake"))?
+            .map_err(|e| Error::Tls(e.to_string()))?;
+        Ok(Box::new(tls_stream))
     }
 
     /// Reads and checks the hello; returns the data plane id. A refusal is

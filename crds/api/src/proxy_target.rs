@@ -59,7 +59,13 @@ pub struct ProxyTargetSpec {
 pub struct HeaderModifier {
     /// Names of headers to drop.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 64), inner(length(min = 1, max = 256), regex(pattern = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")))]
+    #[schemars(
+        length(max = 64),
+        inner(
+            length(min = 1, max = 256),
+            regex(pattern = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
+        )
+    )]
     pub remove: Option<Vec<String>>,
     /// Headers to set, replacing any value already there.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -75,7 +81,10 @@ pub struct HeaderModifier {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct HeaderValue {
     /// The header name (case-insensitive).
-    #[schemars(length(min = 1, max = 256), regex(pattern = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$"))]
+    #[schemars(
+        length(min = 1, max = 256),
+        regex(pattern = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
+    )]
     pub name: String,
     /// The value: printable text, no line breaks.
     #[schemars(length(max = 4096), regex(pattern = r"^[\t\x20-\x7e]*$"))]

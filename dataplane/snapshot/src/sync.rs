@@ -1,7 +1,9 @@
 //! The sync protocol: messages between a data plane and the operator.
 //!
-//! Transport: one TCP connection per data plane, opened by the data plane,
-//! carrying frames of a 4-byte big-endian length followed by one JSON message.
+//! Transport: one TCP connection per data plane, opened by the data plane
+//! (TLS over it when the operator has a sync certificate; this crate does not
+//! care), carrying frames of a 4-byte big-endian length followed by one JSON
+//! message.
 //! The data plane speaks first with [`ToOperator::Hello`], carrying the shared
 //! sync token; the operator answers with the current snapshot at once and
 //! every new one after it; the data plane acks or nacks each by version.

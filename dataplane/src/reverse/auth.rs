@@ -31,12 +31,9 @@ impl Guard {
     pub fn compile(rule: &AuthRule) -> Guard {
         match rule {
             AuthRule::None => Guard::Open,
-            AuthRule::Bearer { token_sha256 } => Guard::Bearer(
-                token_sha256
-                    .iter()
-                    .filter_map(|h| hex32(h))
-                    .collect(),
-            ),
+            AuthRule::Bearer { token_sha256 } => {
+                Guard::Bearer(token_sha256.iter().filter_map(|h| hex32(h)).collect())
+            }
             AuthRule::Oauth {
                 allowed_users,
                 scopes,
@@ -85,7 +82,7 @@ fn hex32(text: &str) -> Option<[u8; 32]> {
 }
 
 fn hex_decode(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return None;
     }
     (0..text.len())
@@ -132,7 +129,10 @@ mod tests {
 
     #[test]
     fn open_passes_and_oauth_says_not_yet() {
-        assert_eq!(Guard::compile(&AuthRule::None).check(&HeaderMap::new()), Ok(()));
+        assert_eq!(
+            Guard::compile(&AuthRule::None).check(&HeaderMap::new()),
+            Ok(())
+        );
         let oauth = Guard::compile(&AuthRule::Oauth {
             allowed_users: vec![],
             scopes: vec![],

@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Method, Request, Response, Uri};
-use hyper::body::Body as _;
 use http_body_util::{BodyExt, Empty};
+use hyper::body::Body as _;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -64,9 +64,13 @@ impl Upstream {
             .unwrap_or_else(|| Authority::from_static("invalid.invalid:1"));
         let tls = if scheme == Scheme::HTTPS {
             let settings = endpoint.tls.clone().unwrap_or_default();
-            TlsSetup::new(settings.ca_pem.as_deref(), settings.server_name.as_deref(), h2)
-                .map_err(|e| broken = Some(e.to_string()))
-                .ok()
+            TlsSetup::new(
+                settings.ca_pem.as_deref(),
+                settings.server_name.as_deref(),
+                h2,
+            )
+            .map_err(|e| broken = Some(e.to_string()))
+            .ok()
         } else {
             None
         };
@@ -102,7 +106,10 @@ impl Upstream {
         let mut parts = http::uri::Parts::default();
         parts.scheme = Some(self.scheme.clone());
         parts.authority = Some(self.authority.clone());
-        parts.path_and_query = Some(path.cloned().unwrap_or_else(|| PathAndQuery::from_static("/")));
+        parts.path_and_query = Some(
+            path.cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/")),
+        );
         Uri::from_parts(parts).unwrap_or_else(|_| Uri::from_static("/"))
     }
 
@@ -173,7 +180,12 @@ impl Replay {
     fn of(request: &Request<ProxyBody>) -> Option<Replay> {
         let idempotent = matches!(
             *request.method(),
-            Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+            Method::GET
+                | Method::HEAD
+                | Method::OPTIONS
+                | Method::TRACE
+                | Method::PUT
+                | Method::DELETE
         );
         let upgrade = request.headers().contains_key(http::header::UPGRADE);
         (idempotent && !upgrade && request.body().is_end_stream()).then(|| Replay {

@@ -106,7 +106,12 @@ impl CertStore {
         let stamp = fingerprint(cert);
         let cached = [&self.parsed, &previous.parsed]
             .into_iter()
-            .find_map(|cache| cache.get(id).filter(|(s, _)| *s == stamp).map(|(_, k)| k.clone()));
+            .find_map(|cache| {
+                cache
+                    .get(id)
+                    .filter(|(s, _)| *s == stamp)
+                    .map(|(_, k)| k.clone())
+            });
         if let Some(key) = cached {
             self.parsed.insert(id.to_string(), (stamp, key.clone()));
             return Some(key);

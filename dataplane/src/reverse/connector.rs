@@ -87,7 +87,9 @@ fn private_roots(pem: &str) -> Result<rustls::RootCertStore, ConnectError> {
             .map_err(|e| ConnectError::Config(format!("backend CA: {e}")))?;
     }
     if roots.is_empty() {
-        return Err(ConnectError::Config("backend CA holds no certificate".into()));
+        return Err(ConnectError::Config(
+            "backend CA holds no certificate".into(),
+        ));
     }
     Ok(roots)
 }
@@ -142,7 +144,11 @@ impl Connector {
             .trim_start_matches('[')
             .trim_end_matches(']')
             .to_string();
-        let default_port = if uri.scheme_str() == Some("https") { 443 } else { 80 };
+        let default_port = if uri.scheme_str() == Some("https") {
+            443
+        } else {
+            80
+        };
         let port = uri.port_u16().unwrap_or(default_port);
         let mut tcp = TcpStream::connect((host.as_str(), port))
             .await

@@ -124,7 +124,11 @@ impl ProxyError {
             });
             ("application/json", format!("{json}\n"))
         };
-        let mut response = Response::new(Full::new(Bytes::from(body)).map_err(|e| match e {}).boxed_unsync());
+        let mut response = Response::new(
+            Full::new(Bytes::from(body))
+                .map_err(|e| match e {})
+                .boxed_unsync(),
+        );
         *response.status_mut() = status;
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -135,7 +139,10 @@ impl ProxyError {
             } else {
                 "Bearer realm=\"postern\""
             };
-            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(challenge),
+            );
         }
         response
     }
@@ -185,9 +192,17 @@ mod tests {
                 "unauthorized",
             ),
             (ProxyError::AuthUnavailable, 501, "auth_unavailable"),
-            (ProxyError::BackendRefused("x".into()), 502, "backend_refused"),
+            (
+                ProxyError::BackendRefused("x".into()),
+                502,
+                "backend_refused",
+            ),
             (ProxyError::BackendTls("x".into()), 502, "backend_tls"),
-            (ProxyError::BackendTimeout("connect"), 504, "backend_timeout"),
+            (
+                ProxyError::BackendTimeout("connect"),
+                504,
+                "backend_timeout",
+            ),
             (ProxyError::BackendFailed("x".into()), 502, "backend_failed"),
         ];
         for (err, status, label) in cases {
@@ -200,7 +215,10 @@ mod tests {
     fn bodies_are_html_for_browsers_and_json_otherwise() {
         let err = ProxyError::Unauthorized { presented: true };
         let html = err.response(true);
-        assert_eq!(html.headers()[header::CONTENT_TYPE], "text/html; charset=utf-8");
+        assert_eq!(
+            html.headers()[header::CONTENT_TYPE],
+            "text/html; charset=utf-8"
+        );
         assert!(
             html.headers()[header::WWW_AUTHENTICATE]
                 .to_str()

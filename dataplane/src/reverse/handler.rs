@@ -23,12 +23,12 @@ use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, header};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 
+use super::backend::Upstream;
 use super::body::{ProxyBody, Watched};
 use super::errors::{ProxyError, wants_html};
 use super::headers::{self, Forwarding, X_REQUEST_ID};
 use super::router::{SiteTable, normalise_host};
 use super::tables::Tables;
-use super::backend::Upstream;
 use super::{ConnInfo, Shared, upgrade};
 
 /// What the access log says about a request beyond the basics.
@@ -61,7 +61,9 @@ pub async fn handle(
             (e.response(html), e.metric_label())
         }
     };
-    response.headers_mut().insert(X_REQUEST_ID.clone(), id.clone());
+    response
+        .headers_mut()
+        .insert(X_REQUEST_ID.clone(), id.clone());
     shared.metrics.request(outcome);
     tracing::info!(
         target: "postern::access",

@@ -41,7 +41,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
         .flat_map(|v| v.split(','))
         .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
         .collect();
-    let upgrade_value = upgrade.then(|| headers.get(header::UPGRADE).cloned()).flatten();
+    let upgrade_value = upgrade
+        .then(|| headers.get(header::UPGRADE).cloned())
+        .flatten();
     for name in named {
         headers.remove(name);
     }
@@ -83,11 +85,7 @@ pub fn add_forwarding(headers: &mut HeaderMap, fwd: &Forwarding<'_>) {
         IpAddr::V4(_) => client,
         IpAddr::V6(_) => format!("\"[{client}]\""),
     };
-    let element = format!(
-        "for={node};host={};proto={}",
-        quoted(fwd.host),
-        fwd.proto
-    );
+    let element = format!("for={node};host={};proto={}", quoted(fwd.host), fwd.proto);
     append_list(headers, &FORWARDED, &element);
 }
 

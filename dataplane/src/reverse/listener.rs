@@ -68,8 +68,20 @@ pub async fn run(
             },
             () = shutdown.cancelled() => return,
         };
-        shared.metrics.connections.get_or_create(&super::metrics::ListenerLabels { listener: spec.name }).inc();
-        tokio::spawn(connection(stream, peer, spec.clone(), shared.clone(), shutdown.clone()));
+        shared
+            .metrics
+            .connections
+            .get_or_create(&super::metrics::ListenerLabels {
+                listener: spec.name,
+            })
+            .inc();
+        tokio::spawn(connection(
+            stream,
+            peer,
+            spec.clone(),
+            shared.clone(),
+            shutdown.clone(),
+        ));
     }
 }
 
@@ -82,7 +94,8 @@ async fn connection(
 ) {
     let _ = stream.set_nodelay(true);
     let local = stream.local_addr().unwrap_or(peer);
-    let Some((client, server, io)) = unwrap_proxy_header(stream, peer, local, &spec, &shared).await else {
+    let Some((client, server, io)) = unwrap_proxy_header(stream, peer, local, &spec, &shared).await
+    else {
         return;
     };
     let info = |tls| {
@@ -135,8 +148,12 @@ async fn unwrap_proxy_header(
     }
 }
 
-async fn serve<I>(io: TokioIo<I>, conn: Arc<ConnInfo>, shared: Arc<Shared>, shutdown: CancellationToken)
-where
+async fn serve<I>(
+    io: TokioIo<I>,
+    conn: Arc<ConnInfo>,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let service = service_fn(move |req| handler::handle(req, conn.clone(), shared.clone()));

@@ -62,7 +62,9 @@ impl ReverseMetrics {
     }
 
     pub fn request(&self, outcome: &'static str) {
-        self.requests.get_or_create(&OutcomeLabels { outcome }).inc();
+        self.requests
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
     }
 
     pub fn dropped(&self, listener: &'static str, reason: &'static str) {

@@ -48,10 +48,20 @@ pub struct ReverseArgs {
     /// A PEM certificate chain served to TLS clients whose SNI no site
     /// serves (and to clients sending no SNI). Without it they get a
     /// handshake failure, never another site's certificate.
-    #[arg(long, env = "POSTERN_DEFAULT_CERT", value_name = "PATH", requires = "default_key")]
+    #[arg(
+        long,
+        env = "POSTERN_DEFAULT_CERT",
+        value_name = "PATH",
+        requires = "default_key"
+    )]
     pub default_cert: Option<PathBuf>,
     /// The private key (PEM) of `--default-cert`.
-    #[arg(long, env = "POSTERN_DEFAULT_KEY", value_name = "PATH", requires = "default_cert")]
+    #[arg(
+        long,
+        env = "POSTERN_DEFAULT_KEY",
+        value_name = "PATH",
+        requires = "default_cert"
+    )]
     pub default_key: Option<PathBuf>,
     /// Peers (CIDRs or addresses, comma-separated) whose connections start
     /// with a PROXY protocol v1/v2 header naming the real client. Headers
@@ -59,11 +69,22 @@ pub struct ReverseArgs {
     #[arg(long, env = "POSTERN_PROXY_PROTOCOL_TRUSTED", value_name = "CIDR", value_delimiter = ',', value_parser = parse_net)]
     pub proxy_protocol_trusted: Vec<IpNet>,
     /// Which listeners expect the PROXY header from trusted peers.
-    #[arg(long, env = "POSTERN_PROXY_PROTOCOL_LISTENERS", value_name = "LISTENER", value_delimiter = ',', default_value = "http,https")]
+    #[arg(
+        long,
+        env = "POSTERN_PROXY_PROTOCOL_LISTENERS",
+        value_name = "LISTENER",
+        value_delimiter = ',',
+        default_value = "http,https"
+    )]
     pub proxy_protocol_listeners: Vec<ReverseListener>,
     /// The port `redirectHttp` sends clients to (the public HTTPS port,
     /// which may differ from `--https-addr` behind a Service).
-    #[arg(long, env = "POSTERN_HTTPS_REDIRECT_PORT", default_value_t = 443, value_name = "PORT")]
+    #[arg(
+        long,
+        env = "POSTERN_HTTPS_REDIRECT_PORT",
+        default_value_t = 443,
+        value_name = "PORT"
+    )]
     pub https_redirect_port: u16,
 }
 
@@ -160,9 +181,14 @@ impl Reverse {
         let shared = self.shared;
         let acceptor = listener::tls_acceptor(&shared)?;
         let proxied = |l| {
-            !self.args.proxy_protocol_trusted.is_empty() && self.args.proxy_protocol_listeners.contains(&l)
+            !self.args.proxy_protocol_trusted.is_empty()
+                && self.args.proxy_protocol_listeners.contains(&l)
         };
-        let follow = tokio::spawn(tables::follow(runtime, shared.live.clone(), shutdown.clone()));
+        let follow = tokio::spawn(tables::follow(
+            runtime,
+            shared.live.clone(),
+            shutdown.clone(),
+        ));
         let plain = listener::ListenerSpec {
             name: "http",
             tls: None,

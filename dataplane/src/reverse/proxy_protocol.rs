@@ -62,7 +62,9 @@ pub type Announced = Option<(SocketAddr, SocketAddr)>;
 
 /// Reads one header from `io`; returns what it announced and the bytes
 /// read past it, which belong to the next protocol.
-pub async fn read_header<S: AsyncRead + Unpin>(io: &mut S) -> Result<(Announced, Vec<u8>), HeaderError> {
+pub async fn read_header<S: AsyncRead + Unpin>(
+    io: &mut S,
+) -> Result<(Announced, Vec<u8>), HeaderError> {
     match tokio::time::timeout(HEADER_TIMEOUT, read_inner(io)).await {
         Ok(result) => result,
         Err(_) => Err(HeaderError::Timeout),
@@ -271,7 +273,11 @@ mod tests {
 
     #[tokio::test]
     async fn mixed_families_become_v6_and_local_announces_nothing() {
-        let bytes = outbound(ProxyProtocol::V1, addr("192.0.2.7:1"), addr("[2001:db8::1]:443"));
+        let bytes = outbound(
+            ProxyProtocol::V1,
+            addr("192.0.2.7:1"),
+            addr("[2001:db8::1]:443"),
+        );
         let mut io = &bytes[..];
         let (announced, _) = read_header(&mut io).await.expect("parses");
         let (client, _) = announced.expect("addresses");

@@ -241,8 +241,14 @@ mod tests {
             site("a/exact", &["api.example.com"], vec![]),
             site("a/wild", &["*.example.com"], vec![]),
         ]);
-        assert_eq!(r.site("api.example.com").map(|s| s.id.as_str()), Some("a/exact"));
-        assert_eq!(r.site("www.example.com").map(|s| s.id.as_str()), Some("a/wild"));
+        assert_eq!(
+            r.site("api.example.com").map(|s| s.id.as_str()),
+            Some("a/exact")
+        );
+        assert_eq!(
+            r.site("www.example.com").map(|s| s.id.as_str()),
+            Some("a/wild")
+        );
         assert!(r.site("a.b.example.com").is_none());
         assert!(r.site("example.com").is_none());
         assert!(r.site("other.org").is_none());
@@ -250,8 +256,14 @@ mod tests {
 
     #[test]
     fn hosts_are_normalised() {
-        assert_eq!(normalise_host("API.Example.com:8443").as_deref(), Some("api.example.com"));
-        assert_eq!(normalise_host("example.com.").as_deref(), Some("example.com"));
+        assert_eq!(
+            normalise_host("API.Example.com:8443").as_deref(),
+            Some("api.example.com")
+        );
+        assert_eq!(
+            normalise_host("example.com.").as_deref(),
+            Some("example.com")
+        );
         assert_eq!(normalise_host("[::1]:80").as_deref(), Some("::1"));
         assert_eq!(normalise_host("user@host:1").as_deref(), Some("host"));
         assert_eq!(normalise_host(""), None);
@@ -267,7 +279,9 @@ mod tests {
         ];
         let r = router(vec![site("t/site", &["h.example"], routes)]);
         let id = |m: Method, p: &str| {
-            pick(&r, "h.example", m, p).and_then(|t| t.route.clone()).unwrap_or_default()
+            pick(&r, "h.example", m, p)
+                .and_then(|t| t.route.clone())
+                .unwrap_or_default()
         };
         assert_eq!(id(Method::GET, "/healthz"), "t/exact");
         assert_eq!(id(Method::GET, "/healthz/x"), "");
@@ -314,6 +328,9 @@ mod tests {
         let kept = pools.finish();
         let mut next = Pools::begin(kept);
         let r2 = Router::build(&snap, &mut next);
-        assert!(Arc::ptr_eq(one, &r2.site("one.example").expect("one").default.upstream));
+        assert!(Arc::ptr_eq(
+            one,
+            &r2.site("one.example").expect("one").default.upstream
+        ));
     }
 }

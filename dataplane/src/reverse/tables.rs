@@ -33,7 +33,11 @@ pub struct Live {
 impl Live {
     pub fn new(default_cert: Option<Arc<CertifiedKey>>) -> Self {
         let tables = Tables {
-            certs: CertStore::build(&Snapshot::default(), default_cert.clone(), &CertStore::default()),
+            certs: CertStore::build(
+                &Snapshot::default(),
+                default_cert.clone(),
+                &CertStore::default(),
+            ),
             ..Tables::default()
         };
         Live {
@@ -56,10 +60,7 @@ impl Live {
         let previous = self.tables.load();
         let certs = CertStore::build(snapshot, self.default_cert.clone(), &previous.certs);
         *kept = pools.finish();
-        self.tables.store(Arc::new(Tables {
-            router,
-            certs,
-        }));
+        self.tables.store(Arc::new(Tables { router, certs }));
         tracing::info!(version = %snapshot.version, sites = snapshot.sites.len(), "reverse proxy tables rebuilt");
     }
 }

@@ -2,9 +2,21 @@
 //! operator, reconnected with jittered exponential backoff for as long as the
 //! process runs. While disconnected the data plane keeps serving its last
 //! snapshot; it never clears the runtime.
+//!
+//! Snapshots carry TLS private keys and credentials, so the connection
+//! should be TLS: with `--sync-ca` the client verifies the operator's
+//! certificate against that CA bundle only ([`tls`]), under the name given
+//! with `--sync-server-name` or else the host of `--operator` (the Helm
+//! chart mounts the bundle from the Secret holding the operator's
+//! certificate). TLS proves the operator to the data plane and hides the
+//! stream; the shared token in the hello proves the data plane to the
+//! operator. Both are needed. A failed verification is logged and retried
+//! with the same backoff as any lost connection. Without `--sync-ca` the
+//! stream is plain TCP and a warning says so at start-up.
 
 pub mod backoff;
 mod session;
+pub mod tls;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -17,6 +29,7 @@ use crate::{Error, Result};
 
 pub use backoff::Backoff;
 pub use session::SessionError;
+pub use tls::SyncTls;
 
 /// Where the data plane connects and how it introduces itself.
 #[derive(Clone, Debug)]
@@ -25,6 +38,8 @@ pub struct SyncConfig {
     pub operator: String,
     pub dataplane_id: String,
     pub token: TokenSource,
+    /// `None`: plain TCP.
+    pub tls: Option<SyncTls>,
 }
 
 /// The shared sync token.
@@ -71,10 +86,17 @@ impl SyncConfig {
             .clone()
             .filter(|id| !id.is_empty())
             .unwrap_or_else(hostname);
+        let tls = args
+            .sync_ca
+            .clone()
+            .map(|ca| SyncTls::new(ca, args.sync_server_name.as_deref(), &args.operator))
+            .transpose()
+            .map_err(|e| Error::SyncTls(e.to_string()))?;
         Ok(SyncConfig {
             operator: args.operator.clone(),
             dataplane_id,
             token,
+            tls,
         })
     }
 }
@@ -91,6 +113,9 @@ fn hostname() -> String {
 
 /// Connects, syncs, and reconnects until `shutdown`.
 pub async fn run(config: SyncConfig, runtime: Arc<Runtime>, shutdown: CancellationToken) {
+    if config.tls.is_none() {
+        tracing::warn!(operator = %config.operator, "the sync stream is unencrypted: snapshots (with TLS keys and credentials) and the token cross the network in the clear; give --sync-ca");
+    }
     let mut backoff = Backoff::default();
     let mut attempts = 0u64;
     loop {
@@ -106,6 +131,8 @@ pub async fn run(config: SyncConfig, runtime: Arc<Runtime>, shutdown: Cancellati
         let serving = runtime.version().unwrap_or_else(|| "none".into());
         if let SessionError::Refused(reason) = &error {
             tracing::error!(operator = %config.operator, %reason, "the operator refused this data plane; will retry");
+        } else if let SessionError::Handshake { .. } | SessionError::TlsConfig(_) = &error {
+            tracing::error!(operator = %config.operator, %error, %serving, "cannot establish TLS with the operator; will retry");
         } else {
             tracing::warn!(operator = %config.operator, %error, %serving, "not connected to the operator; serving the last snapshot");
         }

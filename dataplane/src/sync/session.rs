@@ -14,6 +14,7 @@ use postern_snapshot::sync::{
     decode_snapshot, encode,
 };
 use serde_json::value::RawValue;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout};
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
@@ -25,7 +26,11 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const DEAD_AFTER: Duration = Duration::from_secs(DEAD_AFTER_SECS);
 const PING_EVERY: Duration = Duration::from_secs(PING_SECS);
 
-type Conn = Framed<TcpStream, LengthDelimitedCodec>;
+/// The connection's bytes: plain TCP, or TLS over it.
+trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
+
+type Conn = Framed<Box<dyn Io>, LengthDelimitedCodec>;
 
 /// Why a session ended.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +44,16 @@ pub enum SessionError {
     Connect(std::io::Error),
     #[error("connecting timed out after {}s", CONNECT_TIMEOUT.as_secs())]
     ConnectTimeout,
+    #[error("{0}")]
+    TlsConfig(String),
+    /// Most often the operator's certificate failing verification.
+    #[error(
+        "TLS handshake with the operator (expected name {server_name}) failed: {source}; check --sync-ca and --sync-server-name"
+    )]
+    Handshake {
+        server_name: String,
+        source: std::io::Error,
+    },
     #[error("refused: {0}")]
     Refused(String),
     #[error("the operator closed the connection")]
@@ -75,6 +90,10 @@ async fn session(
         .map_err(SessionError::Connect)?;
     // Small frames (acks, pings) should not wait for Nagle.
     let _ = stream.set_nodelay(true);
+    let stream: Box<dyn Io> = match &config.tls {
+        Some(tls) => Box::new(tls.connect(stream).await?),
+        None => Box::new(stream),
+    };
     let codec = LengthDelimitedCodec::builder()
         .max_frame_length(MAX_FRAME)
         .new_codec();
@@ -88,7 +107,7 @@ async fn session(
     };
     send(&mut conn, &hello).await?;
     let operator_id = welcome(&mut conn).await?;
-    tracing::info!(operator = %config.operator, %operator_id, "connected to the operator");
+    tracing::info!(operator = %config.operator, %operator_id, tls = config.tls.is_some(), "connected to the operator");
     runtime.metrics().sync_connected.set(1);
     backoff.reset();
     serve(&mut conn, runtime).await

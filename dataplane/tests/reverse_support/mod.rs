@@ -30,8 +30,8 @@ pub const PATIENCE: Duration = Duration::from_secs(10);
 pub fn tmp_dir(name: &str) -> PathBuf {
     static N: AtomicUsize = AtomicUsize::new(0);
     let n = N.fetch_add(1, Ordering::Relaxed);
-    let dir =
-        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("rev-{name}-{}-{n}", std::process::id()));
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("rev-{name}-{}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("create temp dir");
     dir
@@ -105,7 +105,12 @@ impl Proxy {
             .arg(manifests)
             .args(["--admin-addr", "127.0.0.1:0", "--proxy-addr", "127.0.0.1:0"])
             .args(["--socks-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
-            .args(["--https-addr", "127.0.0.1:0", "--tunnel-addr", "127.0.0.1:0"])
+            .args([
+                "--https-addr",
+                "127.0.0.1:0",
+                "--tunnel-addr",
+                "127.0.0.1:0",
+            ])
             .arg("--addr-file")
             .arg(&addr_file)
             .args(extra)
@@ -175,7 +180,9 @@ impl Proxy {
         loop {
             if let Some(v) = self.version().await
                 && Some(v.as_str()) != old
-                && self.log_text().contains(&format!("tables rebuilt version={v}"))
+                && self
+                    .log_text()
+                    .contains(&format!("tables rebuilt version={v}"))
             {
                 return v;
             }
@@ -190,7 +197,10 @@ impl Proxy {
 
     /// `/metrics` text.
     pub async fn metrics(&self) -> String {
-        admin_get(self.admin, "/metrics").await.map(|(_, b)| b).unwrap_or_default()
+        admin_get(self.admin, "/metrics")
+            .await
+            .map(|(_, b)| b)
+            .unwrap_or_default()
     }
 }
 
@@ -213,7 +223,11 @@ async fn admin_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String
     tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await??;
     let text = String::from_utf8_lossy(&buf);
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     Ok((status, body.to_string()))
 }
 
@@ -326,7 +340,8 @@ impl Backend {
             let chain = rustls::pki_types::CertificateDer::pem_slice_iter(leaf.cert.as_bytes())
                 .collect::<Result<Vec<_>, _>>()
                 .expect("chain");
-            let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(leaf.key.as_bytes()).expect("key");
+            let key =
+                rustls::pki_types::PrivateKeyDer::from_pem_slice(leaf.key.as_bytes()).expect("key");
             let provider = Arc::new(rustls::crypto::ring::default_provider());
             let mut config = rustls::ServerConfig::builder_with_provider(provider)
                 .with_safe_default_protocol_versions()
@@ -413,7 +428,12 @@ async fn answer(req: Request<Incoming>, name: String) -> Result<Response<TestBod
                     list.push(v.into());
                 }
             }
-            let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+            let body = req
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
             let json = serde_json::json!({
                 "backend": name,
                 "method": method,
@@ -424,8 +444,10 @@ async fn answer(req: Request<Incoming>, name: String) -> Result<Response<TestBod
                 "bodyLen": body.len(),
             });
             let mut resp = text(StatusCode::OK, &json.to_string());
-            resp.headers_mut().insert("content-type", "application/json".parse().expect("v"));
-            resp.headers_mut().insert("x-backend-secret", "internal".parse().expect("v"));
+            resp.headers_mut()
+                .insert("content-type", "application/json".parse().expect("v"));
+            resp.headers_mut()
+                .insert("x-backend-secret", "internal".parse().expect("v"));
             Ok(resp)
         }
     }
@@ -440,13 +462,18 @@ fn text(status: StatusCode, body: &str) -> Response<TestBody> {
 fn sse() -> Response<TestBody> {
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(4);
     tokio::spawn(async move {
-        let _ = tx.send(Ok(Frame::data(Bytes::from_static(b"data: first\n\n")))).await;
+        let _ = tx
+            .send(Ok(Frame::data(Bytes::from_static(b"data: first\n\n"))))
+            .await;
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let _ = tx.send(Ok(Frame::data(Bytes::from_static(b"data: second\n\n")))).await;
+        let _ = tx
+            .send(Ok(Frame::data(Bytes::from_static(b"data: second\n\n"))))
+            .await;
     });
     let stream = tokio_stream_from(rx);
     let mut r = Response::new(BodyExt::boxed(StreamBody::new(stream)));
-    r.headers_mut().insert("content-type", "text/event-stream".parse().expect("v"));
+    r.headers_mut()
+        .insert("content-type", "text/event-stream".parse().expect("v"));
     r
 }
 
@@ -573,7 +600,10 @@ impl Drop for Peer {
 /// Waits until something accepts TCP connections on `port`.
 pub async fn wait_port(port: u16) {
     let deadline = Instant::now() + PATIENCE;
-    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
         assert!(Instant::now() < deadline, "nothing listens on {port}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

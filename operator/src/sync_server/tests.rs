@@ -1,4 +1,5 @@
-//! The push server against a hand-driven data plane over real TCP.
+//! The push server against a hand-driven data plane over real TCP, plain
+//! and with TLS.
 
 use std::sync::Arc;
 
@@ -6,6 +7,7 @@ use futures::{SinkExt, StreamExt};
 use postern_api::{Backend, Object, ProxyTargetSpec};
 use postern_compile::Inputs;
 use postern_snapshot::sync::{PROTOCOL, ToDataplane, ToOperator, decode, encode};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
@@ -15,9 +17,14 @@ use super::SyncServer;
 use crate::fleet::Fleet;
 use crate::metrics::Metrics;
 use crate::publish::Published;
+use crate::sync_tls::SyncTls;
+use crate::test_pki::{TestCa, scratch_dir};
 use crate::token::SyncToken;
 
-type Client = Framed<TcpStream, LengthDelimitedCodec>;
+trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
+
+type Client = Framed<Box<dyn Io>, LengthDelimitedCodec>;
 
 struct Harness {
     addr: std::net::SocketAddr,
@@ -54,6 +61,10 @@ fn published(seq: u64, host: &str) -> Arc<Published> {
 }
 
 async fn harness(first: Option<Arc<Published>>) -> Harness {
+    harness_with(first, None).await
+}
+
+async fn harness_with(first: Option<Arc<Published>>, tls: Option<SyncTls>) -> Harness {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let (tx, latest) = watch::channel(first);
@@ -64,6 +75,7 @@ async fn harness(first: Option<Arc<Published>>) -> Harness {
         latest,
         fleet: fleet.clone(),
         metrics: Arc::new(Metrics::default()),
+        tls: tls.map(Arc::new),
     };
     let shutdown = CancellationToken::new();
     tokio::spawn(server.serve(listener, shutdown.clone()));
@@ -77,6 +89,10 @@ async fn harness(first: Option<Arc<Published>>) -> Harness {
 
 async fn connect(addr: std::net::SocketAddr, token: &str) -> Client {
     let stream = TcpStream::connect(addr).await.expect("connect");
+    say_hello(Box::new(stream), token).await
+}
+
+async fn say_hello(stream: Box<dyn Io>, token: &str) -> Client {
     let mut client = Framed::new(stream, LengthDelimitedCodec::new());
     let hello = ToOperator::Hello {
         protocol: PROTOCOL,
@@ -202,4 +218,50 @@ async fn a_connection_before_the_first_compile_waits_for_it() {
     assert!(
         matches!(recv(&mut client).await, ToDataplane::Snapshot { version, .. } if version == first.version)
     );
+}
+
+#[tokio::test]
+async fn with_tls_snapshots_flow_only_to_clients_that_trust_the_ca() {
+    let ca = TestCa::new("sync ca");
+    let tls = SyncTls::load(ca.write_pair(&scratch_dir("sync-tls"))).expect("load");
+    let first = published(1, "a.example.com");
+    let h = harness_with(Some(first.clone()), Some(tls)).await;
+
+    let tcp = TcpStream::connect(h.addr).await.expect("connect");
+    let stream = ca.connect(tcp).await.expect("handshake");
+    let mut client = say_hello(Box::new(stream), "right").await;
+    assert!(matches!(
+        recv(&mut client).await,
+        ToDataplane::Welcome { .. }
+    ));
+    assert!(
+        matches!(recv(&mut client).await, ToDataplane::Snapshot { version, .. } if version == first.version)
+    );
+    until(&h.fleet, |f| f.len() == 1).await;
+
+    // The token still decides, inside TLS.
+    let tcp = TcpStream::connect(h.addr).await.expect("connect");
+    let stream = ca.connect(tcp).await.expect("handshake");
+    let mut wrong = say_hello(Box::new(stream), "wrong").await;
+    assert!(matches!(
+        recv(&mut wrong).await,
+        ToDataplane::Refused { .. }
+    ));
+
+    // A client that does not trust the certificate gives up in the handshake.
+    let tcp = TcpStream::connect(h.addr).await.expect("connect");
+    let stranger = TestCa::new("another ca");
+    let refused = stranger.connect(tcp).await.expect_err("untrusted");
+    assert!(refused.to_string().contains("certificate"), "{refused}");
+
+    // Plain TCP gets not a single frame, even with the right token.
+    let mut plain = connect(h.addr, "right").await;
+    let next = tokio::time::timeout(std::time::Duration::from_secs(5), plain.next())
+        .await
+        .expect("closed within 5s");
+    assert!(
+        !matches!(next, Some(Ok(_))),
+        "a plain client got a frame: {next:?}"
+    );
+    assert_eq!(h.fleet.len(), 1);
 }

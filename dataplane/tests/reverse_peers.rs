@@ -1,0 +1,314 @@
+//! The reverse proxy between real peers: haproxy in front sending PROXY
+//! v1 and v2, nginx behind reading our PROXY header, a WebSocket client
+//! and server (python3-websockets) and a gRPC client and server
+//! (python3-grpcio) speaking HTTP/2 with trailers.
+
+mod reverse_support;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use reverse_support::{
+    Backend, Ca, Peer, Proxy, fetch, free_port, manifests, peer, python_with, tls_secret, tmp_dir,
+    wait_port,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Starts a python peer that writes its port to a file; returns it and the port.
+async fn python_server(python: &Path, dir: &Path, name: &str, script: &str) -> (Peer, u16) {
+    let path = dir.join(format!("{name}.py"));
+    std::fs::write(&path, script).expect("script");
+    let port_file = dir.join(format!("{name}.port"));
+    let mut cmd = Command::new(python);
+    cmd.arg(&path).arg(&port_file);
+    let peer = Peer::spawn(cmd, dir.join(format!("{name}.log")));
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let port = loop {
+        if let Some(port) = std::fs::read_to_string(&port_file)
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+        {
+            break port;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{name} did not start: {}",
+            peer.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    wait_port(port).await;
+    (peer, port)
+}
+
+/// Runs a python client script with `args`; it prints `ok` on success.
+fn python_client(python: &Path, dir: &Path, name: &str, script: &str, args: &[&str]) {
+    let path = dir.join(format!("{name}.py"));
+    std::fs::write(&path, script).expect("script");
+    let out = Command::new("timeout")
+        .arg("60")
+        .arg(python)
+        .arg(&path)
+        .args(args)
+        .output()
+        .expect("run python");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.trim() == "ok",
+        "{name} failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+const WS_SERVER: &str = r#"
+import asyncio, sys, websockets
+async def echo(ws, path=None):
+    async for message in ws:
+        await ws.send(message)
+async def main():
+    async with websockets.serve(echo, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        with open(sys.argv[1], "w") as f:
+            f.write(str(port))
+        await asyncio.Future()
+asyncio.run(main())
+"#;
+
+const WS_CLIENT: &str = r#"
+import asyncio, socket, sys, websockets
+async def main(port):
+    sock = socket.create_connection(("127.0.0.1", port))
+    async with websockets.connect("ws://ws.test/echo", sock=sock, open_timeout=10) as ws:
+        for i in range(3):
+            await ws.send(f"hello {i}")
+            reply = await asyncio.wait_for(ws.recv(), 5)
+            assert reply == f"hello {i}", reply
+        await ws.send(b"\x00\x01binary")
+        reply = await asyncio.wait_for(ws.recv(), 5)
+        assert reply == b"\x00\x01binary", reply
+    print("ok")
+asyncio.run(main(int(sys.argv[1])))
+"#;
+
+const GRPC_SERVER: &str = r#"
+import sys
+from concurrent import futures
+import grpc
+def say(request, context):
+    context.set_trailing_metadata((("x-trailer", "yes"),))
+    return b"echo:" + request
+def count(request, context):
+    for i in range(3):
+        yield b"n%d" % i
+def fail(request, context):
+    context.abort(grpc.StatusCode.PERMISSION_DENIED, "nope")
+handler = grpc.method_handlers_generic_handler("test.Echo", {
+    "Say": grpc.unary_unary_rpc_method_handler(say),
+    "Count": grpc.unary_stream_rpc_method_handler(count),
+    "Fail": grpc.unary_unary_rpc_method_handler(fail),
+})
+server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+server.add_generic_rpc_handlers((handler,))
+port = server.add_insecure_port("127.0.0.1:0")
+server.start()
+with open(sys.argv[1], "w") as f:
+    f.write(str(port))
+server.wait_for_termination()
+"#;
+
+const GRPC_CLIENT: &str = r#"
+import sys
+import grpc
+port = int(sys.argv[1])
+channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.default_authority", "grpc.test")])
+say = channel.unary_unary("/test.Echo/Say")
+reply, call = say.with_call(b"hi", timeout=10)
+assert reply == b"echo:hi", reply
+trailers = dict(call.trailing_metadata())
+assert trailers.get("x-trailer") == "yes", trailers
+count = channel.unary_stream("/test.Echo/Count")
+got = list(count(b"", timeout=10))
+assert got == [b"n0", b"n1", b"n2"], got
+try:
+    channel.unary_unary("/test.Echo/Fail")(b"", timeout=10)
+    raise SystemExit("Fail did not fail")
+except grpc.RpcError as e:
+    assert e.code() == grpc.StatusCode.PERMISSION_DENIED, e.code()
+    assert e.details() == "nope", e.details()
+print("ok")
+"#;
+
+#[tokio::test]
+async fn websocket_echo_through_the_proxy() {
+    let Some(python) = python_with("websockets") else {
+        return;
+    };
+    let dir = tmp_dir("ws");
+    let (_server, backend_port) = python_server(&python, &dir, "ws_server", WS_SERVER).await;
+    let yaml = format!(
+        "apiVersion: postern.io/v1alpha1\nkind: ProxyTarget\nmetadata: {{name: ws, namespace: default}}\nspec:\n  hostnames: [ws.test]\n  backend: {{url: \"http://127.0.0.1:{backend_port}\"}}\n"
+    );
+    let proxy = Proxy::start(&manifests("ws", &yaml), &[]).await;
+    let port = proxy.http.port().to_string();
+    python_client(&python, &dir, "ws_client", WS_CLIENT, &[&port]);
+}
+
+#[tokio::test]
+async fn grpc_calls_with_trailers_and_streams_through_the_proxy() {
+    let Some(python) = python_with("grpc") else {
+        return;
+    };
+    let dir = tmp_dir("grpc");
+    let (_server, backend_port) = python_server(&python, &dir, "grpc_server", GRPC_SERVER).await;
+    let yaml = format!(
+        "apiVersion: postern.io/v1alpha1\nkind: ProxyTarget\nmetadata: {{name: grpc, namespace: default}}\nspec:\n  hostnames: [grpc.test]\n  backend: {{url: \"http://127.0.0.1:{backend_port}\", protocol: http2}}\n"
+    );
+    let proxy = Proxy::start(&manifests("grpc", &yaml), &[]).await;
+    let port = proxy.http.port().to_string();
+    python_client(&python, &dir, "grpc_client", GRPC_CLIENT, &[&port]);
+}
+
+#[tokio::test]
+async fn haproxy_in_front_sends_proxy_v1_and_v2() {
+    let Some(haproxy) = peer("haproxy") else {
+        return;
+    };
+    let backend = Backend::start("echo");
+    let ca = Ca::new("pp CA");
+    let leaf = ca.leaf(&["pp.test"]);
+    let yaml = format!(
+        "apiVersion: postern.io/v1alpha1\nkind: ProxyTarget\nmetadata: {{name: pp, namespace: default}}\nspec:\n  hostnames: [pp.test]\n  backend: {{url: \"{}\"}}\n  tls: {{secretRef: {{name: pp-tls}}}}\n---\n{}",
+        backend.url(),
+        tls_secret("pp-tls", &leaf.cert, &leaf.key)
+    );
+    let dir = manifests("haproxy", &yaml);
+    let work = dir.parent().expect("parent").to_path_buf();
+    let ca_file = ca.write(&work);
+    let proxy = Proxy::start(&dir, &["--proxy-protocol-trusted", "127.0.0.1/32"]).await;
+    let (v1, v2, tls) = (free_port(), free_port(), free_port());
+    let config = format!(
+        "global\n    maxconn 100\ndefaults\n    mode tcp\n    timeout connect 5s\n    timeout client 30s\n    timeout server 30s\n\
+         listen v1\n    bind 127.0.0.1:{v1}\n    server p 127.0.0.1:{http} send-proxy\n\
+         listen v2\n    bind 127.0.0.1:{v2}\n    server p 127.0.0.1:{http} send-proxy-v2\n\
+         listen tls\n    bind 127.0.0.1:{tls}\n    server p 127.0.0.1:{https} send-proxy-v2\n",
+        http = proxy.http.port(),
+        https = proxy.https.port(),
+    );
+    let cfg = work.join("haproxy.cfg");
+    std::fs::write(&cfg, config).expect("config");
+    let mut cmd = Command::new(haproxy);
+    cmd.arg("-db").arg("-f").arg(&cfg);
+    let _haproxy = Peer::spawn(cmd, work.join("haproxy.log"));
+    for port in [v1, v2, tls] {
+        wait_port(port).await;
+    }
+    // The client is 127.0.0.2; haproxy connects to postern from 127.0.0.1.
+    for port in [v1, v2] {
+        let r = fetch(&[
+            "--interface",
+            "127.0.0.2",
+            "-H",
+            "Host: pp.test",
+            &format!("http://127.0.0.1:{port}/"),
+        ]);
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(
+            r.json()["headers"]["x-forwarded-for"][0],
+            "127.0.0.2",
+            "via port {port}"
+        );
+    }
+    let r = fetch(&[
+        "--interface",
+        "127.0.0.2",
+        "--cacert",
+        ca_file.to_str().expect("p"),
+        "--resolve",
+        &format!("pp.test:{tls}:127.0.0.1"),
+        &format!("https://pp.test:{tls}/"),
+    ]);
+    assert_eq!(r.json()["headers"]["x-forwarded-for"][0], "127.0.0.2");
+    assert_eq!(r.json()["headers"]["x-forwarded-proto"][0], "https");
+    let log = proxy.log_text();
+    assert!(
+        log.contains("client=127.0.0.2"),
+        "the access log names the real client"
+    );
+
+    // An untrusted peer's PROXY header is not believed: it is not HTTP.
+    let sock = tokio::net::TcpSocket::new_v4().expect("socket");
+    sock.bind("127.0.0.3:0".parse().expect("addr"))
+        .expect("bind");
+    let mut s = sock.connect(proxy.http).await.expect("connect");
+    s.write_all(b"PROXY TCP4 6.6.6.6 127.0.0.1 1 80\r\nGET / HTTP/1.1\r\nHost: pp.test\r\n\r\n")
+        .await
+        .expect("write");
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .expect("answer")
+        .expect("read");
+    let text = String::from_utf8_lossy(&buf[..n]);
+    assert!(text.starts_with("HTTP/1.1 400"), "{text}");
+    assert!(!text.contains("6.6.6.6"));
+    // A trusted peer that sends no header is dropped.
+    let mut s = tokio::net::TcpStream::connect(proxy.http)
+        .await
+        .expect("connect");
+    s.write_all(b"GET / HTTP/1.1\r\nHost: pp.test\r\n\r\n")
+        .await
+        .expect("write");
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
+    assert!(buf.is_empty(), "{}", String::from_utf8_lossy(&buf));
+    let metrics = proxy.metrics().await;
+    assert!(metrics.contains("reason=\"proxy_header\""), "{metrics}");
+}
+
+#[tokio::test]
+async fn nginx_behind_reads_our_proxy_header() {
+    let Some(nginx) = peer("nginx") else {
+        return;
+    };
+    let work = tmp_dir("nginx");
+    let (p1, p2) = (free_port(), free_port());
+    let server = |port: u16| {
+        format!(
+            "  server {{\n    listen 127.0.0.1:{port} proxy_protocol;\n    location / {{\n      default_type text/plain;\n      return 200 \"client=$proxy_protocol_addr server=$proxy_protocol_server_addr\";\n    }}\n  }}\n"
+        )
+    };
+    let d = work.display();
+    let config = format!(
+        "daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{ worker_connections 64; }}\nhttp {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n{}{}}}\n",
+        server(p1),
+        server(p2),
+    );
+    let cfg = work.join("nginx.conf");
+    std::fs::write(&cfg, config).expect("config");
+    let mut cmd = Command::new(nginx);
+    cmd.arg("-p")
+        .arg(&work)
+        .arg("-c")
+        .arg(&cfg)
+        .arg("-e")
+        .arg(work.join("error.log"));
+    let _nginx = Peer::spawn(cmd, work.join("nginx.out"));
+    wait_port(p1).await;
+    wait_port(p2).await;
+    let yaml = format!(
+        "apiVersion: postern.io/v1alpha1\nkind: ProxyTarget\nmetadata: {{name: v1, namespace: default}}\nspec:\n  hostnames: [v1.test]\n  backend: {{url: \"http://127.0.0.1:{p1}\", proxyProtocol: v1}}\n---\napiVersion: postern.io/v1alpha1\nkind: ProxyTarget\nmetadata: {{name: v2, namespace: default}}\nspec:\n  hostnames: [v2.test]\n  backend: {{url: \"http://127.0.0.1:{p2}\", proxyProtocol: v2}}\n"
+    );
+    let proxy = Proxy::start(&manifests("nginx-pp", &yaml), &[]).await;
+    for host in ["v1.test", "v2.test"] {
+        let r = fetch(&[
+            "--interface",
+            "127.0.0.2",
+            "-H",
+            &format!("Host: {host}"),
+            &format!("http://{}/", proxy.http),
+        ]);
+        assert_eq!(r.status, 200, "{host}: {}", r.body);
+        assert_eq!(r.body, "client=127.0.0.2 server=127.0.0.1", "{host}");
+    }
+}
