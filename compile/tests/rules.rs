@@ -17,11 +17,13 @@ fn verdict(out: &Output, kind: Kind, name: &str) -> (Reason, String) {
 }
 
 fn full_inputs() -> Inputs {
-    let mut inputs = Inputs::default();
-    inputs.proxy_targets = vec![
-        target("api", &["api.example.com"]),
-        target("web", &["*.example.org"]),
-    ];
+    let mut inputs = Inputs {
+        proxy_targets: vec![
+            target("api", &["api.example.com"]),
+            target("web", &["*.example.org"]),
+        ],
+        ..Inputs::default()
+    };
     inputs.routes = vec![
         route("v1", "api", PathMatchType::Prefix, "/v1", 10),
         route("v1-users", "api", PathMatchType::Prefix, "/v1/users", 10),
@@ -83,17 +85,19 @@ fn a_change_changes_the_version() {
 
 #[test]
 fn the_older_target_keeps_a_contested_hostname() {
-    let mut inputs = Inputs::default();
-    inputs.proxy_targets = vec![
-        created(
-            target("newer", &["shared.example.com", "own.example.com"]),
-            "2026-01-02T00:00:00Z",
-        ),
-        created(
-            target("older", &["SHARED.example.com"]),
-            "2026-01-01T00:00:00Z",
-        ),
-    ];
+    let inputs = Inputs {
+        proxy_targets: vec![
+            created(
+                target("newer", &["shared.example.com", "own.example.com"]),
+                "2026-01-02T00:00:00Z",
+            ),
+            created(
+                target("older", &["SHARED.example.com"]),
+                "2026-01-01T00:00:00Z",
+            ),
+        ],
+        ..Inputs::default()
+    };
     let out = compile(&inputs);
     assert_eq!(
         verdict(&out, Kind::ProxyTarget, "older").0,
@@ -111,15 +115,17 @@ fn the_older_target_keeps_a_contested_hostname() {
 
 #[test]
 fn a_route_whose_target_is_missing_or_refused_is_refused() {
-    let mut inputs = Inputs::default();
-    inputs.proxy_targets = vec![
-        created(target("a", &["a.example.com"]), "2026-01-01T00:00:00Z"),
-        created(target("b", &["a.example.com"]), "2026-01-02T00:00:00Z"),
-    ];
-    inputs.routes = vec![
-        route("to-nothing", "ghost", PathMatchType::Prefix, "/", 0),
-        route("to-loser", "b", PathMatchType::Prefix, "/", 0),
-    ];
+    let inputs = Inputs {
+        proxy_targets: vec![
+            created(target("a", &["a.example.com"]), "2026-01-01T00:00:00Z"),
+            created(target("b", &["a.example.com"]), "2026-01-02T00:00:00Z"),
+        ],
+        routes: vec![
+            route("to-nothing", "ghost", PathMatchType::Prefix, "/", 0),
+            route("to-loser", "b", PathMatchType::Prefix, "/", 0),
+        ],
+        ..Inputs::default()
+    };
     let out = compile(&inputs);
     let (reason, message) = verdict(&out, Kind::Route, "to-nothing");
     assert_eq!(reason, Reason::TargetNotFound);

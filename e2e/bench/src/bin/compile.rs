@@ -24,8 +24,9 @@ fn main() -> Result<()> {
         let inputs = inputs(size);
         let (out, compile_t) = best_of(5, || compile(&inputs));
         let (json, json_t) = best_of(5, || out.snapshot.to_json().unwrap_or_default());
-        let (decoded, decode_t) =
-            best_of(5, || serde_json::from_slice::<Snapshot>(&json).unwrap_or_default());
+        let (decoded, decode_t) = best_of(5, || {
+            serde_json::from_slice::<Snapshot>(&json).unwrap_or_default()
+        });
         let (valid, validate_t) = best_of(5, || decoded.validate().is_ok());
         anyhow::ensure!(valid, "the compiled snapshot does not validate");
         let ms = |d: Duration| format!("{:.1} ms", d.as_secs_f64() * 1000.0);
@@ -53,7 +54,9 @@ fn inputs(size: usize) -> Inputs {
             },
             ..ProxyTargetSpec::default()
         };
-        inputs.proxy_targets.push(Object::new("bench", &format!("t{i}"), spec));
+        inputs
+            .proxy_targets
+            .push(Object::new("bench", &format!("t{i}"), spec));
     }
     inputs
 }
@@ -68,5 +71,5 @@ fn best_of<T>(n: usize, mut f: impl FnMut() -> T) -> (T, Duration) {
         best = best.min(start.elapsed());
         value = Some(v);
     }
-    (value.unwrap_or_else(|| f()), best)
+    (value.unwrap_or_else(f), best)
 }

@@ -35,7 +35,9 @@ async fn main() -> Result<()> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let (kubeconfig, client) = rig_client(&root).await?;
     install_crds(&client).await?;
-    println!("| ProxyTargets | updates | p50 to all acks | p99 | max | operator RSS | dataplane RSS (max of {DATAPLANES}) |");
+    println!(
+        "| ProxyTargets | updates | p50 to all acks | p99 | max | operator RSS | dataplane RSS (max of {DATAPLANES}) |"
+    );
     println!("|---:|---:|---:|---:|---:|---:|---:|");
     for size in sizes {
         let row = run_size(&client, &kubeconfig, size, updates).await?;
@@ -63,8 +65,12 @@ async fn install_crds(client: &Client) -> Result<()> {
         Api::all(client.clone());
     for crd in postern_crds::crds() {
         let name = crd.metadata.name.clone().unwrap_or_default();
-        api.patch(&name, &PatchParams::apply("postern-bench").force(), &Patch::Apply(&crd))
-            .await?;
+        api.patch(
+            &name,
+            &PatchParams::apply("postern-bench").force(),
+            &Patch::Apply(&crd),
+        )
+        .await?;
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     Ok(())
@@ -79,12 +85,19 @@ fn target(i: usize, generation: usize) -> ProxyTarget {
     ProxyTarget::new(&format!("t{i}"), spec.into())
 }
 
-async fn run_size(client: &Client, kubeconfig: &str, size: usize, updates: usize) -> Result<String> {
+async fn run_size(
+    client: &Client,
+    kubeconfig: &str,
+    size: usize,
+    updates: usize,
+) -> Result<String> {
     let ns = format!("bench-spine-{size}-{}", std::process::id());
     let namespaces: Api<Namespace> = Api::all(client.clone());
     let mut namespace = Namespace::default();
     namespace.metadata.name = Some(ns.clone());
-    namespaces.create(&PostParams::default(), &namespace).await?;
+    namespaces
+        .create(&PostParams::default(), &namespace)
+        .await?;
     let result = measure(client, kubeconfig, &ns, size, updates).await;
     namespaces.delete(&ns, &DeleteParams::default()).await.ok();
     result
@@ -110,7 +123,10 @@ async fn measure(
     for r in results {
         r?;
     }
-    eprintln!("size {size}: created in {:.1}s", created.elapsed().as_secs_f64());
+    eprintln!(
+        "size {size}: created in {:.1}s",
+        created.elapsed().as_secs_f64()
+    );
 
     let dir = std::env::temp_dir().join(format!("postern-bench-{ns}"));
     std::fs::create_dir_all(&dir)?;
@@ -120,11 +136,16 @@ async fn measure(
     let (mut operator, op_addrs) = spawn(
         Command::new(bins.join("postern-operator"))
             .env("KUBECONFIG", kubeconfig)
-            .arg("--namespace").arg(ns)
-            .arg("--sync-addr").arg("127.0.0.1:0")
-            .arg("--admin-addr").arg("127.0.0.1:0")
-            .arg("--lease-namespace").arg(ns)
-            .arg("--sync-token-file").arg(&token),
+            .arg("--namespace")
+            .arg(ns)
+            .arg("--sync-addr")
+            .arg("127.0.0.1:0")
+            .arg("--admin-addr")
+            .arg("127.0.0.1:0")
+            .arg("--lease-namespace")
+            .arg(ns)
+            .arg("--sync-token-file")
+            .arg(&token),
         &dir.join("operator.addr"),
     )
     .await?;
@@ -133,10 +154,20 @@ async fn measure(
     for i in 0..DATAPLANES {
         let mut cmd = Command::new(bins.join("postern"));
         cmd.arg("dataplane")
-            .arg("--operator").arg(&sync)
-            .arg("--sync-token-file").arg(&token)
-            .arg("--dataplane-id").arg(format!("bench-{i}"));
-        for flag in ["--admin-addr", "--proxy-addr", "--socks-addr", "--http-addr", "--https-addr", "--tunnel-addr"] {
+            .arg("--operator")
+            .arg(&sync)
+            .arg("--sync-token-file")
+            .arg(&token)
+            .arg("--dataplane-id")
+            .arg(format!("bench-{i}"));
+        for flag in [
+            "--admin-addr",
+            "--proxy-addr",
+            "--socks-addr",
+            "--http-addr",
+            "--https-addr",
+            "--tunnel-addr",
+        ] {
             cmd.arg(flag).arg("127.0.0.1:0");
         }
         let (child, addrs) = spawn(&mut cmd, &dir.join(format!("dp{i}.addr"))).await?;
@@ -145,8 +176,24 @@ async fn measure(
     let admins: Vec<String> = planes.iter().map(|(_, a)| a.clone()).collect();
 
     let synced = Instant::now();
-    let mut version = wait_all(&admins, |s| s["summary"]["proxyTargets"] == size, Duration::from_secs(300)).await?;
-    eprintln!("size {size}: first sync in {:.1}s", synced.elapsed().as_secs_f64());
+    let mut version = wait_all(
+        &admins,
+        |s| s["summary"]["proxyTargets"] == size,
+        Duration::from_secs(300),
+    )
+    .await?;
+    eprintln!(
+        "size {size}: first sync in {:.1}s",
+        synced.elapsed().as_secs_f64()
+    );
+    // The first sync makes the operator write every object's status; let
+    // that burst settle so the samples measure steady-state updates.
+    let settled = Instant::now();
+    settle_status_writes(&json_str(&op_addrs, "admin")?).await;
+    eprintln!(
+        "size {size}: status writes settled in {:.1}s",
+        settled.elapsed().as_secs_f64()
+    );
 
     let mut samples = Vec::with_capacity(updates);
     for k in 1..=updates {
@@ -159,11 +206,19 @@ async fn measure(
         })
         .await?;
         let before = version.clone();
-        version = wait_all(&admins, |s| s["version"] != before.as_str(), Duration::from_secs(60)).await?;
+        version = wait_all(
+            &admins,
+            |s| s["version"] != before.as_str(),
+            Duration::from_secs(60),
+        )
+        .await?;
         samples.push(start.elapsed());
     }
     let op_rss = rss_mib(operator.id());
-    let dp_rss = planes.iter().map(|(c, _)| rss_mib(c.id())).fold(0.0, f64::max);
+    let dp_rss = planes
+        .iter()
+        .map(|(c, _)| rss_mib(c.id()))
+        .fold(0.0, f64::max);
     operator.kill().await.ok();
     for (mut c, _) in planes {
         c.kill().await.ok();
@@ -182,10 +237,16 @@ async fn measure(
 /// Release binaries sit next to this benchmark's executable.
 fn bin_dir() -> Result<PathBuf> {
     let exe = std::env::current_exe()?;
-    let dir = exe.parent().context("executable has no directory")?.to_path_buf();
+    let dir = exe
+        .parent()
+        .context("executable has no directory")?
+        .to_path_buf();
     for bin in ["postern", "postern-operator"] {
         if !dir.join(bin).exists() {
-            bail!("{} missing: run `cargo build --release --bins` first", dir.join(bin).display());
+            bail!(
+                "{} missing: run `cargo build --release --bins` first",
+                dir.join(bin).display()
+            );
         }
     }
     Ok(dir)
@@ -214,7 +275,10 @@ async fn spawn(cmd: &mut Command, addr_file: &Path) -> Result<(Child, serde_json
 }
 
 fn json_str(v: &serde_json::Value, key: &str) -> Result<String> {
-    v[key].as_str().map(str::to_string).with_context(|| format!("no {key} in {v}"))
+    v[key]
+        .as_str()
+        .map(str::to_string)
+        .with_context(|| format!("no {key} in {v}"))
 }
 
 /// Polls every admin API until `done` holds for all; returns the version.
@@ -242,16 +306,44 @@ async fn wait_all(
     }
 }
 
+/// Waits (at most five minutes) until the operator's status patch counter
+/// has not moved for two seconds.
+async fn settle_status_writes(admin: &str) {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let mut last = (String::new(), Instant::now());
+    while Instant::now() < deadline {
+        let metrics = get(admin, "/metrics").await.unwrap_or_default();
+        let patches: String = metrics
+            .lines()
+            .filter(|l| l.starts_with("postern_operator_status_patches"))
+            .collect();
+        if patches != last.0 {
+            last = (patches, Instant::now());
+        } else if last.1.elapsed() > Duration::from_secs(2) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 async fn get_snapshot(admin: &str) -> Result<serde_json::Value> {
-    let mut stream = tokio::net::TcpStream::connect(admin).await?;
-    stream
-        .write_all(b"GET /api/v1/snapshot HTTP/1.0\r\nHost: admin\r\n\r\n")
-        .await?;
+    Ok(serde_json::from_str(
+        &get(admin, "/api/v1/snapshot").await?,
+    )?)
+}
+
+/// A minimal HTTP/1.0 GET returning the body.
+async fn get(addr: &str, path: &str) -> Result<String> {
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    let request = format!("GET {path} HTTP/1.0\r\nHost: admin\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
     let mut buf = Vec::new();
     stream.read_to_end(&mut buf).await?;
     let text = String::from_utf8_lossy(&buf);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
-    Ok(serde_json::from_str(body)?)
+    Ok(text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default())
 }
 
 fn rss_mib(pid: Option<u32>) -> f64 {

@@ -37,17 +37,17 @@ async fn main() -> Result<()> {
     let postern = peers::Postern::start().await?;
     let tinyproxy = peers::tinyproxy().await?;
     let squid = peers::squid().await?;
-    let proxies: Vec<(&str, Option<Proxy>, Option<u32>)> = vec![
-        ("direct", None, None),
-        ("postern", Some(postern.proxy()), Some(postern.pid())),
-        ("tinyproxy", Some(tinyproxy.proxy()), Some(tinyproxy.pid())),
-        ("squid", Some(squid.proxy()), Some(squid.pid())),
+    let proxies: Vec<(&str, Option<Proxy>)> = vec![
+        ("direct", None),
+        ("postern", Some(postern.proxy())),
+        ("tinyproxy", Some(tinyproxy.proxy())),
+        ("squid", Some(squid.proxy())),
     ];
 
     println!("## Bulk throughput through one tunnel ({gib} GiB, best of 3)\n");
     println!("| path | Gbit/s | × direct |\n|---|---:|---:|");
     let mut direct_gbps = 0.0;
-    for (name, proxy, _) in &proxies {
+    for (name, proxy) in &proxies {
         let gbps = load::throughput(proxy.as_ref(), sink, gib << 30, 3).await?;
         if proxy.is_none() {
             direct_gbps = gbps;
@@ -58,18 +58,23 @@ async fn main() -> Result<()> {
     for concurrency in [32usize, 256] {
         println!("\n## New tunnels, {concurrency} concurrent clients (5 s or 50,000 tunnels)\n");
         println!("| path | tunnels/s | p50 ms | p99 ms | failed |\n|---|---:|---:|---:|---:|");
-        for (name, proxy, _) in &proxies {
+        for (name, proxy) in &proxies {
             let r = load::tunnel_rate(proxy.as_ref(), holder, concurrency).await?;
             println!("| {name} | {:.0} | {:.2} | {:.2} | {} |", r.per_second, r.p50_ms, r.p99_ms, r.failed);
         }
     }
 
-    println!("\n## Resident memory with idle tunnels\n");
+    drop((postern, tinyproxy, squid));
+    println!("\n## Resident memory with idle tunnels (a fresh process per row)\n");
     println!("| proxy | tunnels | RSS before MiB | RSS after MiB | bytes per tunnel |\n|---|---:|---:|---:|---:|");
-    for (name, proxy, pid) in &proxies {
-        let (Some(proxy), Some(pid)) = (proxy, pid) else { continue };
+    for name in ["postern", "tinyproxy", "squid"] {
         for &n in &idle_sizes {
-            let r = load::idle(proxy, holder, *pid, n).await?;
+            let peer = match name {
+                "postern" => peers::Postern::start().await?,
+                "tinyproxy" => peers::tinyproxy().await?,
+                _ => peers::squid().await?,
+            };
+            let r = load::idle(&peer.proxy(), holder, peer.pid(), n).await?;
             println!(
                 "| {name} | {n} | {:.1} | {:.1} | {:.0} |",
                 r.before as f64 / 1048576.0,
