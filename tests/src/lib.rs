@@ -20,6 +20,7 @@ pub mod process;
 pub mod resources;
 pub mod rig;
 pub mod spine;
+pub mod tls;
 
 pub use crds::install_crds;
 pub use http::{HttpResponse, http_get};
@@ -27,6 +28,7 @@ pub use namespace::TestNamespace;
 pub use poll::eventually;
 pub use process::{Dataplane, Operator, SnapshotView, binary};
 pub use rig::Rig;
+pub use tls::{ServerTls, TestCa};
 
 /// The rig, or return from the test (after saying why) when it is not up.
 /// Under `CI=true` a missing rig panics instead.

@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use crate::http::http_get;
 use crate::rig::{Rig, repo_root};
+use crate::tls::ServerTls;
 
 /// Path of a workspace binary, next to the test executable's parent
 /// (`target/debug/deps/x` → `target/debug/NAME`).
@@ -30,8 +31,8 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
-/// A scratch directory for one process: token, addr file, log.
-fn work_dir(label: &str) -> PathBuf {
+/// A scratch directory for one process (token, addr file, log) or one CA.
+pub(crate) fn work_dir(label: &str) -> PathBuf {
     let dir = repo_root()
         .join("target/postern-tests")
         .join(format!("{label}-{}", unique()));
@@ -156,6 +157,18 @@ impl Operator {
         Operator::start_at(rig, namespace, id, token, any).await
     }
 
+    /// Like [`Operator::start`], the sync stream served over TLS with `tls`.
+    pub async fn start_tls(
+        rig: &Rig,
+        namespace: &str,
+        id: &str,
+        token: &str,
+        tls: &ServerTls,
+    ) -> Operator {
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        Operator::launch(rig, namespace, id, token, any, Some(tls)).await
+    }
+
     /// Like [`Operator::start`] with a given sync address: a restarted
     /// operator takes its predecessor's port, where data planes reconnect.
     pub async fn start_at(
@@ -164,6 +177,17 @@ impl Operator {
         id: &str,
         token: &str,
         sync_addr: SocketAddr,
+    ) -> Operator {
+        Operator::launch(rig, namespace, id, token, sync_addr, None).await
+    }
+
+    async fn launch(
+        rig: &Rig,
+        namespace: &str,
+        id: &str,
+        token: &str,
+        sync_addr: SocketAddr,
+        tls: Option<&ServerTls>,
     ) -> Operator {
         let dir = work_dir(id);
         let token_file = dir.join("token");
@@ -181,6 +205,13 @@ impl Operator {
             .args(["--operator-id", id])
             .arg("--addr-file")
             .arg(&addr_file);
+        if let Some(tls) = tls {
+            command
+                .arg("--sync-tls-cert")
+                .arg(&tls.cert)
+                .arg("--sync-tls-key")
+                .arg(&tls.key);
+        }
         let mut proc = Proc::spawn(&format!("operator {id}"), command, &dir);
         let addrs = proc.addrs(&addr_file).await;
         Operator {
@@ -232,12 +263,25 @@ impl SnapshotView {
 pub struct Dataplane {
     proc: Proc,
     pub admin: SocketAddr,
+    /// The reverse proxy's `--http-addr` and `--https-addr`, as bound.
+    pub http: SocketAddr,
+    pub https: SocketAddr,
     pub id: String,
 }
 
 impl Dataplane {
     /// Starts a data plane connecting to `operator`, every listener on port 0.
     pub async fn start(operator: SocketAddr, id: &str, token: &str) -> Dataplane {
+        Dataplane::launch(operator, id, token, None).await
+    }
+
+    /// Like [`Dataplane::start`], connecting with TLS and trusting only `ca`
+    /// (the name checked is the host of `operator`, 127.0.0.1).
+    pub async fn start_tls(operator: SocketAddr, id: &str, token: &str, ca: &Path) -> Dataplane {
+        Dataplane::launch(operator, id, token, Some(ca)).await
+    }
+
+    async fn launch(operator: SocketAddr, id: &str, token: &str, ca: Option<&Path>) -> Dataplane {
         let dir = work_dir(id);
         let token_file = dir.join("token");
         let addr_file = dir.join("addrs.json");
@@ -251,6 +295,9 @@ impl Dataplane {
             .arg("--sync-token-file")
             .arg(&token_file)
             .args(["--dataplane-id", id]);
+        if let Some(ca) = ca {
+            command.arg("--sync-ca").arg(ca);
+        }
         for flag in [
             "--admin-addr",
             "--proxy-addr",
@@ -266,6 +313,8 @@ impl Dataplane {
         let addrs = proc.addrs(&addr_file).await;
         Dataplane {
             admin: addr(&addrs, "admin"),
+            http: addr(&addrs, "http"),
+            https: addr(&addrs, "https"),
             id: id.into(),
             proc,
         }

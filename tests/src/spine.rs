@@ -8,7 +8,9 @@ use postern_api::ConditionStatus;
 use serde_json::Value;
 
 use crate::resources::{Observed, create, observe};
-use crate::{Dataplane, Operator, Rig, SnapshotView, TestNamespace, eventually, install_crds};
+use crate::{
+    Dataplane, Operator, Rig, SnapshotView, TestCa, TestNamespace, eventually, install_crds,
+};
 
 /// How long a change may take to show.
 pub const WAIT: Duration = Duration::from_secs(30);
@@ -22,16 +24,34 @@ pub struct Spine {
     pub operator: Operator,
     pub dataplanes: Vec<Dataplane>,
     pub prefix: String,
+    /// With TLS: the CA that signed the operator's sync certificate, which
+    /// every data plane [`Spine::add_dataplane`] starts trusts.
+    pub ca: Option<TestCa>,
 }
 
 impl Spine {
     /// The namespace and the operator, no data plane yet.
     pub async fn operator_only(rig: Rig, prefix: &str) -> Spine {
+        Spine::launch(rig, prefix, false).await
+    }
+
+    /// Like [`Spine::operator_only`], the sync stream over TLS with a
+    /// certificate from a CA made for this test.
+    pub async fn operator_only_tls(rig: Rig, prefix: &str) -> Spine {
+        Spine::launch(rig, prefix, true).await
+    }
+
+    async fn launch(rig: Rig, prefix: &str, tls: bool) -> Spine {
         let client = rig.client().await;
         install_crds(&client).await;
         let ns = TestNamespace::create(&rig, prefix).await;
         let token = format!("token-{}", ns.name);
-        let operator = Operator::start(&rig, &ns.name, &format!("{prefix}-op-1"), &token).await;
+        let id = format!("{prefix}-op-1");
+        let ca = tls.then(|| TestCa::new(&format!("{prefix}-ca")));
+        let operator = match &ca {
+            Some(ca) => Operator::start_tls(&rig, &ns.name, &id, &token, &ca.server()).await,
+            None => Operator::start(&rig, &ns.name, &id, &token).await,
+        };
         Spine {
             rig,
             client,
@@ -40,6 +60,7 @@ impl Spine {
             operator,
             dataplanes: Vec::new(),
             prefix: prefix.into(),
+            ca,
         }
     }
 
@@ -52,7 +73,11 @@ impl Spine {
 
     pub async fn add_dataplane(&mut self) {
         let id = format!("{}-dp-{}", self.prefix, self.dataplanes.len() + 1);
-        let dataplane = Dataplane::start(self.operator.sync, &id, &self.token).await;
+        let sync = self.operator.sync;
+        let dataplane = match &self.ca {
+            Some(ca) => Dataplane::start_tls(sync, &id, &self.token, &ca.file()).await,
+            None => Dataplane::start(sync, &id, &self.token).await,
+        };
         self.dataplanes.push(dataplane);
     }
 

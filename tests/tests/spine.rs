@@ -6,7 +6,7 @@ use std::time::Duration;
 use postern_api::ConditionStatus;
 use postern_tests::resources::{apply_secret, delete, patch_spec};
 use postern_tests::spine::{Spine, WAIT};
-use postern_tests::{Dataplane, Operator, eventually, http_get, rig_or_skip};
+use postern_tests::{Dataplane, Operator, TestCa, eventually, http_get, rig_or_skip};
 use serde_json::{Value, json};
 
 /// A restarted operator must first see the dead one's lease expire (15 s).
@@ -287,5 +287,75 @@ async fn the_dataplane_outlives_the_operator_and_resyncs() {
     assert_eq!(dataplane.readyz().await, Ok(200));
 
     spine.programmed("ProxyTarget", "api", 2, TAKEOVER).await;
+    spine.ns.cleanup(&spine.client).await;
+}
+
+#[tokio::test]
+async fn the_stream_is_tls_when_configured() {
+    let mut spine = Spine::operator_only_tls(rig_or_skip!(), "spine-tls").await;
+    apply_secret(
+        &spine.client,
+        spine.ns(),
+        "api-tokens",
+        &[("ci", "s3cret-token")],
+    )
+    .await;
+    spine
+        .create(proxy_target("api", &["api.example.com"]))
+        .await;
+
+    // The right token is not enough: one data plane trusts another CA, the
+    // other speaks plain TCP.
+    let sync = spine.operator.sync;
+    let other_ca = TestCa::new("spine-tls-other-ca");
+    let wrong_ca =
+        Dataplane::start_tls(sync, "spine-tls-wrong-ca", &spine.token, &other_ca.file()).await;
+    let plain = Dataplane::start(sync, "spine-tls-plain", &spine.token).await;
+    spine.add_dataplane().await;
+
+    spine
+        .snapshot_where("the ProxyTarget at the TLS data plane", |v| {
+            v.count("proxyTargets") == Some(1)
+        })
+        .await;
+    spine.programmed("ProxyTarget", "api", 1, WAIT).await;
+    let view = spine.operator.view().await.expect("operator view");
+    assert_eq!(
+        view["dataplanes"].as_array().map(Vec::len),
+        Some(1),
+        "{view}"
+    );
+
+    eventually("the wrong CA to be reported", WAIT, || async {
+        let log = wrong_ca.log();
+        if log.contains("UnknownIssuer") && log.contains("will retry") {
+            Ok(())
+        } else {
+            Err(log)
+        }
+    })
+    .await;
+    eventually("the plain data plane to be told why", WAIT, || async {
+        let log = plain.log();
+        if log.contains("if it serves TLS, give --sync-ca") {
+            Ok(())
+        } else {
+            Err(log)
+        }
+    })
+    .await;
+    eventually("the operator to turn the others away", WAIT, || async {
+        let log = spine.operator.log();
+        let failed = log
+            .matches("TLS handshake with a data plane failed")
+            .count();
+        if failed >= 2 { Ok(()) } else { Err(log) }
+    })
+    .await;
+    for dataplane in [&wrong_ca, &plain] {
+        let view = dataplane.snapshot().await.expect("admin answers");
+        assert_eq!(view.version, None, "{}: {}", dataplane.id, view.json);
+        assert_ne!(dataplane.readyz().await, Ok(200), "{}", dataplane.id);
+    }
     spine.ns.cleanup(&spine.client).await;
 }

@@ -18,6 +18,10 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
 {{- end -}}
 
+{{- define "postern.syncTlsSecret" -}}
+{{- .Values.syncTls.existingSecret | default (printf "%s-sync-tls" (include "postern.fullname" .)) -}}
+{{- end -}}
+
 {{- define "postern.syncSecret" -}}
 {{- .Values.syncToken.existingSecret | default (printf "%s-sync-token" (include "postern.fullname" .)) -}}
 {{- end -}}

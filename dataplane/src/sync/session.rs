@@ -106,11 +106,28 @@ async fn session(
         current_version: runtime.version(),
     };
     send(&mut conn, &hello).await?;
-    let operator_id = welcome(&mut conn).await?;
+    let operator_id = welcome(&mut conn)
+        .await
+        .map_err(|e| plain_to_tls_hint(e, config))?;
     tracing::info!(operator = %config.operator, %operator_id, tls = config.tls.is_some(), "connected to the operator");
     runtime.metrics().sync_connected.set(1);
     backoff.reset();
     serve(&mut conn, runtime).await
+}
+
+/// A plain client reading a TLS server's alert sees a nonsensical length
+/// prefix; say what is likely wrong.
+fn plain_to_tls_hint(error: SessionError, config: &SyncConfig) -> SessionError {
+    match error {
+        SessionError::Io(e)
+            if config.tls.is_none() && e.kind() == std::io::ErrorKind::InvalidData =>
+        {
+            SessionError::Protocol(format!(
+                "{e}: the operator's answer is not a sync frame; if it serves TLS, give --sync-ca"
+            ))
+        }
+        other => other,
+    }
 }
 
 async fn welcome(conn: &mut Conn) -> Result<String, SessionError> {
