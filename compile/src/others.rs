@@ -113,6 +113,7 @@ fn upstream(
         }
         (None, None) => None,
     };
+    let ca_pem = upstream_ca(build, ns, spec, &url.scheme)?;
     let host = url.host;
     Ok((
         match url.scheme.as_str() {
@@ -130,10 +131,38 @@ fn upstream(
                 host,
                 port: url.port.unwrap_or(443),
                 credentials,
+                ca_pem,
             },
         },
         warning,
     ))
+}
+
+/// The PEM of `upstreamCaSecretRef` (https:// upstreams only).
+fn upstream_ca(
+    build: &Build<'_>,
+    ns: &str,
+    spec: &UserUpstreamSpec,
+    scheme: &str,
+) -> Result<Option<String>, Refusal> {
+    let Some(secret) = &spec.upstream_ca_secret_ref else {
+        return Ok(None);
+    };
+    if scheme != "https" {
+        return Err((
+            Reason::InvalidSpec,
+            "upstreamCaSecretRef applies only to https:// upstreams".into(),
+        ));
+    }
+    let pem = build.secret_value(ns, &secret.name, secret.key_or("ca.crt"))?;
+    let pem = checks::utf8(pem, "upstream CA")?;
+    if !pem.contains("-----BEGIN CERTIFICATE-----") {
+        return Err((
+            Reason::InvalidSpec,
+            format!("{}: no PEM certificate in the upstream CA Secret", secret.name),
+        ));
+    }
+    Ok(Some(pem.to_string()))
 }
 
 /// Claims already granted to older tunnels.

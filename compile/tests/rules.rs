@@ -292,6 +292,40 @@ fn passwords_are_hashed_and_credentials_come_from_secrets() {
 }
 
 #[test]
+fn an_https_upstream_takes_its_ca_from_a_secret() {
+    let pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+    let mut inputs = full_inputs();
+    let spec = &mut inputs.user_upstreams[0].spec;
+    spec.upstream = "https://proxy.internal:8443".into();
+    spec.upstream_ca_secret_ref = Some(postern_api::SecretKeyRef {
+        name: "proxy-ca".into(),
+        key: None,
+    });
+    secret(&mut inputs, "proxy-ca", &[("ca.crt", pem)]);
+    let out = compile(&inputs);
+    assert_eq!(verdict(&out, Kind::UserUpstream, "alice").0, Reason::Accepted);
+    let alice = out.snapshot.users.iter().find(|u| u.user == "alice").expect("alice");
+    match &alice.upstream {
+        Upstream::Https { ca_pem, .. } => assert_eq!(ca_pem.as_deref(), Some(pem)),
+        other => panic!("unexpected upstream {other:?}"),
+    }
+    let revision = alice.revision.clone();
+
+    // A new CA is a new revision (the user's tunnels are cut).
+    secret(&mut inputs, "proxy-ca", &[("ca.crt", &pem.replace("MIIB", "MIIC"))]);
+    let out = compile(&inputs);
+    let alice = out.snapshot.users.iter().find(|u| u.user == "alice").expect("alice");
+    assert_ne!(alice.revision, revision);
+
+    // Not PEM, or not an https:// upstream: refused.
+    secret(&mut inputs, "proxy-ca", &[("ca.crt", "garbage")]);
+    assert_eq!(verdict(&compile(&inputs), Kind::UserUpstream, "alice").0, Reason::InvalidSpec);
+    secret(&mut inputs, "proxy-ca", &[("ca.crt", pem)]);
+    inputs.user_upstreams[0].spec.upstream = "http://proxy.internal:3128".into();
+    assert_eq!(verdict(&compile(&inputs), Kind::UserUpstream, "alice").0, Reason::InvalidSpec);
+}
+
+#[test]
 fn inline_credentials_are_accepted_with_a_warning() {
     let mut inputs = full_inputs();
     inputs.user_upstreams[0].spec.upstream = "http://u:p@proxy.internal:3128".into();

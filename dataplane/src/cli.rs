@@ -108,7 +108,9 @@ pub struct ListenerArgs {
     #[arg(long, env = "POSTERN_TUNNEL_ADDR", default_value = "0.0.0.0:9443", value_parser = parse_addr, value_name = "HOST:PORT")]
     pub tunnel_addr: SocketAddr,
     /// Admin API, /metrics, /healthz, /readyz.
-    #[arg(long, env = "POSTERN_ADMIN_ADDR", default_value = "0.0.0.0:9000", value_parser = parse_addr, value_name = "HOST:PORT")]
+    /// Loopback by default: the admin API is unauthenticated (the chart binds
+    /// it to the pod address for probes and scraping).
+    #[arg(long, env = "POSTERN_ADMIN_ADDR", default_value = "127.0.0.1:9000", value_parser = parse_addr, value_name = "HOST:PORT")]
     pub admin_addr: SocketAddr,
     /// Once bound, write the listeners' real addresses here as JSON.
     #[arg(long, env = "POSTERN_ADDR_FILE", value_name = "PATH")]
@@ -127,7 +129,8 @@ pub struct ProxyArgs {
     /// Establishing a tunnel (resolution, TCP, TLS, upstream handshake); 504 beyond.
     #[arg(long, env = "POSTERN_PROXY_CONNECT_TIMEOUT", default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
     pub proxy_connect_timeout: Duration,
-    /// A tunnel with no traffic either way for this long is closed.
+    /// A tunnel with no traffic either way for this long is closed (and a
+    /// plain-HTTP request waits this long at most for its response head).
     #[arg(long, env = "POSTERN_PROXY_IDLE_TIMEOUT", default_value = "5m", value_parser = parse_duration, value_name = "DURATION")]
     pub proxy_idle_timeout: Duration,
     /// A client must send its request head or SOCKS handshake within this.
@@ -145,9 +148,33 @@ pub struct ProxyArgs {
         value_delimiter = ','
     )]
     pub upstream_ca_file: Vec<PathBuf>,
+    /// A file holding the bearer token of the UpstreamGate-compatible
+    /// `/upstream` API on the admin port (absent: that API refuses every call).
+    #[arg(long, env = "POSTERN_ADMIN_TOKEN_FILE", value_name = "PATH")]
+    pub admin_token_file: Option<PathBuf>,
 }
 
 impl ProxyArgs {
+    /// The admin bearer token, read once at start-up.
+    pub fn admin_token(&self) -> Result<Option<String>, crate::forward::errors::ConfigError> {
+        let Some(path) = &self.admin_token_file else {
+            return Ok(None);
+        };
+        let token = std::fs::read_to_string(path).map_err(|source| {
+            crate::forward::errors::ConfigError::TokenFile {
+                path: path.clone(),
+                source,
+            }
+        })?;
+        let token = token.trim().to_string();
+        if token.is_empty() {
+            return Err(crate::forward::errors::ConfigError::TokenEmpty(
+                path.clone(),
+            ));
+        }
+        Ok(Some(token))
+    }
+
     pub fn config(&self) -> crate::forward::ForwardConfig {
         crate::forward::ForwardConfig {
             connect_timeout: self.proxy_connect_timeout,

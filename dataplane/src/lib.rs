@@ -42,6 +42,7 @@ pub async fn run_until(command: Command, shutdown: CancellationToken) -> Result<
             let runtime = Runtime::new(Source::Operator);
             serve(
                 &args.listeners,
+                None,
                 runtime.clone(),
                 shutdown.clone(),
                 async move {
@@ -56,6 +57,7 @@ pub async fn run_until(command: Command, shutdown: CancellationToken) -> Result<
             let dir = standalone::check_dir(&args.manifests)?;
             serve(
                 &args.listeners,
+                Some(dir.clone()),
                 runtime.clone(),
                 shutdown.clone(),
                 async move {
@@ -76,11 +78,18 @@ pub async fn run_until(command: Command, shutdown: CancellationToken) -> Result<
 /// runtime snapshots.
 async fn serve(
     listeners: &ListenerArgs,
+    manifests: Option<std::path::PathBuf>,
     runtime: Arc<Runtime>,
     shutdown: CancellationToken,
     driver: impl Future<Output = Result<()>> + Send + 'static,
 ) -> Result<()> {
     let forward = forward::Forward::new(listeners.proxy.config(), shutdown.clone())?;
+    let token = listeners.proxy.admin_token()?;
+    let upstream_api = Arc::new(forward::compat::UpstreamApi::new(
+        token,
+        manifests,
+        forward.clone(),
+    ));
     runtime
         .metrics()
         .register_with(|r| forward.metrics().register(r));
@@ -97,7 +106,12 @@ async fn serve(
     let socks = tokio::spawn(forward.serve_socks(bound.socks));
     let reverse =
         tokio::spawn(reverse.serve(bound.http, bound.https, runtime.clone(), shutdown.clone()));
-    let admin = tokio::spawn(admin::serve(bound.admin, runtime, shutdown.clone()));
+    let admin = tokio::spawn(admin::serve(
+        bound.admin,
+        runtime,
+        upstream_api,
+        shutdown.clone(),
+    ));
     let driver = tokio::spawn(driver);
     let (admin, driver, follow, proxy, socks, reverse) =
         tokio::join!(admin, driver, follow, proxy, socks, reverse);

@@ -216,8 +216,22 @@ async fn https_upstream_is_verified_tls() {
         "{plain:?}"
     );
     drop(p);
-    // Without it, verification fails: 502, never a plain-text fallback.
-    let p = Postern::start("https-up-untrusted", &files, &[]).await;
+    // Without the flag, alice's verification fails: 502, never a plain-text
+    // fallback; carol's UserUpstream names the CA in a Secret: through.
+    let pem = std::fs::read_to_string(&ca).expect("ca pem");
+    let carol = user_yaml(
+        "carol",
+        "pw3",
+        &format!("https://localhost:{}", front.port()),
+        Some(("tpuser", "tppw")),
+        "  upstreamCaSecretRef: {name: carol-ca}\n",
+    );
+    let carol_ca = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: carol-ca}}\nstringData:\n  ca.crt: {}\n",
+        serde_json::to_string(&pem).expect("json")
+    );
+    let files = [files[0].clone(), ("c.yaml", carol), ("c-ca.yaml", carol_ca)];
+    let p = Postern::start("https-up-per-user", &files, &[]).await;
     let (status, text) = raw(
         p.proxy,
         format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\nProxy-Authorization: Basic YWxpY2U6cHc=\r\n\r\n").as_bytes(),
@@ -226,6 +240,12 @@ async fn https_upstream_is_verified_tls() {
     .expect("raw");
     assert_eq!(status, 502, "{text}");
     assert!(text.contains("TLS"), "{text}");
+    let tunnel = curl(&["-p", "-x", &p.proxy_url("carol", "pw3"), &url]).await;
+    assert_eq!(
+        (tunnel.code, tunnel.body.as_str()),
+        (200, "hello from 127.0.0.5"),
+        "{tunnel:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

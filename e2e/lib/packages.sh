@@ -6,6 +6,7 @@
 RIG_PACKAGES=(
   redis-server redis-tools pebble nginx haproxy tinyproxy microsocks
   dante-server squid iperf3 wrk hyperfine curl openssl socat python3
+  nghttp2-client
   ca-certificates
   # reverse-proxy tests: a real WebSocket client and gRPC client and server
   python3-websockets python3-grpcio

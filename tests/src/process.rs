@@ -266,6 +266,9 @@ pub struct Dataplane {
     /// The reverse proxy's `--http-addr` and `--https-addr`, as bound.
     pub http: SocketAddr,
     pub https: SocketAddr,
+    /// The forward proxy's `--proxy-addr` and `--socks-addr`, as bound.
+    pub proxy: SocketAddr,
+    pub socks: SocketAddr,
     pub id: String,
 }
 
@@ -315,6 +318,8 @@ impl Dataplane {
             admin: addr(&addrs, "admin"),
             http: addr(&addrs, "http"),
             https: addr(&addrs, "https"),
+            proxy: addr(&addrs, "proxy"),
+            socks: addr(&addrs, "socks"),
             id: id.into(),
             proc,
         }

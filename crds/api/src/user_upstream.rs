@@ -9,6 +9,9 @@ use crate::{LocalRef, SecretKeyRef};
 /// upstream, its credentials or the password cuts the user's open tunnels.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "!has(self.upstreamCaSecretRef) || self.upstream.startsWith('https://')", "message": "upstreamCaSecretRef applies only to https:// upstreams"}
+]))]
 pub struct UserUpstreamSpec {
     /// The proxy user name clients send in Proxy-Authorization. Unique
     /// across the cluster; the older UserUpstream keeps a duplicated name.
@@ -25,6 +28,10 @@ pub struct UserUpstreamSpec {
     /// Credentials for the upstream: a Secret with keys `username` and `password`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream_credentials_secret_ref: Option<LocalRef>,
+    /// CA certificates (PEM) that verify an `https://` upstream, trusted
+    /// besides the system roots: a Secret key (default key `ca.crt`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_ca_secret_ref: Option<SecretKeyRef>,
     /// Which destinations the user may reach. Absent: every destination but
     /// link-local and cloud metadata addresses.
     #[serde(default, skip_serializing_if = "Option::is_none")]

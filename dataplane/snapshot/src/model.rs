@@ -289,6 +289,10 @@ pub enum Upstream {
         host: String,
         port: u16,
         credentials: Option<Credentials>,
+        /// Extra CA certificates (PEM) that verify this upstream, besides
+        /// the data plane's roots. Public material, not a secret.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ca_pem: Option<String>,
     },
 }
 

@@ -1,5 +1,6 @@
-//! The admin server: `/healthz`, `/readyz`, `/metrics` and
-//! `GET /api/v1/snapshot`. It only reads the runtime, and shows counts and
+//! The admin server: `/healthz`, `/readyz`, `/metrics`,
+//! `GET /api/v1/snapshot`, and the UpstreamGate-compatible `/upstream` API
+//! (bearer token; see `forward::compat`). It only reads the runtime, and shows counts and
 //! versions, never secret material (keys, passwords, tokens).
 
 mod rfc3339;
@@ -18,6 +19,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::Result;
+use crate::forward::compat::UpstreamApi;
 use crate::runtime::Runtime;
 
 pub use view::SnapshotView;
@@ -28,6 +30,7 @@ const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=
 pub async fn serve(
     listener: TcpListener,
     runtime: Arc<Runtime>,
+    upstream_api: Arc<UpstreamApi>,
     shutdown: CancellationToken,
 ) -> Result<()> {
     loop {
@@ -44,10 +47,16 @@ pub async fn serve(
             },
             () = shutdown.cancelled() => return Ok(()),
         };
-        let runtime = runtime.clone();
-        let service = service_fn(move |req| {
-            let response = handle(&req, &runtime);
-            async move { Ok::<_, Infallible>(response) }
+        let (runtime, api) = (runtime.clone(), upstream_api.clone());
+        let service = service_fn(move |req: Request<Incoming>| {
+            let (runtime, api) = (runtime.clone(), api.clone());
+            async move {
+                // The UpstreamGate-compatible user API (forward::compat).
+                if UpstreamApi::owns(req.uri().path()) {
+                    return Ok::<_, Infallible>(api.handle(req).await);
+                }
+                Ok(handle(&req, &runtime))
+            }
         });
         tokio::spawn(async move {
             let conn = hyper::server::conn::http1::Builder::new()

@@ -30,7 +30,7 @@ use super::errors::ForwardError;
 use super::table::UserEntry;
 use super::target::Target;
 use super::tunnel::{self, Bytes as Counters, Outcome, Watch};
-use super::upstream::Prefixed;
+use super::upstream::{Prefixed, Stream};
 use super::{Admitted, Forward};
 
 pub(super) type Body = BoxBody<Bytes, hyper::Error>;
@@ -165,7 +165,7 @@ async fn open_tunnel(
                     cut: lease.cut(),
                     shutdown: fwd.shutdown_token(),
                 };
-                tunnel::splice(
+                tunnel::relay(
                     client_stream(upgraded),
                     upstream,
                     watch,
@@ -185,13 +185,13 @@ async fn open_tunnel(
 }
 
 /// The client's socket back from hyper, with any bytes it pipelined.
-fn client_stream(upgraded: hyper::upgrade::Upgraded) -> super::upstream::Stream {
+fn client_stream(upgraded: hyper::upgrade::Upgraded) -> Stream {
     match upgraded.downcast::<TokioIo<TcpStream>>() {
-        Ok(parts) => Box::new(Prefixed::new(
+        Ok(parts) => Stream::Tcp(Prefixed::new(
             parts.read_buf.to_vec(),
             parts.io.into_inner(),
         )),
-        Err(upgraded) => Box::new(TokioIo::new(upgraded)),
+        Err(upgraded) => Stream::other(TokioIo::new(upgraded)),
     }
 }
 

@@ -15,6 +15,7 @@ use super::auth::Presented;
 use super::errors::ForwardError;
 use super::target::{Host, Target};
 use super::tunnel::{self, Bytes, Watch};
+use super::upstream::Stream;
 
 const VERSION: u8 = 5;
 const METHOD_PASSWORD: u8 = 2;
@@ -61,8 +62,8 @@ pub async fn serve(fwd: Arc<Forward>, mut tcp: TcpStream, peer: SocketAddr) {
                 cut: admitted.lease.cut(),
                 shutdown: fwd.shutdown_token(),
             };
-            tunnel::splice(
-                tcp,
+            tunnel::relay(
+                Stream::tcp(tcp),
                 upstream,
                 watch,
                 &bytes,

@@ -2,7 +2,8 @@
 //! SOCKS5 on `--socks-addr`, each user authenticated and sent through the
 //! upstream its UserUpstream names.
 //!
-//! The request path, in order, for both inbounds:
+//! The request path, in order, for both inbounds (SOCKS5 authenticates
+//! before its client names the destination):
 //! 1. parse the destination ([`target`]) — 400 when it is not one;
 //! 2. authenticate ([`auth`]) — 407; one SHA-256 per connection;
 //! 3. judge the destination against the user's rules ([`rules`]) — 403;
@@ -13,10 +14,12 @@
 //!
 //! Errors map to statuses, SOCKS replies and metric labels in [`errors`]
 //! only. Snapshots arrive through [`Forward::follow`]; a change of a user's
-//! revision cuts that user's tunnels at once. This module reads the runtime
+//! revision cuts that user's tunnels at once. The UpstreamGate-compatible
+//! user API of the admin port is [`compat`]. This module reads the runtime
 //! and never writes it, and never logs a password.
 
 pub mod auth;
+pub mod compat;
 pub mod errors;
 mod inbound_http;
 mod inbound_socks;
@@ -53,7 +56,8 @@ use tunnel::Record;
 pub struct ForwardConfig {
     /// Establishing a tunnel: resolution, TCP, TLS and the upstream handshake.
     pub connect_timeout: Duration,
-    /// A tunnel with no byte either way for this long is closed.
+    /// A tunnel with no byte either way for this long is closed; also the
+    /// longest wait for the response head of a plain-HTTP request (504).
     pub idle_timeout: Duration,
     /// A client must finish its request head or SOCKS handshake within this.
     pub handshake_timeout: Duration,
@@ -238,7 +242,7 @@ impl Forward {
     }
 
     /// Counts and logs a refused or failed request. `user` is empty before
-    /// authentication succeeded.
+    /// authentication succeeded (and for every authentication failure).
     pub(crate) fn refused(
         &self,
         inbound: &'static str,
@@ -252,15 +256,28 @@ impl Forward {
             user
         };
         self.metrics.error(user, err.metric_label());
-        tracing::info!(
-            target: "postern::forward::tunnel",
-            inbound,
-            user,
-            destination,
-            outcome = err.metric_label(),
-            error = %err,
-            "tunnel refused"
-        );
+        // Failures before authentication are counted, and logged at debug
+        // only: a scanner must not be able to flood the log.
+        if user.is_empty() {
+            tracing::debug!(
+                target: "postern::forward::tunnel",
+                inbound,
+                destination,
+                outcome = err.metric_label(),
+                error = %err,
+                "tunnel refused"
+            );
+        } else {
+            tracing::info!(
+                target: "postern::forward::tunnel",
+                inbound,
+                user,
+                destination,
+                outcome = err.metric_label(),
+                error = %err,
+                "tunnel refused"
+            );
+        }
     }
 
     /// A tunnel's log record, its opening counted.

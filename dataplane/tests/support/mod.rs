@@ -138,6 +138,12 @@ impl Postern {
         for (file, yaml) in files {
             write_manifest(&manifests, file, yaml);
         }
+        Postern::start_on(name, manifests, extra).await
+    }
+
+    /// Starts on an existing manifests folder (a restart keeps it).
+    pub async fn start_on(name: &str, manifests: PathBuf, extra: &[&str]) -> Postern {
+        let dir = tmp_dir(&format!("{name}-run"));
         let addr_file = dir.join("addrs.json");
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_postern"));
         cmd.args(["--log-format", "json", "standalone", "--manifests"])

@@ -6,26 +6,26 @@
 //! lingers for the life of the tunnel.
 
 use std::io;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 
 use base64::Engine as _;
 use postern_snapshot::Credentials;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::{Stream, io_reason};
+use super::io_reason;
 use crate::forward::errors::ForwardError;
 use crate::forward::target::Target;
 
 /// The most a proxy's response head may take.
 const MAX_HEAD: usize = 16 * 1024;
 
-pub async fn connect(
-    mut proxy: Stream,
+/// Sends CONNECT over `proxy`; on a 2xx, the stream and the bytes the
+/// proxy sent after its response head.
+pub async fn connect<S: AsyncRead + AsyncWrite + Unpin>(
+    mut proxy: S,
     target: &Target,
     credentials: Option<&Credentials>,
     label: &str,
-) -> Result<Stream, ForwardError> {
+) -> Result<(S, Vec<u8>), ForwardError> {
     let request = connect_request(target, credentials);
     let io_err = |e: io::Error| ForwardError::unreachable(label, io_reason(&e));
     proxy.write_all(request.as_bytes()).await.map_err(io_err)?;
@@ -37,7 +37,7 @@ pub async fn connect(
             status,
         });
     }
-    Ok(Box::new(Prefixed::new(rest, proxy)))
+    Ok((proxy, rest))
 }
 
 /// `Basic base64(user:password)` for an upstream.
@@ -60,7 +60,10 @@ fn connect_request(target: &Target, credentials: Option<&Credentials>) -> String
 }
 
 /// Reads the response head: `"200 Connection established"` and the bytes after it.
-async fn read_head(proxy: &mut Stream, label: &str) -> Result<(String, Vec<u8>), ForwardError> {
+async fn read_head<S: AsyncRead + Unpin>(
+    proxy: &mut S,
+    label: &str,
+) -> Result<(String, Vec<u8>), ForwardError> {
     let refused = |status: &str| ForwardError::Refused {
         upstream: label.to_string(),
         status: status.to_string(),
@@ -92,60 +95,6 @@ async fn read_head(proxy: &mut Stream, label: &str) -> Result<(String, Vec<u8>),
     }
 }
 
-/// A stream that first yields bytes already read from it.
-pub struct Prefixed<S> {
-    prefix: Vec<u8>,
-    pos: usize,
-    inner: S,
-}
-
-impl<S> Prefixed<S> {
-    pub fn new(prefix: Vec<u8>, inner: S) -> Self {
-        Prefixed {
-            prefix,
-            pos: 0,
-            inner,
-        }
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        if self.pos < self.prefix.len() {
-            let n = buf.remaining().min(self.prefix.len() - self.pos);
-            let start = self.pos;
-            buf.put_slice(&self.prefix[start..start + n]);
-            self.pos += n;
-            if self.pos == self.prefix.len() {
-                self.prefix = Vec::new();
-                self.pos = 0;
-            }
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -172,12 +121,10 @@ mod tests {
             .await
             .expect("write");
         let t = Target::parse("a.example:22", None).expect("target");
-        let mut s = connect(Box::new(client), &t, None, "http://p:1")
+        let (_s, rest) = connect(client, &t, None, "http://p:1")
             .await
             .expect("connects");
-        let mut got = [0u8; 14];
-        s.read_exact(&mut got).await.expect("read");
-        assert_eq!(&got, b"SSH-2.0-banner");
+        assert_eq!(rest, b"SSH-2.0-banner");
     }
 
     #[tokio::test]
@@ -188,9 +135,7 @@ mod tests {
             .await
             .expect("write");
         let t = Target::parse("a.example:443", None).expect("target");
-        let err = connect(Box::new(client), &t, None, "http://p:1")
-            .await
-            .err();
+        let err = connect(client, &t, None, "http://p:1").await.err();
         assert_eq!(
             err,
             Some(ForwardError::Refused {

@@ -9,13 +9,13 @@
 mod direct;
 mod http;
 mod socks5;
+mod stream;
 mod tls;
 
 use std::future::Future;
 use std::time::Duration;
 
 use postern_snapshot::Upstream;
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 use super::ForwardConfig;
@@ -24,14 +24,8 @@ use super::rules::NameVerdict;
 use super::table::{UserEntry, upstream_label};
 use super::target::Target;
 
-pub use http::{Prefixed, basic as basic_auth};
-
-/// Anything a tunnel can run over.
-pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
-
-/// An open stream to a destination or an upstream proxy.
-pub type Stream = Box<dyn Io>;
+pub use http::basic as basic_auth;
+pub use stream::{Io, Prefixed, Stream};
 
 /// Opens streams; one per process, shared by every connection.
 pub struct Dialer {
@@ -49,7 +43,8 @@ impl Dialer {
 
     /// A tunnel to `target` through the user's upstream. The caller has
     /// checked the name against the user's rules (`verdict`); for `direct`,
-    /// every resolved address is checked too.
+    /// every resolved address is checked too. Over plain TCP upstreams the
+    /// result is a [`Stream::Tcp`], which tunnels splice.
     pub async fn tunnel(
         &self,
         user: &UserEntry,
@@ -61,30 +56,37 @@ impl Dialer {
             ref up => upstream_label(up),
         };
         self.timed(what, async {
+            let label = upstream_label(&user.upstream);
             match &user.upstream {
-                Upstream::Direct => {
-                    let tcp = direct::connect(target, &user.rules, verdict).await?;
-                    Ok(Box::new(tcp) as Stream)
-                }
-                Upstream::Socks5 { credentials, .. } => {
-                    let proxy = self.proxy(&user.upstream).await?;
-                    socks5::connect(
-                        proxy,
-                        target,
-                        credentials.as_ref(),
-                        &upstream_label(&user.upstream),
-                    )
-                    .await
-                }
+                Upstream::Direct => Ok(Stream::tcp(
+                    direct::connect(target, &user.rules, verdict).await?,
+                )),
+                Upstream::Socks5 { credentials, .. } => match self.proxy(&user.upstream).await? {
+                    Stream::Tcp(p) => {
+                        let (_, tcp) = p.into_parts();
+                        let tcp =
+                            socks5::connect(tcp, target, credentials.as_ref(), &label).await?;
+                        Ok(Stream::tcp(tcp))
+                    }
+                    Stream::Other(io) => {
+                        let io = socks5::connect(io, target, credentials.as_ref(), &label).await?;
+                        Ok(Stream::other(io))
+                    }
+                },
                 Upstream::Http { credentials, .. } | Upstream::Https { credentials, .. } => {
-                    let proxy = self.proxy(&user.upstream).await?;
-                    http::connect(
-                        proxy,
-                        target,
-                        credentials.as_ref(),
-                        &upstream_label(&user.upstream),
-                    )
-                    .await
+                    match self.proxy(&user.upstream).await? {
+                        Stream::Tcp(p) => {
+                            let (_, tcp) = p.into_parts();
+                            let (tcp, rest) =
+                                http::connect(tcp, target, credentials.as_ref(), &label).await?;
+                            Ok(Stream::Tcp(Prefixed::new(rest, tcp)))
+                        }
+                        Stream::Other(io) => {
+                            let (io, rest) =
+                                http::connect(io, target, credentials.as_ref(), &label).await?;
+                            Ok(Stream::other(Prefixed::new(rest, io)))
+                        }
+                    }
                 }
             }
         })
@@ -100,22 +102,22 @@ impl Dialer {
 
     async fn proxy(&self, upstream: &Upstream) -> Result<Stream, ForwardError> {
         let label = upstream_label(upstream);
+        // `tls`: `Some(extra CA)` for https upstreams.
         let (host, port, tls) = match upstream {
             Upstream::Direct => return Err(ForwardError::BadRequest("no upstream proxy".into())),
             Upstream::Socks5 { host, port, .. } | Upstream::Http { host, port, .. } => {
-                (host, *port, false)
+                (host, *port, None)
             }
-            Upstream::Https { host, port, .. } => (host, *port, true),
+            Upstream::Https { host, port, ca_pem, .. } => (host, *port, Some(ca_pem.as_deref())),
         };
         let host = host.trim_start_matches('[').trim_end_matches(']');
         let tcp = TcpStream::connect((host, port))
             .await
             .map_err(|e| ForwardError::unreachable(&label, io_reason(&e)))?;
         let _ = tcp.set_nodelay(true);
-        if tls {
-            self.tls.connect(tcp, host, &label).await
-        } else {
-            Ok(Box::new(tcp))
+        match tls {
+            Some(ca) => Ok(Stream::other(self.tls.connect(tcp, host, ca, &label).await?)),
+            None => Ok(Stream::tcp(tcp)),
         }
     }
 

@@ -5,16 +5,19 @@
 use postern_snapshot::Credentials;
 use tokio_socks::tcp::Socks5Stream;
 
-use super::{Stream, io_reason};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::io_reason;
 use crate::forward::errors::ForwardError;
 use crate::forward::target::Target;
 
-pub async fn connect(
-    proxy: Stream,
+/// The SOCKS5 handshake over `proxy`; the same stream once the tunnel is open.
+pub async fn connect<S: AsyncRead + AsyncWrite + Unpin>(
+    proxy: S,
     target: &Target,
     credentials: Option<&Credentials>,
     label: &str,
-) -> Result<Stream, ForwardError> {
+) -> Result<S, ForwardError> {
     let host = target.host_str();
     let dest = (host.as_str(), target.port);
     let result = match credentials {
@@ -25,7 +28,7 @@ pub async fn connect(
         None => Socks5Stream::connect_with_socket(proxy, dest).await,
     };
     match result {
-        Ok(stream) => Ok(Box::new(stream)),
+        Ok(stream) => Ok(stream.into_inner()),
         Err(e) => Err(classify(e, label)),
     }
 }

@@ -24,10 +24,9 @@ pub async fn dial(proxy: Option<&Proxy>, target: SocketAddr) -> Result<TcpStream
     };
     let mut s = TcpStream::connect(proxy.addr).await?;
     s.set_nodelay(true)?;
-    let auth = proxy
-        .auth
-        .as_ref()
-        .map_or(String::new(), |a| format!("Proxy-Authorization: Basic {a}\r\n"));
+    let auth = proxy.auth.as_ref().map_or(String::new(), |a| {
+        format!("Proxy-Authorization: Basic {a}\r\n")
+    });
     let req = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n{auth}\r\n");
     s.write_all(req.as_bytes()).await?;
     let mut head = Vec::with_capacity(256);
@@ -40,7 +39,10 @@ pub async fn dial(proxy: Option<&Proxy>, target: SocketAddr) -> Result<TcpStream
         head.extend_from_slice(&buf[..n]);
     }
     if !head.starts_with(b"HTTP/1.1 200") && !head.starts_with(b"HTTP/1.0 200") {
-        bail!("CONNECT refused: {}", String::from_utf8_lossy(&head[..head.len().min(80)]));
+        bail!(
+            "CONNECT refused: {}",
+            String::from_utf8_lossy(&head[..head.len().min(80)])
+        );
     }
     Ok(s)
 }
@@ -48,12 +50,14 @@ pub async fn dial(proxy: Option<&Proxy>, target: SocketAddr) -> Result<TcpStream
 /// Reads an 8-byte length, then that many bytes, then answers one byte.
 /// (No half-close: tinyproxy closes both ways on the first FIN.)
 pub async fn sink() -> Result<SocketAddr> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let listener = listen()?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move {
         while let Ok((mut s, _)) = listener.accept().await {
             tokio::spawn(async move {
-                let Ok(mut left) = s.read_u64().await else { return };
+                let Ok(mut left) = s.read_u64().await else {
+                    return;
+                };
                 let mut buf = vec![0u8; 256 * 1024];
                 while left > 0 {
                     match s.read(&mut buf).await {
@@ -70,7 +74,7 @@ pub async fn sink() -> Result<SocketAddr> {
 
 /// Accepts and holds each connection until its peer closes.
 pub async fn holder() -> Result<SocketAddr> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let listener = listen()?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move {
         while let Ok((mut s, _)) = listener.accept().await {
@@ -87,8 +91,21 @@ pub async fn holder() -> Result<SocketAddr> {
     Ok(addr)
 }
 
+/// A loopback listener with the machine's largest accept queue, so that
+/// the targets never drop a SYN (a 1 s retransmit would skew p99).
+fn listen() -> Result<TcpListener> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::from(([127, 0, 0, 1], 0)))?;
+    Ok(socket.listen(4096)?)
+}
+
 /// The best of `runs` transfers of `bytes` to the sink, in Gbit/s.
-pub async fn throughput(proxy: Option<&Proxy>, sink: SocketAddr, bytes: u64, runs: usize) -> Result<f64> {
+pub async fn throughput(
+    proxy: Option<&Proxy>,
+    sink: SocketAddr,
+    bytes: u64,
+    runs: usize,
+) -> Result<f64> {
     let mut best = 0.0f64;
     let chunk = vec![0u8; 256 * 1024];
     for _ in 0..runs {
@@ -119,7 +136,11 @@ pub struct Rate {
 }
 
 /// Opens and closes tunnels from `concurrency` clients for 5 s (at most 50,000).
-pub async fn tunnel_rate(proxy: Option<&Proxy>, target: SocketAddr, concurrency: usize) -> Result<Rate> {
+pub async fn tunnel_rate(
+    proxy: Option<&Proxy>,
+    target: SocketAddr,
+    concurrency: usize,
+) -> Result<Rate> {
     const LIMIT: usize = 50_000;
     let deadline = Instant::now() + Duration::from_secs(5);
     let started = Instant::now();
@@ -131,7 +152,9 @@ pub async fn tunnel_rate(proxy: Option<&Proxy>, target: SocketAddr, concurrency:
             let (mut lat, mut failed) = (Vec::new(), 0usize);
             while Instant::now() < deadline && issued.fetch_add(1, Ordering::Relaxed) < LIMIT {
                 let t0 = Instant::now();
-                match tokio::time::timeout(Duration::from_secs(5), dial(proxy.as_ref(), target)).await {
+                match tokio::time::timeout(Duration::from_secs(5), dial(proxy.as_ref(), target))
+                    .await
+                {
                     Ok(Ok(s)) => {
                         lat.push(t0.elapsed());
                         // A reset instead of TIME_WAIT: the run must not run out of ports.

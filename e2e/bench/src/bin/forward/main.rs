@@ -24,7 +24,10 @@ use load::Proxy;
 #[tokio::main]
 async fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    let gib: u64 = args.get(1).map_or(Ok(2), |s| s.parse()).context("GIB is a number")?;
+    let gib: u64 = args
+        .get(1)
+        .map_or(Ok(2), |s| s.parse())
+        .context("GIB is a number")?;
     let idle_sizes: Vec<usize> = args
         .get(2)
         .map_or("1000,9000", String::as_str)
@@ -60,13 +63,18 @@ async fn main() -> Result<()> {
         println!("| path | tunnels/s | p50 ms | p99 ms | failed |\n|---|---:|---:|---:|---:|");
         for (name, proxy) in &proxies {
             let r = load::tunnel_rate(proxy.as_ref(), holder, concurrency).await?;
-            println!("| {name} | {:.0} | {:.2} | {:.2} | {} |", r.per_second, r.p50_ms, r.p99_ms, r.failed);
+            println!(
+                "| {name} | {:.0} | {:.2} | {:.2} | {} |",
+                r.per_second, r.p50_ms, r.p99_ms, r.failed
+            );
         }
     }
 
     drop((postern, tinyproxy, squid));
     println!("\n## Resident memory with idle tunnels (a fresh process per row)\n");
-    println!("| proxy | tunnels | RSS before MiB | RSS after MiB | bytes per tunnel |\n|---|---:|---:|---:|---:|");
+    println!(
+        "| proxy | tunnels | RSS before MiB | RSS after MiB | bytes per tunnel |\n|---|---:|---:|---:|---:|"
+    );
     for name in ["postern", "tinyproxy", "squid"] {
         for &n in &idle_sizes {
             let peer = match name {

@@ -42,7 +42,10 @@ impl Postern {
         let bin = std::env::var_os("POSTERN_BIN")
             .map_or_else(|| root.join("target/release/postern"), PathBuf::from);
         if !bin.is_file() {
-            bail!("{} missing: cargo build --release -p postern", bin.display());
+            bail!(
+                "{} missing: cargo build --release -p postern",
+                bin.display()
+            );
         }
         let dir = scratch("postern")?;
         let manifests = dir.join("manifests");
@@ -57,15 +60,33 @@ impl Postern {
         let mut cmd = Command::new(bin);
         cmd.args(["--log-format", "json", "standalone", "--manifests"])
             .arg(&manifests)
-            .args(["--admin-addr", "127.0.0.1:0", "--proxy-addr", "127.0.0.1:0", "--socks-addr", "127.0.0.1:0"])
-            .args(["--http-addr", "127.0.0.1:0", "--https-addr", "127.0.0.1:0", "--tunnel-addr", "127.0.0.1:0"])
+            .args([
+                "--admin-addr",
+                "127.0.0.1:0",
+                "--proxy-addr",
+                "127.0.0.1:0",
+                "--socks-addr",
+                "127.0.0.1:0",
+            ])
+            .args([
+                "--http-addr",
+                "127.0.0.1:0",
+                "--https-addr",
+                "127.0.0.1:0",
+                "--tunnel-addr",
+                "127.0.0.1:0",
+            ])
             .arg("--addr-file")
             .arg(&addr_file);
         let child = spawn(&mut cmd, &dir.join("postern.log"))?;
         let addr = wait_addr_file(&addr_file).await?;
         // The snapshot applies within a second of start.
         let auth = base64::engine::general_purpose::STANDARD.encode("bench:pw");
-        let peer = Peer { child, addr, auth: Some(auth) };
+        let peer = Peer {
+            child,
+            addr,
+            auth: Some(auth),
+        };
         let deadline = Instant::now() + Duration::from_secs(10);
         while crate::load::dial(Some(&peer.proxy()), addr).await.is_err() {
             if Instant::now() > deadline {
@@ -96,7 +117,10 @@ pub async fn tinyproxy() -> Result<Peer> {
 pub async fn squid() -> Result<Peer> {
     let dir = scratch("squid")?;
     // squid drops to its own user: its files must be writable by it.
-    std::process::Command::new("chmod").arg("777").arg(&dir).status()?;
+    std::process::Command::new("chmod")
+        .arg("777")
+        .arg(&dir)
+        .status()?;
     let port = free_port()?;
     let d = dir.display();
     let conf = format!(
@@ -120,7 +144,11 @@ async fn peer(child: Child, port: u16) -> Result<Peer> {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    Ok(Peer { child, addr, auth: None })
+    Ok(Peer {
+        child,
+        addr,
+        auth: None,
+    })
 }
 
 fn spawn(cmd: &mut Command, log: &Path) -> Result<Child> {
@@ -158,5 +186,7 @@ fn scratch(name: &str) -> Result<PathBuf> {
 }
 
 fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }

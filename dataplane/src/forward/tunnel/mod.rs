@@ -2,7 +2,14 @@
 //! both sides are done, the user is cut, the tunnel idles out or the
 //! process shuts down; and the one log line and the metrics each tunnel
 //! leaves behind.
+//!
+//! Two plain TCP sockets (the common case: a CONNECT or SOCKS5 client and a
+//! direct, SOCKS5 or HTTP upstream) are joined with splice(2) on Linux
+//! (`splice.rs`): the bytes never enter user space. Anything else (TLS to an
+//! upstream) is copied through a buffer that starts small and grows under
+//! load, so idle tunnels stay cheap either way.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -15,6 +22,10 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio_util::sync::CancellationToken;
 
 use super::metrics::ForwardMetrics;
+use super::upstream::Stream;
+
+#[cfg(target_os = "linux")]
+mod splice;
 
 /// The first read buffer of each direction: small, so that idle tunnels
 /// stay cheap; it doubles whenever a read fills it, up to [`MAX_CHUNK`].
@@ -71,28 +82,53 @@ pub struct Watch<'a> {
     pub shutdown: &'a CancellationToken,
 }
 
-/// Copies both ways until done; counts into `bytes` and the user's counters.
-pub async fn splice<A, B>(
-    client: A,
-    upstream: B,
+/// Moves bytes both ways until done; counts into `bytes` and the user's
+/// counters. Two plain TCP sockets are spliced in the kernel (Linux); any
+/// other pair is copied through a small, growing buffer.
+pub async fn relay(
+    client: Stream,
+    upstream: Stream,
     watch: Watch<'_>,
     bytes: &Bytes,
     metrics: &ForwardMetrics,
     user: &str,
-) -> Outcome
-where
-    A: AsyncRead + AsyncWrite + Unpin,
-    B: AsyncRead + AsyncWrite + Unpin,
-{
+) -> Outcome {
     let labels = ForwardMetrics::user(user);
-    let (up_metric, down_metric) = (
-        metrics.bytes_up.get_or_create(&labels).clone(),
-        metrics.bytes_down.get_or_create(&labels).clone(),
-    );
-    let (cr, cw) = tokio::io::split(client);
-    let (ur, uw) = tokio::io::split(upstream);
-    let up = pump(cr, uw, &bytes.up, &up_metric);
-    let down = pump(ur, cw, &bytes.down, &down_metric);
+    let up_metric = metrics.bytes_up.get_or_create(&labels).clone();
+    let down_metric = metrics.bytes_down.get_or_create(&labels).clone();
+    match (client, upstream) {
+        #[cfg(target_os = "linux")]
+        (Stream::Tcp(client), Stream::Tcp(upstream)) => {
+            let (client_early, client) = client.into_parts();
+            let (upstream_early, upstream) = upstream.into_parts();
+            let up = splice::pump(&client, &upstream, client_early, &bytes.up, &up_metric);
+            let down = splice::pump(
+                &upstream,
+                &client,
+                upstream_early,
+                &bytes.down,
+                &down_metric,
+            );
+            drive(up, down, watch, bytes).await
+        }
+        (client, upstream) => {
+            let (cr, cw) = tokio::io::split(client);
+            let (ur, uw) = tokio::io::split(upstream);
+            let up = pump(cr, uw, &bytes.up, &up_metric);
+            let down = pump(ur, cw, &bytes.down, &down_metric);
+            drive(up, down, watch, bytes).await
+        }
+    }
+}
+
+/// Runs both directions until both are done, one fails, the user is cut,
+/// the process shuts down or nothing moves for the idle timeout.
+async fn drive(
+    up: impl Future<Output = io::Result<()>>,
+    down: impl Future<Output = io::Result<()>>,
+    watch: Watch<'_>,
+    bytes: &Bytes,
+) -> Outcome {
     tokio::pin!(up, down);
     let (mut up_done, mut down_done) = (false, false);
     let mut tick = tokio::time::interval(
@@ -270,9 +306,9 @@ mod tests {
             drop(upstream_peer);
         };
         let (outcome, ()) = tokio::join!(
-            splice(
-                client,
-                upstream,
+            relay(
+                Stream::other(client),
+                Stream::other(upstream),
                 watch(Duration::from_secs(5), &cut, &stop),
                 &bytes,
                 &metrics,
@@ -301,9 +337,9 @@ mod tests {
         let (cut, stop) = (CancellationToken::new(), CancellationToken::new());
         cut.cancel();
         let m = ForwardMetrics::default();
-        let outcome = splice(
-            client,
-            upstream,
+        let outcome = relay(
+            Stream::other(client),
+            Stream::other(upstream),
             watch(Duration::from_secs(5), &cut, &stop),
             &Bytes::default(),
             &m,
@@ -316,9 +352,9 @@ mod tests {
         let (upstream, _u) = tokio::io::duplex(64);
         let cut = CancellationToken::new();
         let started = Instant::now();
-        let outcome = splice(
-            client,
-            upstream,
+        let outcome = relay(
+            Stream::other(client),
+            Stream::other(upstream),
             watch(Duration::from_millis(200), &cut, &stop),
             &Bytes::default(),
             &m,
@@ -327,5 +363,66 @@ mod tests {
         .await;
         assert_eq!(outcome, Outcome::Idle);
         assert!(started.elapsed() < Duration::from_secs(2));
+    }
+
+    async fn tcp_pair() -> (tokio::net::TcpStream, tokio::net::TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (a, b) = tokio::join!(tokio::net::TcpStream::connect(addr), listener.accept());
+        (a.expect("connect"), b.expect("accept").0)
+    }
+
+    #[tokio::test]
+    async fn sockets_carry_early_bytes_bulk_and_half_closes() {
+        use super::super::upstream::Prefixed;
+        let (mut client_peer, client) = tcp_pair().await;
+        let (upstream, mut upstream_peer) = tcp_pair().await;
+        let client = Stream::Tcp(Prefixed::new(b"early".to_vec(), client));
+        let upstream = Stream::Tcp(Prefixed::new(b"banner".to_vec(), upstream));
+        let payload: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let (cut, stop) = (CancellationToken::new(), CancellationToken::new());
+        let bytes = Bytes::default();
+        let metrics = ForwardMetrics::default();
+        let client_side = async {
+            let mut banner = [0u8; 6];
+            client_peer.read_exact(&mut banner).await.expect("banner");
+            assert_eq!(&banner, b"banner");
+            client_peer.write_all(&payload).await.expect("payload");
+            client_peer.shutdown().await.expect("half-close");
+            let mut rest = Vec::new();
+            client_peer
+                .read_to_end(&mut rest)
+                .await
+                .expect("read to end");
+            assert_eq!(rest, b"bye");
+        };
+        let upstream_side = async {
+            let mut got = Vec::new();
+            upstream_peer
+                .read_to_end(&mut got)
+                .await
+                .expect("read until the half-close");
+            assert_eq!(&got[..5], b"early");
+            assert!(got[5..] == payload[..], "payload intact");
+            upstream_peer.write_all(b"bye").await.expect("bye");
+            drop(upstream_peer);
+        };
+        let (outcome, (), ()) = tokio::join!(
+            relay(
+                client,
+                upstream,
+                watch(Duration::from_secs(5), &cut, &stop),
+                &bytes,
+                &metrics,
+                "a"
+            ),
+            client_side,
+            upstream_side
+        );
+        assert_eq!(outcome, Outcome::Closed);
+        assert_eq!(bytes.up.load(Relaxed), 5 + 300_000);
+        assert_eq!(bytes.down.load(Relaxed), 6 + 3);
     }
 }

@@ -1,0 +1,162 @@
+//! The UpstreamGate-compatible `/upstream` API on the admin port, in
+//! standalone mode: bearer token, status codes, users written to (and
+//! removed from) the manifests folder, applied live and kept over a restart.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use support::*;
+
+const TOKEN: &str = "s3cret-admin-token";
+
+async fn call(
+    admin: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> (u16, String) {
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: admin\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let (status, text) = raw(admin, req.as_bytes()).await.expect("admin call");
+    (
+        status,
+        text.split_once("\r\n\r\n")
+            .map_or(String::new(), |(_, b)| b.to_string()),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstreamgate_scripts_keep_working() {
+    let dir = tmp_dir("compat");
+    let token_file = dir.join("token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).expect("token file");
+    let token_flag = format!("--admin-token-file={}", token_file.display());
+    let files = [(
+        "alice.yaml",
+        user_yaml("alice", "pw", "direct://", None, ""),
+    )];
+    let p = Postern::start("compat", &files, &[&token_flag]).await;
+    let target = http_target().await;
+    let url = format!("http://{target}/");
+    let bob = r#"{"user":"bob","password":"pw2","upstream":"direct://"}"#;
+
+    assert_eq!(call(p.admin, "POST", "/upstream", None, bob).await.0, 401);
+    assert_eq!(
+        call(p.admin, "POST", "/upstream", Some("wrong"), bob)
+            .await
+            .0,
+        401
+    );
+    assert_eq!(
+        call(p.admin, "POST", "/upstream", Some(TOKEN), "{not json")
+            .await
+            .0,
+        400
+    );
+    let ftp = r#"{"user":"bob","password":"pw2","upstream":"ftp://127.0.0.1:21"}"#;
+    assert_eq!(
+        call(p.admin, "POST", "/upstream", Some(TOKEN), ftp).await.0,
+        400
+    );
+    assert_eq!(
+        call(p.admin, "PUT", "/upstream", Some(TOKEN), bob).await.0,
+        405
+    );
+    assert_eq!(
+        call(p.admin, "GET", "/upstream/bob", Some(TOKEN), "")
+            .await
+            .0,
+        405
+    );
+
+    // A user with inline upstream credentials, through microsocks when installed.
+    let socks = microsocks(Some(("su", "sp")), Some("127.0.0.8")).await;
+    let (upstream, via) = match &socks {
+        Some((_, addr)) => (format!("socks5://su:sp@{addr}"), "127.0.0.8"),
+        None => ("direct://".to_string(), "127.0.0.1"),
+    };
+    let body = format!(r#"{{"user":"bob","password":"pw2","upstream":"{upstream}"}}"#);
+    assert_eq!(
+        call(p.admin, "POST", "/upstream", Some(TOKEN), &body)
+            .await
+            .0,
+        204
+    );
+    assert!(p.manifests.join("upstreamgate-bob.yaml").is_file());
+    let out = wait_for("bob to work", Duration::from_secs(5), || async {
+        let out = curl(&["-x", &p.proxy_url("bob", "pw2"), &url]).await;
+        (out.code == 200).then_some(out)
+    })
+    .await;
+    assert_eq!(out.body, format!("hello from {via}"));
+
+    let (status, listed) = call(p.admin, "GET", "/upstream", Some(TOKEN), "").await;
+    assert_eq!(status, 200);
+    let listed: serde_json::Value = serde_json::from_str(&listed).expect("JSON");
+    let users: Vec<&str> = listed
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|u| u["user"].as_str())
+        .collect();
+    assert_eq!(users, ["alice", "bob"]);
+    let text = listed.to_string();
+    assert!(
+        !text.contains("pw2") && !text.contains("sp@") && !text.contains("\"sp\""),
+        "{text}"
+    );
+
+    // Kept over a restart: the file is in the manifests folder.
+    let manifests = p.manifests.clone();
+    drop(p);
+    let p = Postern::start_on("compat-restart", manifests, &[&token_flag]).await;
+    let out = curl(&["-x", &p.proxy_url("bob", "pw2"), &url]).await;
+    assert_eq!(out.body, format!("hello from {via}"), "{out:?}");
+
+    assert_eq!(
+        call(p.admin, "DELETE", "/upstream/alice", Some(TOKEN), "")
+            .await
+            .0,
+        409
+    );
+    assert_eq!(
+        call(p.admin, "DELETE", "/upstream/nobody", Some(TOKEN), "")
+            .await
+            .0,
+        404
+    );
+    assert_eq!(
+        call(p.admin, "DELETE", "/upstream/bob", Some(TOKEN), "")
+            .await
+            .0,
+        204
+    );
+    wait_for("bob to be gone", Duration::from_secs(5), || async {
+        let out = curl(&["-x", &p.proxy_url("bob", "pw2"), &url]).await;
+        (out.code == 407).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_token_the_api_is_closed() {
+    let p = Postern::start(
+        "compat-closed",
+        &[("a.yaml", user_yaml("alice", "pw", "direct://", None, ""))],
+        &[],
+    )
+    .await;
+    let body = r#"{"user":"eve","password":"x","upstream":"direct://"}"#;
+    assert_eq!(
+        call(p.admin, "POST", "/upstream", Some(""), body).await.0,
+        401
+    );
+    assert_eq!(call(p.admin, "GET", "/upstream", None, "").await.0, 401);
+    assert!(!p.manifests.join("upstreamgate-eve.yaml").exists());
+}
