@@ -159,7 +159,10 @@ fn upstream_ca(
     if !pem.contains("-----BEGIN CERTIFICATE-----") {
         return Err((
             Reason::InvalidSpec,
-            format!("{}: no PEM certificate in the upstream CA Secret", secret.name),
+            format!(
+                "{}: no PEM certificate in the upstream CA Secret",
+                secret.name
+            ),
         ));
     }
     Ok(Some(pem.to_string()))

@@ -303,8 +303,16 @@ fn an_https_upstream_takes_its_ca_from_a_secret() {
     });
     secret(&mut inputs, "proxy-ca", &[("ca.crt", pem)]);
     let out = compile(&inputs);
-    assert_eq!(verdict(&out, Kind::UserUpstream, "alice").0, Reason::Accepted);
-    let alice = out.snapshot.users.iter().find(|u| u.user == "alice").expect("alice");
+    assert_eq!(
+        verdict(&out, Kind::UserUpstream, "alice").0,
+        Reason::Accepted
+    );
+    let alice = out
+        .snapshot
+        .users
+        .iter()
+        .find(|u| u.user == "alice")
+        .expect("alice");
     match &alice.upstream {
         Upstream::Https { ca_pem, .. } => assert_eq!(ca_pem.as_deref(), Some(pem)),
         other => panic!("unexpected upstream {other:?}"),
@@ -312,17 +320,32 @@ fn an_https_upstream_takes_its_ca_from_a_secret() {
     let revision = alice.revision.clone();
 
     // A new CA is a new revision (the user's tunnels are cut).
-    secret(&mut inputs, "proxy-ca", &[("ca.crt", &pem.replace("MIIB", "MIIC"))]);
+    secret(
+        &mut inputs,
+        "proxy-ca",
+        &[("ca.crt", &pem.replace("MIIB", "MIIC"))],
+    );
     let out = compile(&inputs);
-    let alice = out.snapshot.users.iter().find(|u| u.user == "alice").expect("alice");
+    let alice = out
+        .snapshot
+        .users
+        .iter()
+        .find(|u| u.user == "alice")
+        .expect("alice");
     assert_ne!(alice.revision, revision);
 
     // Not PEM, or not an https:// upstream: refused.
     secret(&mut inputs, "proxy-ca", &[("ca.crt", "garbage")]);
-    assert_eq!(verdict(&compile(&inputs), Kind::UserUpstream, "alice").0, Reason::InvalidSpec);
+    assert_eq!(
+        verdict(&compile(&inputs), Kind::UserUpstream, "alice").0,
+        Reason::InvalidSpec
+    );
     secret(&mut inputs, "proxy-ca", &[("ca.crt", pem)]);
     inputs.user_upstreams[0].spec.upstream = "http://proxy.internal:3128".into();
-    assert_eq!(verdict(&compile(&inputs), Kind::UserUpstream, "alice").0, Reason::InvalidSpec);
+    assert_eq!(
+        verdict(&compile(&inputs), Kind::UserUpstream, "alice").0,
+        Reason::InvalidSpec
+    );
 }
 
 #[test]

@@ -55,10 +55,14 @@ pub async fn bind(args: &ListenerArgs) -> Result<Bound> {
     })
 }
 
+/// The accept queue of every listener. `TcpListener::bind` would use 128,
+/// which a burst of a few hundred new connections overflows (each dropped
+/// SYN costs its client a one-second retransmit); the kernel caps this at
+/// `net.core.somaxconn`.
+const BACKLOG: u32 = 4096;
+
 async fn bind_one(name: &'static str, addr: SocketAddr) -> Result<TcpListener> {
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|source| Error::Bind { name, addr, source })?;
+    let listener = listen(addr).map_err(|source| Error::Bind { name, addr, source })?;
     let local = listener.local_addr().map_err(Error::Admin)?;
     if addr.port() == 0 {
         tracing::info!(listener = name, addr = %local, "listening (port 0: picked {})", local.port());
@@ -66,6 +70,17 @@ async fn bind_one(name: &'static str, addr: SocketAddr) -> Result<TcpListener> {
         tracing::info!(listener = name, addr = %local, "listening");
     }
     Ok(listener)
+}
+
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    // As `TcpListener::bind` does: a restarted postern rebinds at once.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
 }
 
 impl Bound {

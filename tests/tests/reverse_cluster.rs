@@ -38,18 +38,22 @@ async fn a_proxy_target_and_its_route_become_routable_through_the_dataplane() {
     let site = Backend::start("site").await;
     let v1 = Backend::start("v1").await;
     spine
-        .create(json!({"kind": "ProxyTarget", "metadata": {"name": "web"}, "spec": {
-            "hostnames": ["web.example.test"],
-            "backend": {"url": site.url()},
-        }}))
+        .create(
+            json!({"kind": "ProxyTarget", "metadata": {"name": "web"}, "spec": {
+                "hostnames": ["web.example.test"],
+                "backend": {"url": site.url()},
+            }}),
+        )
         .await;
     spine
-        .create(json!({"kind": "Route", "metadata": {"name": "web-v1"}, "spec": {
-            "targetRef": {"name": "web"},
-            "match": {"path": {"type": "Prefix", "value": "/v1"}},
-            "priority": 50,
-            "backend": {"url": v1.url()},
-        }}))
+        .create(
+            json!({"kind": "Route", "metadata": {"name": "web-v1"}, "spec": {
+                "targetRef": {"name": "web"},
+                "match": {"path": {"type": "Prefix", "value": "/v1"}},
+                "priority": 50,
+                "backend": {"url": v1.url()},
+            }}),
+        )
         .await;
     spine.programmed("ProxyTarget", "web", 1, WAIT).await;
     spine.programmed("Route", "web-v1", 1, WAIT).await;
@@ -94,11 +98,13 @@ async fn a_tls_secret_is_served_and_its_rotation_keeps_open_connections() {
     let first = ca.leaf(HOST);
     apply_tls_secret(&spine, "secure-tls", &first).await;
     spine
-        .create(json!({"kind": "ProxyTarget", "metadata": {"name": "secure"}, "spec": {
-            "hostnames": [HOST],
-            "backend": {"url": backend.url()},
-            "tls": {"secretRef": {"name": "secure-tls"}},
-        }}))
+        .create(
+            json!({"kind": "ProxyTarget", "metadata": {"name": "secure"}, "spec": {
+                "hostnames": [HOST],
+                "backend": {"url": backend.url()},
+                "tls": {"secretRef": {"name": "secure-tls"}},
+            }}),
+        )
         .await;
     spine.programmed("ProxyTarget", "secure", 1, WAIT).await;
 
@@ -124,21 +130,25 @@ async fn a_tls_secret_is_served_and_its_rotation_keeps_open_connections() {
     let second = ca.leaf(HOST);
     assert_ne!(first.der, second.der);
     apply_tls_secret(&spine, "secure-tls", &second).await;
-    eventually("a new handshake to get the rotated certificate", WAIT, || {
-        let connector = connector.clone();
-        let (want, old) = (second.der.clone(), first.der.clone());
-        async move {
-            let fresh = handshake(&connector, https, HOST).await?;
-            let got = served(&fresh);
-            if got == want {
-                Ok(())
-            } else if got == old {
-                Err("still the first certificate".to_string())
-            } else {
-                Err("a certificate that is neither".to_string())
+    eventually(
+        "a new handshake to get the rotated certificate",
+        WAIT,
+        || {
+            let connector = connector.clone();
+            let (want, old) = (second.der.clone(), first.der.clone());
+            async move {
+                let fresh = handshake(&connector, https, HOST).await?;
+                let got = served(&fresh);
+                if got == want {
+                    Ok(())
+                } else if got == old {
+                    Err("still the first certificate".to_string())
+                } else {
+                    Err("a certificate that is neither".to_string())
+                }
             }
-        }
-    })
+        },
+    )
     .await;
 
     let answer = send(&mut held, HOST, "/after").await;
@@ -191,7 +201,10 @@ async fn send(
     path: &str,
 ) -> Result<(u16, String), String> {
     let exchange = async {
-        sender.ready().await.map_err(|e| format!("not ready: {e}"))?;
+        sender
+            .ready()
+            .await
+            .map_err(|e| format!("not ready: {e}"))?;
         let request = http::Request::get(path)
             .header(http::header::HOST, host)
             .body(Empty::new())
@@ -233,7 +246,11 @@ async fn handshake(
 
 /// The DER of the leaf certificate the server presented.
 fn served(stream: &TlsStream<TcpStream>) -> Vec<u8> {
-    let certs = stream.get_ref().1.peer_certificates().expect("certificates");
+    let certs = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .expect("certificates");
     certs.first().expect("a leaf").to_vec()
 }
 

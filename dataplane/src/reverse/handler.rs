@@ -31,11 +31,12 @@ use super::router::{SiteTable, normalise_host};
 use super::tables::Tables;
 use super::{ConnInfo, Shared, upgrade};
 
-/// What the access log says about a request beyond the basics.
+/// What the access log says about a request beyond the basics, borrowed
+/// from the tables the request was served with.
 #[derive(Default)]
-struct Trace {
-    site: Option<String>,
-    route: Option<String>,
+struct Trace<'t> {
+    site: Option<&'t str>,
+    route: Option<&'t str>,
 }
 
 /// Serves one request: runs the phases, answers errors, logs, counts.
@@ -48,15 +49,16 @@ pub async fn handle(
     let tables = shared.live.load();
     let html = wants_html(req.headers());
     let id = headers::request_id(req.headers());
-    let method = req.method().clone();
-    let path = req.uri().path().to_string();
+    // Copied for the access log only when it is on.
+    let logged = tracing::enabled!(target: "postern::access", tracing::Level::INFO)
+        .then(|| (req.method().clone(), req.uri().path().to_string()));
     let mut trace = Trace::default();
     let result = proxy(req, &conn, &tables, &shared, &id, &mut trace).await;
     let (mut response, outcome) = match result {
         Ok(response) => (response, "ok"),
         Err(e) => {
             if e.status().is_server_error() {
-                tracing::warn!(client = %conn.client.ip(), site = trace.site.as_deref().unwrap_or("-"), request_id = ?id, error = %e, "proxy error");
+                tracing::warn!(client = %conn.client.ip(), site = trace.site.unwrap_or("-"), request_id = ?id, error = %e, "proxy error");
             }
             (e.response(html), e.metric_label())
         }
@@ -65,41 +67,43 @@ pub async fn handle(
         .headers_mut()
         .insert(X_REQUEST_ID.clone(), id.clone());
     shared.metrics.request(outcome);
-    tracing::info!(
-        target: "postern::access",
-        client = %conn.client.ip(),
-        method = %method,
-        path,
-        status = response.status().as_u16(),
-        outcome,
-        site = trace.site.as_deref().unwrap_or("-"),
-        route = trace.route.as_deref().unwrap_or("-"),
-        request_id = id.to_str().unwrap_or("-"),
-        ms = started.elapsed().as_millis() as u64,
-    );
+    if let Some((method, path)) = logged {
+        tracing::info!(
+            target: "postern::access",
+            client = %conn.client.ip(),
+            method = %method,
+            path,
+            status = response.status().as_u16(),
+            outcome,
+            site = trace.site.unwrap_or("-"),
+            route = trace.route.unwrap_or("-"),
+            request_id = id.to_str().unwrap_or("-"),
+            ms = started.elapsed().as_millis() as u64,
+        );
+    }
     Ok(response)
 }
 
-async fn proxy(
+async fn proxy<'t>(
     mut req: Request<Incoming>,
     conn: &ConnInfo,
-    tables: &Tables,
+    tables: &'t Tables,
     shared: &Shared,
     id: &HeaderValue,
-    trace: &mut Trace,
+    trace: &mut Trace<'t>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     // 1. host
     let raw_host = raw_host(&req).ok_or(ProxyError::BadRequest("no Host header"))?;
     let host = normalise_host(&raw_host).ok_or(ProxyError::BadRequest("invalid Host header"))?;
     let site = tables.router.site(&host).ok_or(ProxyError::UnknownHost)?;
-    trace.site = Some(site.id.clone());
+    trace.site = Some(&site.id);
     // 2. redirect
     if !conn.tls && site.redirect_http {
         return Ok(redirect(&host, req.uri(), shared.redirect_port));
     }
     // 3. route
     let target = site.target(req.method(), req.uri().path());
-    trace.route = target.route.clone();
+    trace.route = target.route.as_deref();
     // 4. auth
     target.guard.check(req.headers())?;
     let upstream: &Upstream = &target.upstream;

@@ -71,46 +71,66 @@ pub struct Forwarding<'a> {
 }
 
 /// Appends the client to X-Forwarded-For and `Forwarded`; sets
-/// X-Forwarded-Proto and -Host.
+/// X-Forwarded-Proto and -Host. (On every request: no more allocations
+/// than the values themselves.)
 pub fn add_forwarding(headers: &mut HeaderMap, fwd: &Forwarding<'_>) {
-    let client = fwd.client.to_string();
-    append_list(headers, &X_FORWARDED_FOR, &client);
-    if let Ok(v) = HeaderValue::from_str(fwd.proto) {
-        headers.insert(X_FORWARDED_PROTO.clone(), v);
-    }
+    use std::fmt::Write as _;
+    let mut value = String::with_capacity(64);
+    let _ = write!(value, "{}", fwd.client);
+    append_list(headers, &X_FORWARDED_FOR, &value);
+    headers.insert(
+        X_FORWARDED_PROTO.clone(),
+        HeaderValue::from_static(fwd.proto),
+    );
     if let Ok(v) = HeaderValue::from_str(fwd.host) {
         headers.insert(X_FORWARDED_HOST.clone(), v);
     }
-    let node = match fwd.client {
-        IpAddr::V4(_) => client,
-        IpAddr::V6(_) => format!("\"[{client}]\""),
+    value.clear();
+    let _ = match fwd.client {
+        IpAddr::V4(ip) => write!(value, "for={ip};host="),
+        IpAddr::V6(ip) => write!(value, "for=\"[{ip}]\";host="),
     };
-    let element = format!("for={node};host={};proto={}", quoted(fwd.host), fwd.proto);
-    append_list(headers, &FORWARDED, &element);
+    push_quoted(&mut value, fwd.host);
+    value.push_str(";proto=");
+    value.push_str(fwd.proto);
+    append_list(headers, &FORWARDED, &value);
 }
 
-/// A token as is, anything else as a quoted string (RFC 7239 §4).
-fn quoted(value: &str) -> String {
+/// Appends a token as is, anything else as a quoted string (RFC 7239 §4).
+fn push_quoted(out: &mut String, value: &str) {
     let token = !value.is_empty()
         && value
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
     if token {
-        value.to_string()
-    } else {
-        format!("\"{}\"", value.replace('\\', "\\\\").replace('"', "\\\""))
+        out.push_str(value);
+        return;
     }
+    out.push('"');
+    for c in value.chars() {
+        if c == '\\' || c == '"' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
 }
 
 /// Joins all values of `name` and `item` into one comma-separated value.
 fn append_list(headers: &mut HeaderMap, name: &HeaderName, item: &str) {
-    let mut joined: Vec<&str> = headers
-        .get_all(name)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect();
-    joined.push(item);
-    if let Ok(v) = HeaderValue::from_str(&joined.join(", ")) {
+    let joined = match headers.get(name) {
+        None => HeaderValue::from_str(item),
+        Some(_) => {
+            let mut joined: Vec<&str> = headers
+                .get_all(name)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect();
+            joined.push(item);
+            HeaderValue::from_str(&joined.join(", "))
+        }
+    };
+    if let Ok(v) = joined {
         headers.insert(name.clone(), v);
     }
 }
@@ -124,9 +144,14 @@ pub fn request_id(headers: &HeaderMap) -> HeaderValue {
     {
         return v.clone();
     }
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let id: [u8; 16] = rand::random();
-    let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
-    HeaderValue::from_str(&hex).unwrap_or_else(|_| HeaderValue::from_static("0"))
+    let mut hex = [0u8; 32];
+    for (i, b) in id.iter().enumerate() {
+        hex[2 * i] = HEX[usize::from(b >> 4)];
+        hex[2 * i + 1] = HEX[usize::from(b & 0xf)];
+    }
+    HeaderValue::from_bytes(&hex).unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
 /// A target's header changes, parsed once per snapshot.

@@ -68,13 +68,7 @@ pub async fn run(
             },
             () = shutdown.cancelled() => return,
         };
-        shared
-            .metrics
-            .connections
-            .get_or_create(&super::metrics::ListenerLabels {
-                listener: spec.name,
-            })
-            .inc();
+        shared.metrics.accepted(spec.name);
         tokio::spawn(connection(
             stream,
             peer,

@@ -27,12 +27,39 @@ pub struct DropLabels {
 }
 
 /// Every reverse-proxy metric. Cloning shares the values.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct ReverseMetrics {
     pub requests: Family<OutcomeLabels, Counter>,
     pub connections: Family<ListenerLabels, Counter>,
     pub dropped: Family<DropLabels, Counter>,
     pub upgraded: Gauge,
+    /// The `ok` outcome's and each listener's counters, looked up once: the
+    /// family's lock and hash stay off the path of every request.
+    ok: Counter,
+    accepted: [Counter; 2],
+}
+
+impl Default for ReverseMetrics {
+    fn default() -> Self {
+        let requests = Family::<OutcomeLabels, Counter>::default();
+        let connections = Family::<ListenerLabels, Counter>::default();
+        let ok = requests
+            .get_or_create(&OutcomeLabels { outcome: "ok" })
+            .clone();
+        let accepted = ["http", "https"].map(|listener| {
+            connections
+                .get_or_create(&ListenerLabels { listener })
+                .clone()
+        });
+        ReverseMetrics {
+            requests,
+            connections,
+            dropped: Family::default(),
+            upgraded: Gauge::default(),
+            ok,
+            accepted,
+        }
+    }
 }
 
 impl ReverseMetrics {
@@ -62,9 +89,25 @@ impl ReverseMetrics {
     }
 
     pub fn request(&self, outcome: &'static str) {
-        self.requests
-            .get_or_create(&OutcomeLabels { outcome })
-            .inc();
+        if outcome == "ok" {
+            self.ok.inc();
+        } else {
+            self.requests
+                .get_or_create(&OutcomeLabels { outcome })
+                .inc();
+        }
+    }
+
+    /// A connection accepted on `listener`.
+    pub fn accepted(&self, listener: &'static str) {
+        match listener {
+            "http" => self.accepted[0].inc(),
+            "https" => self.accepted[1].inc(),
+            _ => self
+                .connections
+                .get_or_create(&ListenerLabels { listener })
+                .inc(),
+        };
     }
 
     pub fn dropped(&self, listener: &'static str, reason: &'static str) {

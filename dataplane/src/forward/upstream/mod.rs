@@ -108,7 +108,9 @@ impl Dialer {
             Upstream::Socks5 { host, port, .. } | Upstream::Http { host, port, .. } => {
                 (host, *port, None)
             }
-            Upstream::Https { host, port, ca_pem, .. } => (host, *port, Some(ca_pem.as_deref())),
+            Upstream::Https {
+                host, port, ca_pem, ..
+            } => (host, *port, Some(ca_pem.as_deref())),
         };
         let host = host.trim_start_matches('[').trim_end_matches(']');
         let tcp = TcpStream::connect((host, port))
@@ -116,7 +118,9 @@ impl Dialer {
             .map_err(|e| ForwardError::unreachable(&label, io_reason(&e)))?;
         let _ = tcp.set_nodelay(true);
         match tls {
-            Some(ca) => Ok(Stream::other(self.tls.connect(tcp, host, ca, &label).await?)),
+            Some(ca) => Ok(Stream::other(
+                self.tls.connect(tcp, host, ca, &label).await?,
+            )),
             None => Ok(Stream::tcp(tcp)),
         }
     }

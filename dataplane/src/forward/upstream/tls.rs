@@ -76,9 +76,9 @@ impl Tls {
     ) -> Result<TlsStream<TcpStream>, ForwardError> {
         let connector = match ca_pem {
             None => self.default.clone(),
-            Some(pem) => self
-                .with_ca(pem)
-                .map_err(|e| ForwardError::unreachable(label, format!("unusable upstream CA: {e}")))?,
+            Some(pem) => self.with_ca(pem).map_err(|e| {
+                ForwardError::unreachable(label, format!("unusable upstream CA: {e}"))
+            })?,
         };
         let name = ServerName::try_from(host.to_string())
             .map_err(|_| ForwardError::unreachable(label, "invalid TLS server name"))?;
@@ -110,7 +110,10 @@ impl Tls {
     }
 }
 
-fn connector(provider: &Arc<CryptoProvider>, roots: RootCertStore) -> Result<TlsConnector, rustls::Error> {
+fn connector(
+    provider: &Arc<CryptoProvider>,
+    roots: RootCertStore,
+) -> Result<TlsConnector, rustls::Error> {
     let config = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)

@@ -91,6 +91,20 @@ pub async fn holder() -> Result<SocketAddr> {
     Ok(addr)
 }
 
+/// Accepts and closes at once: the tunnel-rate target. The target closing
+/// first keeps TIME_WAIT off the proxies' ephemeral ports, which 50,000
+/// tunnels in 5 s would otherwise exhaust.
+pub async fn closer() -> Result<SocketAddr> {
+    let listener = listen()?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            drop(s);
+        }
+    });
+    Ok(addr)
+}
+
 /// A loopback listener with the machine's largest accept queue, so that
 /// the targets never drop a SYN (a 1 s retransmit would skew p99).
 fn listen() -> Result<TcpListener> {

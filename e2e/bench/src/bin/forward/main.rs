@@ -11,8 +11,10 @@
 //! Everything runs on 127.0.0.1; every peer is started here on a free port
 //! and stopped at the end. Needs release binaries and the peers
 //! (`e2e/rig up` installs tinyproxy and squid):
-//!   cargo build --release -p postern && cargo run --release -p postern-bench --bin forward -- [GIB] [TUNNELS]
-//! GIB (per transfer) defaults to 2; TUNNELS to 1000,9000.
+//!   cargo build --release -p postern && cargo run --release -p postern-bench --bin forward -- [GIB] [TUNNELS] [SECTIONS] [PATHS]
+//! GIB (per transfer) defaults to 2; TUNNELS to 1000,9000; SECTIONS (any of
+//! bulk,rate,idle) to all three; PATHS (any of direct,postern,tinyproxy,squid)
+//! to all four. Bulk ratios need `direct` first.
 
 mod load;
 mod peers;
@@ -35,34 +37,45 @@ async fn main() -> Result<()> {
         .map(str::parse)
         .collect::<Result<_, _>>()
         .context("TUNNELS is a comma-separated list")?;
+    let sections = args.get(3).map_or("bulk,rate,idle", String::as_str);
+    let run = |section: &str| sections.split(',').any(|s| s == section);
     let sink = load::sink().await?;
     let holder = load::holder().await?;
+    let closer = load::closer().await?;
     let postern = peers::Postern::start().await?;
     let tinyproxy = peers::tinyproxy().await?;
     let squid = peers::squid().await?;
+    let only = args
+        .get(4)
+        .map_or("direct,postern,tinyproxy,squid", String::as_str);
     let proxies: Vec<(&str, Option<Proxy>)> = vec![
         ("direct", None),
         ("postern", Some(postern.proxy())),
         ("tinyproxy", Some(tinyproxy.proxy())),
         ("squid", Some(squid.proxy())),
-    ];
+    ]
+    .into_iter()
+    .filter(|(name, _)| only.split(',').any(|o| o == *name))
+    .collect();
 
-    println!("## Bulk throughput through one tunnel ({gib} GiB, best of 3)\n");
-    println!("| path | Gbit/s | × direct |\n|---|---:|---:|");
-    let mut direct_gbps = 0.0;
-    for (name, proxy) in &proxies {
-        let gbps = load::throughput(proxy.as_ref(), sink, gib << 30, 3).await?;
-        if proxy.is_none() {
-            direct_gbps = gbps;
+    if run("bulk") {
+        println!("## Bulk throughput through one tunnel ({gib} GiB, best of 3)\n");
+        println!("| path | Gbit/s | × direct |\n|---|---:|---:|");
+        let mut direct_gbps = 0.0;
+        for (name, proxy) in &proxies {
+            let gbps = load::throughput(proxy.as_ref(), sink, gib << 30, 3).await?;
+            if proxy.is_none() {
+                direct_gbps = gbps;
+            }
+            println!("| {name} | {gbps:.2} | {:.2} |", gbps / direct_gbps);
         }
-        println!("| {name} | {gbps:.2} | {:.2} |", gbps / direct_gbps);
     }
 
-    for concurrency in [32usize, 256] {
+    for concurrency in [32usize, 256].into_iter().filter(|_| run("rate")) {
         println!("\n## New tunnels, {concurrency} concurrent clients (5 s or 50,000 tunnels)\n");
         println!("| path | tunnels/s | p50 ms | p99 ms | failed |\n|---|---:|---:|---:|---:|");
         for (name, proxy) in &proxies {
-            let r = load::tunnel_rate(proxy.as_ref(), holder, concurrency).await?;
+            let r = load::tunnel_rate(proxy.as_ref(), closer, concurrency).await?;
             println!(
                 "| {name} | {:.0} | {:.2} | {:.2} | {} |",
                 r.per_second, r.p50_ms, r.p99_ms, r.failed
@@ -71,6 +84,9 @@ async fn main() -> Result<()> {
     }
 
     drop((postern, tinyproxy, squid));
+    if !run("idle") {
+        return Ok(());
+    }
     println!("\n## Resident memory with idle tunnels (a fresh process per row)\n");
     println!(
         "| proxy | tunnels | RSS before MiB | RSS after MiB | bytes per tunnel |\n|---|---:|---:|---:|---:|"

@@ -31,7 +31,14 @@ pub async fn wrk(addr: SocketAddr, tls: bool, secs: u64) -> Result<Sample> {
     let scheme = if tls { "https" } else { "http" };
     let out = run(
         Command::new("wrk")
-            .args(["-t2", "-c64", &format!("-d{secs}s"), "--latency", "--timeout", "5s"])
+            .args([
+                "-t2",
+                "-c64",
+                &format!("-d{secs}s"),
+                "--latency",
+                "--timeout",
+                "5s",
+            ])
             .args(["-H", &format!("Host: {HOST}")])
             .arg(format!("{scheme}://{addr}/")),
         secs,
@@ -85,7 +92,15 @@ pub async fn h2load(addr: SocketAddr, tls: bool, secs: u64, dir: &Path) -> Resul
     let log = dir.join(format!("h2load-{}-{scheme}.log", addr.port()));
     let out = run(
         Command::new("h2load")
-            .args(["-t2", "-c64", "-m10", "-D", &secs.to_string(), "--warm-up-time", "1"])
+            .args([
+                "-t2",
+                "-c64",
+                "-m10",
+                "-D",
+                &secs.to_string(),
+                "--warm-up-time",
+                "1",
+            ])
             .arg("--log-file")
             .arg(&log)
             .args(["--connect-to", &addr.to_string()])
@@ -193,10 +208,7 @@ pub async fn handshakes(
             let (mut latencies, mut failed) = (Vec::new(), 0u64);
             while Instant::now() < deadline && issued.fetch_add(1, Ordering::Relaxed) < limit {
                 let t0 = Instant::now();
-                let once = tokio::time::timeout(
-                    Duration::from_secs(5),
-                    open_tls(addr, &connector),
-                );
+                let once = tokio::time::timeout(Duration::from_secs(5), open_tls(addr, &connector));
                 match once.await {
                     Ok(Ok(stream)) => {
                         latencies.push(t0.elapsed().as_secs_f64() * 1000.0);
@@ -228,12 +240,16 @@ type Tls = tokio_rustls::client::TlsStream<TcpStream>;
 
 async fn open_tls(addr: SocketAddr, connector: &TlsConnector) -> Result<Tls> {
     let step = Duration::from_secs(5);
-    let tcp = tokio::time::timeout(step, TcpStream::connect(addr)).await.context("connect")??;
+    let tcp = tokio::time::timeout(step, TcpStream::connect(addr))
+        .await
+        .context("connect")??;
     tcp.set_nodelay(true)?;
     let mut tls = tokio::time::timeout(step, connector.connect(ServerName::try_from(HOST)?, tcp))
         .await
         .context("handshake")??;
-    tokio::time::timeout(step, request(&mut tls)).await.context("request")??;
+    tokio::time::timeout(step, request(&mut tls))
+        .await
+        .context("request")??;
     Ok(tls)
 }
 
@@ -258,7 +274,10 @@ async fn request<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S) -> Result<()> {
         }
     }
     if !buf.starts_with(b"HTTP/1.1 200") {
-        bail!("not a 200: {}", String::from_utf8_lossy(&buf[..buf.len().min(60)]));
+        bail!(
+            "not a 200: {}",
+            String::from_utf8_lossy(&buf[..buf.len().min(60)])
+        );
     }
     Ok(())
 }

@@ -18,7 +18,7 @@
 //!
 //! Needs release binaries and the peers (`e2e/rig up` installs nginx,
 //! haproxy, wrk and h2load from nghttp2-client):
-//!   cargo build --release --bins && target/release/reverse [SECS] [IDLE] [ROUNDS]
+//!   cargo build --release --bins && bash -c 'ulimit -n 20000 && target/release/reverse [SECS] [IDLE] [ROUNDS]'
 //! SECS per load run defaults to 10; IDLE connections to 10000 (the
 //! process limit of 20,000 descriptors allows about 19,000); ROUNDS to 1
 //! (with more, each proxy's best round is shown).
@@ -84,6 +84,12 @@ async fn main() -> Result<()> {
     let secs = number(1, 10, "SECS")?;
     let idle = number(2, 10_000, "IDLE")? as usize;
     let rounds = number(3, 1, "ROUNDS")?.max(1) as usize;
+    let limit = open_files_limit();
+    anyhow::ensure!(
+        limit >= idle as u64 + 1000,
+        "{idle} idle connections need more descriptors than `ulimit -n` ({limit}) allows: \
+         run under `bash -c 'ulimit -n 20000 && ...'` or pass a smaller IDLE"
+    );
     let dir = std::env::temp_dir().join(format!("postern-bench-reverse-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let certs = Certs::new(&dir)?;
@@ -100,6 +106,17 @@ async fn main() -> Result<()> {
     Ok(())
 }
 
+/// The soft limit on open files, from `/proc/self/limits`.
+fn open_files_limit() -> u64 {
+    std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|text| {
+            let line = text.lines().find(|l| l.starts_with("Max open files"))?;
+            line.split_whitespace().nth(3)?.parse().ok()
+        })
+        .unwrap_or(u64::MAX)
+}
+
 async fn throughput(
     dir: &Path,
     backend: std::net::SocketAddr,
@@ -107,7 +124,7 @@ async fn throughput(
     secs: u64,
     rounds: usize,
 ) -> Result<()> {
-    let proxies = vec![
+    let proxies = [
         peers::postern(dir, backend, certs, false).await?,
         peers::nginx_proxy(dir, backend, certs).await?,
         peers::haproxy_proxy(dir, backend, certs).await?,
@@ -116,7 +133,13 @@ async fn throughput(
     for proxy in proxies.iter().chain([&logging]) {
         load::wrk(proxy.http, false, 2).await?;
     }
-    for kind in [Load::Http1, Load::Http1Tls, Load::H2c, Load::H2Tls, Load::Handshakes] {
+    for kind in [
+        Load::Http1,
+        Load::Http1Tls,
+        Load::H2c,
+        Load::H2Tls,
+        Load::Handshakes,
+    ] {
         let mut best: Vec<Option<Sample>> = vec![None; proxies.len()];
         for round in 0..rounds {
             // Rotate the order so that no proxy always runs first.
@@ -137,7 +160,11 @@ async fn throughput(
         if matches!(kind, Load::Http1) {
             rows.push((logging.name, load::wrk(logging.http, false, secs).await?));
         }
-        let unit = if matches!(kind, Load::Handshakes) { "conn/s" } else { "req/s" };
+        let unit = if matches!(kind, Load::Handshakes) {
+            "conn/s"
+        } else {
+            "req/s"
+        };
         report::rates(&kind.title(secs), unit, &rows);
     }
     Ok(())
@@ -161,7 +188,9 @@ async fn idle_memory(
         }
         let what = if tls { "TLS 1.3" } else { "plain" };
         report::memory(
-            &format!("Resident memory, {n} idle HTTP/1.1 keep-alive connections ({what}), fresh processes"),
+            &format!(
+                "Resident memory, {n} idle HTTP/1.1 keep-alive connections ({what}), fresh processes"
+            ),
             &rows,
         );
     }

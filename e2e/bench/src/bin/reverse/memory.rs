@@ -15,7 +15,12 @@ pub fn tree(pid: u32) -> Vec<u32> {
     let mut i = 0;
     while i < found.len() {
         let current = found[i];
-        found.extend(parents.iter().filter(|(_, pp)| *pp == current).map(|(p, _)| *p));
+        found.extend(
+            parents
+                .iter()
+                .filter(|(_, pp)| *pp == current)
+                .map(|(p, _)| *p),
+        );
         i += 1;
     }
     found

@@ -37,8 +37,8 @@ impl Certs {
         let ca_key = rcgen::KeyPair::generate()?;
         let ca = ca_params.self_signed(&ca_key)?;
         let key = rcgen::KeyPair::generate()?;
-        let leaf = rcgen::CertificateParams::new(vec![HOST.to_string()])?
-            .signed_by(&key, &ca, &ca_key)?;
+        let leaf =
+            rcgen::CertificateParams::new(vec![HOST.to_string()])?.signed_by(&key, &ca, &ca_key)?;
         let (cert_pem, key_pem) = (leaf.pem(), key.serialize_pem());
         let certs = Certs {
             ca_der: ca.der().to_vec(),
@@ -50,7 +50,10 @@ impl Certs {
         };
         std::fs::write(&certs.cert, &certs.cert_pem)?;
         std::fs::write(&certs.key, &certs.key_pem)?;
-        std::fs::write(&certs.combined, format!("{}{}", certs.cert_pem, certs.key_pem))?;
+        std::fs::write(
+            &certs.combined,
+            format!("{}{}", certs.cert_pem, certs.key_pem),
+        )?;
         Ok(certs)
     }
 }
@@ -152,9 +155,19 @@ pub async fn postern(
     let mut cmd = Command::new(postern_bin()?);
     cmd.args(["standalone", "--manifests"])
         .arg(&manifests)
-        .args(["--http-addr", &http.to_string(), "--https-addr", &https.to_string()])
+        .args([
+            "--http-addr",
+            &http.to_string(),
+            "--https-addr",
+            &https.to_string(),
+        ])
         .args(["--admin-addr", "127.0.0.1:0", "--proxy-addr", "127.0.0.1:0"])
-        .args(["--socks-addr", "127.0.0.1:0", "--tunnel-addr", "127.0.0.1:0"])
+        .args([
+            "--socks-addr",
+            "127.0.0.1:0",
+            "--tunnel-addr",
+            "127.0.0.1:0",
+        ])
         .arg("--default-cert")
         .arg(&certs.cert)
         .arg("--default-key")
@@ -163,11 +176,19 @@ pub async fn postern(
         .arg(&addr_file)
         .env(
             "RUST_LOG",
-            if access_log { "info" } else { "info,postern::access=off" },
+            if access_log {
+                "info"
+            } else {
+                "info,postern::access=off"
+            },
         );
     let process = Process::spawn(&mut cmd, &dir.join("postern.log"))?;
     wait_ready(http, Some(HOST)).await?;
-    let name = if access_log { "postern (access log on)" } else { "postern" };
+    let name = if access_log {
+        "postern (access log on)"
+    } else {
+        "postern"
+    };
     Ok(Proxy {
         name,
         http,
@@ -178,7 +199,11 @@ pub async fn postern(
 }
 
 fn manifest(backend: SocketAddr, certs: &Certs) -> String {
-    let indent = |pem: &str| pem.lines().map(|l| format!("    {l}\n")).collect::<String>();
+    let indent = |pem: &str| {
+        pem.lines()
+            .map(|l| format!("    {l}\n"))
+            .collect::<String>()
+    };
     format!(
         "apiVersion: postern.io/v1alpha1\nkind: ProxyTarget\nmetadata: {{name: bench, namespace: default}}\n\
          spec:\n  hostnames: [{HOST}]\n  backend: {{url: \"http://{backend}\"}}\n  tls: {{secretRef: {{name: bench-tls}}}}\n\
