@@ -9,6 +9,7 @@
 
 mod inputs;
 pub mod manifest;
+pub mod upstreamgate;
 mod verdict;
 
 mod backends;

@@ -1,6 +1,7 @@
-//! The admin endpoint: `/healthz`, `/readyz`, `/metrics`, and
+//! The admin endpoint: `/healthz`, `/readyz`, `/metrics`,
 //! `/api/v1/snapshot` (what is published and which data plane acked what;
-//! counts and versions only, never secret material).
+//! counts and versions only, never secret material), and the
+//! UpstreamGate-compatible `/upstream` API ([`crate::compat`]).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::compat::UpstreamApi;
 use crate::fleet::Fleet;
 use crate::metrics::Metrics;
 use crate::publish::Latest;
@@ -26,6 +28,7 @@ pub struct Admin {
     pub latest: Latest,
     pub fleet: Arc<Fleet>,
     pub leader: tokio::sync::watch::Receiver<bool>,
+    pub upstream_api: Arc<UpstreamApi>,
 }
 
 impl Admin {
@@ -46,7 +49,7 @@ impl Admin {
             tokio::spawn(async move {
                 let service = service_fn(move |req| {
                     let admin = admin.clone();
-                    async move { Ok::<_, Infallible>(admin.handle(&req)) }
+                    async move { Ok::<_, Infallible>(admin.respond(req).await) }
                 });
                 let builder = auto::Builder::new(TokioExecutor::new());
                 if let Err(error) = builder
@@ -57,6 +60,13 @@ impl Admin {
                 }
             });
         }
+    }
+
+    async fn respond(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        if UpstreamApi::owns(req.uri().path()) {
+            return self.upstream_api.handle(req).await;
+        }
+        self.handle(&req)
     }
 
     fn handle(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {

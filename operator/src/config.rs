@@ -1,7 +1,7 @@
 //! Command-line flags and the immutable configuration built from them.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Parser;
@@ -17,7 +17,7 @@ pub struct Args {
     /// Where data planes connect for snapshots.
     #[arg(long, env = "POSTERN_SYNC_ADDR", default_value = "0.0.0.0:9091")]
     pub sync_addr: SocketAddr,
-    /// /healthz, /readyz and /metrics.
+    /// /healthz, /readyz, /metrics, /api/v1/snapshot and the /upstream API.
     #[arg(long, env = "POSTERN_ADMIN_ADDR", default_value = "0.0.0.0:9090")]
     pub admin_addr: SocketAddr,
     /// File holding the token data planes must present (a mounted Secret).
@@ -52,6 +52,14 @@ pub struct Args {
     /// Suffix of Service DNS names.
     #[arg(long, env = "POSTERN_CLUSTER_DOMAIN", default_value = "cluster.local")]
     pub cluster_domain: String,
+    /// File holding the bearer token of the UpstreamGate-compatible
+    /// `/upstream` API on the admin port. Absent: that API refuses every call.
+    #[arg(long, env = "POSTERN_ADMIN_TOKEN_FILE", value_name = "FILE")]
+    pub admin_token_file: Option<PathBuf>,
+    /// Where the `/upstream` API writes UserUpstreams and their Secrets.
+    /// Default: --namespace if set, else `default`.
+    #[arg(long, env = "POSTERN_UPSTREAM_API_NAMESPACE", value_name = "NS")]
+    pub upstream_api_namespace: Option<String>,
     /// Once listening, write `{"sync": ADDR, "admin": ADDR}` here (for port 0).
     #[arg(long)]
     pub addr_file: Option<PathBuf>,
@@ -90,6 +98,10 @@ pub struct Config {
     pub cluster_domain: String,
     pub addr_file: Option<PathBuf>,
     pub lease: LeaseTiming,
+    /// The `/upstream` API's bearer token; `None`: the API is closed.
+    pub admin_token: Option<SyncToken>,
+    /// Where the `/upstream` API writes; always within the watch scope.
+    pub upstream_api_namespace: String,
 }
 
 impl Args {
@@ -121,19 +133,53 @@ impl Args {
                 ));
             }
         };
+        let admin_token = match &self.admin_token_file {
+            Some(path) => Some(read_admin_token(path)?),
+            None => None,
+        };
+        let namespace = self.namespace.filter(|ns| !ns.is_empty());
+        let upstream_api_namespace =
+            upstream_api_namespace(self.upstream_api_namespace, namespace.as_deref())?;
         Ok(Config {
             sync_addr: self.sync_addr,
             admin_addr: self.admin_addr,
             token,
             sync_tls,
-            namespace: self.namespace.filter(|ns| !ns.is_empty()),
+            namespace,
             lease_namespace: self.lease_namespace,
             operator_id: self.operator_id.unwrap_or_else(default_operator_id),
             debounce: Duration::from_millis(self.debounce_ms),
             cluster_domain: self.cluster_domain,
             addr_file: self.addr_file,
             lease: LeaseTiming::default(),
+            admin_token,
+            upstream_api_namespace,
         })
+    }
+}
+
+/// The admin token, checked with the same constant-time comparison as the
+/// sync token. A file that exists but is blank is an error, never an open API.
+fn read_admin_token(path: &Path) -> Result<SyncToken> {
+    let raw = std::fs::read_to_string(path).map_err(|source| Error::ReadFile {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    SyncToken::new(&raw).ok_or_else(|| Error::AdminToken(format!("{} is empty", path.display())))
+}
+
+/// Objects outside the watch scope would never be compiled, so a namespace
+/// the operator does not watch is refused.
+fn upstream_api_namespace(flag: Option<String>, watched: Option<&str>) -> Result<String> {
+    let chosen = flag
+        .filter(|ns| !ns.is_empty())
+        .or_else(|| watched.map(str::to_string))
+        .unwrap_or_else(|| "default".to_string());
+    match watched {
+        Some(watched) if watched != chosen => Err(Error::Config(format!(
+            "--upstream-api-namespace {chosen} is not the watched --namespace {watched}"
+        ))),
+        _ => Ok(chosen),
     }
 }
 
@@ -189,6 +235,50 @@ mod tests {
         assert_eq!(config.debounce, Duration::from_millis(20));
         assert!(config.token.matches("t"));
         assert_eq!(config.sync_tls, None);
+    }
+
+    #[test]
+    fn the_upstream_api_writes_where_the_operator_watches() {
+        let config = parse(&["--sync-token=t"]).into_config().expect("config");
+        assert_eq!(config.upstream_api_namespace, "default");
+        assert!(config.admin_token.is_none());
+        let config = parse(&["--sync-token=t", "--namespace=team-a"])
+            .into_config()
+            .expect("config");
+        assert_eq!(config.upstream_api_namespace, "team-a");
+        let config = parse(&["--sync-token=t", "--upstream-api-namespace=users"])
+            .into_config()
+            .expect("config");
+        assert_eq!(config.upstream_api_namespace, "users");
+        let outside = parse(&[
+            "--sync-token=t",
+            "--namespace=team-a",
+            "--upstream-api-namespace=users",
+        ])
+        .into_config();
+        assert!(matches!(outside, Err(Error::Config(_))), "{outside:?}");
+    }
+
+    #[test]
+    fn the_admin_token_comes_from_a_file_and_is_never_blank() {
+        let dir = std::env::temp_dir().join(format!("postern-admin-token-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join("token");
+        std::fs::write(&file, "s3cret\n").expect("write");
+        let flag = format!("--admin-token-file={}", file.display());
+        let config = parse(&["--sync-token=t", &flag])
+            .into_config()
+            .expect("config");
+        assert!(config.admin_token.expect("token").matches("s3cret"));
+        std::fs::write(&file, " \n").expect("write");
+        let blank = parse(&["--sync-token=t", &flag]).into_config();
+        assert!(matches!(blank, Err(Error::AdminToken(_))), "{blank:?}");
+        let missing = parse(&["--sync-token=t", "--admin-token-file=/nonexistent/t"]).into_config();
+        assert!(
+            matches!(missing, Err(Error::ReadFile { .. })),
+            "{missing:?}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

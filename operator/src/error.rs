@@ -13,6 +13,10 @@ pub enum Error {
     Token(String),
     #[error("sync TLS: {0}")]
     Tls(String),
+    #[error("admin token: {0}")]
+    AdminToken(String),
+    #[error("configuration: {0}")]
+    Config(String),
     #[error("reading {path}: {source}")]
     ReadFile { path: PathBuf, source: io::Error },
     #[error("writing {path}: {source}")]
@@ -41,6 +45,8 @@ impl Error {
         match self {
             Error::Token(_) => "token",
             Error::Tls(_) => "tls",
+            Error::AdminToken(_) => "admin_token",
+            Error::Config(_) => "config",
             Error::ReadFile { .. } => "read_file",
             Error::WriteFile { .. } => "write_file",
             Error::Bind { .. } => "bind",

@@ -50,6 +50,7 @@
 //! to any of them; only the replica holding the Lease writes status.
 
 mod admin;
+mod compat;
 mod config;
 mod error;
 pub mod fleet;
@@ -82,6 +83,7 @@ pub use sync_tls::SyncTlsFiles;
 pub use token::SyncToken;
 
 use crate::admin::Admin;
+use crate::compat::UpstreamApi;
 use crate::fleet::Fleet;
 use crate::index::Index;
 use crate::lease::Elector;
@@ -163,11 +165,21 @@ pub async fn run_with(config: Config, client: Client, shutdown: CancellationToke
         tls: sync_tls,
     };
     tasks.spawn(sync.serve(sync_listener, shutdown.clone()));
+    if config.admin_token.is_none() {
+        tracing::info!("no --admin-token-file: the /upstream API refuses every call");
+    }
+    let upstream_api = UpstreamApi::new(
+        config.admin_token.clone(),
+        client.clone(),
+        config.upstream_api_namespace.clone(),
+        config.namespace.clone(),
+    );
     let admin = Admin {
         metrics: metrics.clone(),
         latest: latest.clone(),
         fleet: fleet.clone(),
         leader: leader.clone(),
+        upstream_api: Arc::new(upstream_api),
     };
     tasks.spawn(admin.serve(admin_listener, shutdown.clone()));
     tasks.spawn(elector.run(shutdown.clone()));

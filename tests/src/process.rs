@@ -166,7 +166,19 @@ impl Operator {
         tls: &ServerTls,
     ) -> Operator {
         let any = SocketAddr::from(([127, 0, 0, 1], 0));
-        Operator::launch(rig, namespace, id, token, any, Some(tls)).await
+        Operator::launch(rig, namespace, id, token, any, Some(tls), &[]).await
+    }
+
+    /// Like [`Operator::start`], with more flags (`--admin-token-file=..`).
+    pub async fn start_with_args(
+        rig: &Rig,
+        namespace: &str,
+        id: &str,
+        token: &str,
+        args: &[String],
+    ) -> Operator {
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        Operator::launch(rig, namespace, id, token, any, None, args).await
     }
 
     /// Like [`Operator::start`] with a given sync address: a restarted
@@ -178,7 +190,7 @@ impl Operator {
         token: &str,
         sync_addr: SocketAddr,
     ) -> Operator {
-        Operator::launch(rig, namespace, id, token, sync_addr, None).await
+        Operator::launch(rig, namespace, id, token, sync_addr, None, &[]).await
     }
 
     async fn launch(
@@ -188,6 +200,7 @@ impl Operator {
         token: &str,
         sync_addr: SocketAddr,
         tls: Option<&ServerTls>,
+        args: &[String],
     ) -> Operator {
         let dir = work_dir(id);
         let token_file = dir.join("token");
@@ -212,6 +225,7 @@ impl Operator {
                 .arg("--sync-tls-key")
                 .arg(&tls.key);
         }
+        command.args(args);
         let mut proc = Proc::spawn(&format!("operator {id}"), command, &dir);
         let addrs = proc.addrs(&addr_file).await;
         Operator {

@@ -25,3 +25,17 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- define "postern.syncSecret" -}}
 {{- .Values.syncToken.existingSecret | default (printf "%s-sync-token" (include "postern.fullname" .)) -}}
 {{- end -}}
+
+{{- define "postern.adminSecret" -}}
+{{- .Values.adminToken.existingSecret | default (printf "%s-admin-token" (include "postern.fullname" .)) -}}
+{{- end -}}
+
+{{- /* Where the /upstream API writes: always within the operator's watch scope. */}}
+{{- define "postern.upstreamApiNamespace" -}}
+{{- $watch := .Values.operator.watchNamespace -}}
+{{- $ns := .Values.upstreamApi.namespace | default $watch | default .Release.Namespace -}}
+{{- if and $watch (ne $ns $watch) -}}
+{{- fail (printf "upstreamApi.namespace %s must be operator.watchNamespace %s: the operator compiles only what it watches" $ns $watch) -}}
+{{- end -}}
+{{- $ns -}}
+{{- end -}}
