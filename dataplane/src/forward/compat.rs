@@ -28,11 +28,14 @@ use postern_snapshot::sha256_hex;
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
+use postern_compile::upstreamgate::object_name;
+
 use super::Forward;
 use super::table::upstream_label;
 
-/// The prefix of every object and file this API writes.
-const PREFIX: &str = "upstreamgate-";
+/// The prefix of every object and file this API writes (shared with the
+/// operator's side of the API).
+const PREFIX: &str = postern_compile::upstreamgate::OBJECT_PREFIX;
 const MAX_BODY: usize = 64 * 1024;
 
 /// The API's state: who may call it and where it writes.
@@ -257,27 +260,6 @@ fn split_credentials(url: &str) -> Result<Split, String> {
         None => (ui.to_string(), String::new()),
     });
     Ok((format!("{scheme}://{host}"), creds))
-}
-
-/// A Kubernetes object name for `user`, unique per user.
-fn object_name(user: &str) -> String {
-    let clean: String = user
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    let clean = clean.trim_matches('-');
-    if clean == user {
-        format!("{PREFIX}{clean}")
-    } else {
-        // Case or punctuation was lost: a hash keeps `Bob` and `bob` apart.
-        format!("{PREFIX}{clean}-{}", &sha256_hex(user.as_bytes())[..8])
-    }
 }
 
 fn file_name(user: &str) -> String {
