@@ -13,6 +13,8 @@ mod oauth_client;
 mod proxy_target;
 mod route;
 mod tunnel;
+pub mod url;
+pub mod user_name;
 mod user_upstream;
 
 pub use common::{

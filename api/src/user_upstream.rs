@@ -15,7 +15,10 @@ use crate::{LocalRef, SecretKeyRef};
 pub struct UserUpstreamSpec {
     /// The proxy user name clients send in Proxy-Authorization. Unique
     /// across the cluster; the older UserUpstream keeps a duplicated name.
-    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z0-9._~-]+$"))]
+    #[schemars(
+        length(min = crate::user_name::MIN_LEN, max = crate::user_name::MAX_LEN),
+        regex(pattern = crate::user_name::PATTERN)
+    )]
     pub user: String,
     /// The user's proxy password: a Secret key (default key `password`).
     pub password_secret_ref: SecretKeyRef,

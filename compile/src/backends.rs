@@ -10,8 +10,9 @@ use postern_snapshot::{
 };
 
 use crate::Reason;
-use crate::build::{Build, Refusal};
+use crate::build::Build;
 use crate::checks;
+use crate::refusal::{Refusal, invalid};
 
 /// Headers a rule may not touch: they belong to the connection or to the
 /// message framing, and changing them would break the exchange.
@@ -28,10 +29,6 @@ const PROTECTED: &[&str] = &[
     "host",
     "content-length",
 ];
-
-fn invalid(message: String) -> Refusal {
-    (Reason::InvalidSpec, message)
-}
 
 /// Resolves a backend: a Service to its cluster DNS name, a URL to
 /// `scheme://host:port`, plus how to speak to it.

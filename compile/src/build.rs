@@ -1,16 +1,19 @@
-//! The compilation pass: shared bookkeeping (verdicts, accepted objects,
-//! certificates, Secret lookups) and the order in which kinds are compiled.
+//! The bookkeeping every pass shares: the inputs, the verdicts, the
+//! accepted objects, the certificates sites need and Secret lookups. It
+//! knows no kind and calls no pass; the pass order is [`crate::compile`]'s.
 
 use std::collections::BTreeMap;
 
 use postern_api::{Kind, Object, ObjectKey};
-use postern_snapshot::{Certificate, Snapshot, SourceObject};
+use postern_snapshot::{
+    Certificate, OAuthClientEntry, ProxyUser, Site, Snapshot, SourceObject, TunnelEntry,
+};
 
+use crate::refusal::Refusal;
 use crate::{Inputs, Output, Reason, Verdict};
 
-/// A refusal: the reason and a sentence naming what is wrong.
-pub(crate) type Refusal = (Reason, String);
-
+/// One compilation in progress; each pass reads the inputs through it and
+/// records a verdict per object.
 pub(crate) struct Build<'a> {
     pub(crate) inputs: &'a Inputs,
     verdicts: Vec<Verdict>,
@@ -28,17 +31,14 @@ impl<'a> Build<'a> {
         }
     }
 
-    pub(crate) fn run(mut self) -> Output {
-        // Sites first: tunnels lose hostnames that ProxyTargets serve.
-        let sites = crate::sites::compile(&mut self);
-        let claimed = sites
-            .iter()
-            .flat_map(|s| s.hostnames.iter().cloned())
-            .collect();
-        let users = crate::others::users(&mut self);
-        let tunnels = crate::others::tunnels(&mut self, &claimed);
-        let oauth_clients = crate::others::oauth_clients(&mut self);
-
+    /// Seals the snapshot of what the passes built, with every verdict.
+    pub(crate) fn finish(
+        mut self,
+        sites: Vec<Site>,
+        users: Vec<ProxyUser>,
+        tunnels: Vec<TunnelEntry>,
+        oauth_clients: Vec<OAuthClientEntry>,
+    ) -> Output {
         self.objects.sort();
         self.verdicts
             .sort_by(|a, b| (a.kind, &a.key).cmp(&(b.kind, &b.key)));

@@ -6,17 +6,24 @@
 //! duplicate users...) never fail the whole compilation: each yields a
 //! [`Verdict`] on the losing object, which is left out of the snapshot, and
 //! the operator writes the verdict as the object's `Accepted` condition.
+//!
+//! One module per kind compiles it ([`compile`] calls them in order); they
+//! share the bookkeeping of `build`, the refusal type of `refusal` and the
+//! field checks of `checks`, none of which calls a pass.
 
 mod inputs;
 pub mod manifest;
-pub mod upstreamgate;
 mod verdict;
 
-mod backends;
 mod build;
 mod checks;
-mod others;
+mod refusal;
+
+mod backends;
+mod oauth_clients;
 mod sites;
+mod tunnels;
+mod user_upstreams;
 
 pub use inputs::{Inputs, Options, SecretData, ServiceInfo};
 pub use verdict::{Reason, Verdict};
@@ -33,5 +40,15 @@ pub struct Output {
 
 /// Compiles resources into a sealed snapshot and a verdict per object.
 pub fn compile(inputs: &Inputs) -> Output {
-    build::Build::new(inputs).run()
+    let mut build = build::Build::new(inputs);
+    // Sites first: tunnels lose hostnames that ProxyTargets serve.
+    let sites = sites::compile(&mut build);
+    let claimed = sites
+        .iter()
+        .flat_map(|s| s.hostnames.iter().cloned())
+        .collect();
+    let users = user_upstreams::compile(&mut build);
+    let tunnels = tunnels::compile(&mut build, &claimed);
+    let oauth_clients = oauth_clients::compile(&mut build);
+    build.finish(sites, users, tunnels, oauth_clients)
 }

@@ -7,17 +7,18 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use postern_api::{
-    AcmeIssuer, AuthPolicy, AuthType, Kind, Object, ObjectKey, PathMatchType, ProxyTargetSpec,
-    RouteSpec, TlsConfig,
+    AcmeIssuer as ApiIssuer, AuthPolicy, AuthType, Kind, Object, ObjectKey, PathMatchType,
+    ProxyTargetSpec, RouteSpec, TlsConfig,
 };
 use postern_snapshot::{
-    AuthRule, Certificate, PathRule, RouteEntry, Site, SiteTls, Timeouts, sha256_hex,
+    AcmeIssuer, AuthRule, Certificate, PathRule, RouteEntry, Site, SiteTls, Timeouts, sha256_hex,
 };
 
 use crate::Reason;
 use crate::backends::{backend, header_rules};
-use crate::build::{Build, Refusal, oldest_first};
+use crate::build::{Build, oldest_first};
 use crate::checks;
+use crate::refusal::Refusal;
 
 pub(crate) fn compile(build: &mut Build<'_>) -> Vec<Site> {
     let mut claimed: BTreeMap<String, ObjectKey> = BTreeMap::new();
@@ -141,11 +142,11 @@ fn site_tls(
         }
         (None, Some(acme)) => {
             let issuer = match acme.issuer {
-                AcmeIssuer::Staging => "staging",
-                AcmeIssuer::Production => "production",
+                ApiIssuer::Staging => AcmeIssuer::Staging,
+                ApiIssuer::Production => AcmeIssuer::Production,
             };
             let tls = SiteTls::Acme {
-                issuer: issuer.to_string(),
+                issuer,
                 certificate: None,
             };
             Ok((tls, None))

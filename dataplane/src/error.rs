@@ -40,13 +40,47 @@ pub enum Error {
     Admin(std::io::Error),
     #[error("a task failed: {0}")]
     Task(tokio::task::JoinError),
+    #[error("the {0} listener was not bound for this feature")]
+    ListenerMissing(&'static str),
+    #[error("the {listener} listener is claimed twice (again by {feature})")]
+    ListenerTaken {
+        listener: &'static str,
+        feature: &'static str,
+    },
+    #[error("{0} stopped although nothing asked it to")]
+    Stopped(&'static str),
+    #[error("{part} failed: {source}")]
+    Part {
+        part: &'static str,
+        source: Box<Error>,
+    },
 }
 
 impl Error {
+    /// A fixed word per kind, for the failure counter.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Bind { .. } => "bind",
+            Error::AddrFile { .. } => "addr_file",
+            Error::ManifestDir { .. } => "manifest_dir",
+            Error::NoSyncToken => "no_sync_token",
+            Error::SyncTls(_) => "sync_tls",
+            Error::NotImplemented(_) => "not_implemented",
+            Error::Forward(_) => "forward_config",
+            Error::Reverse(_) => "reverse_config",
+            Error::Admin(_) => "admin_io",
+            Error::Task(_) => "task_panicked",
+            Error::ListenerMissing(_) | Error::ListenerTaken { .. } => "listener_wiring",
+            Error::Stopped(_) => "stopped",
+            Error::Part { source, .. } => source.metric_label(),
+        }
+    }
+
     /// The process exit code: 2 for what this build cannot do, 1 otherwise.
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::NotImplemented(_) => 2,
+            Error::Part { source, .. } => source.exit_code(),
             _ => 1,
         }
     }

@@ -3,29 +3,37 @@
 //! The flow is one-way: a [`Snapshot`](postern_snapshot::Snapshot) arrives,
 //! either pushed by the operator ([`sync`], `postern dataplane`) or compiled
 //! from a folder of manifests ([`standalone`], `postern standalone`), and is
-//! swapped into the [`runtime`] whole. Traffic features (`forward/`,
-//! `reverse/`, `tunnel/`, `oauth/`, to come) only read the runtime; the
-//! [`admin`] server reports on it. Nothing here may depend on kube or
+//! swapped into the [`runtime`] whole. Each capability (`forward/`,
+//! `reverse/`, [`admin`]; `acme/`, `oauth/`, `tunnel/` next) is a
+//! [`Feature`](feature::Feature) that the [`supervisor`] binds, feeds every
+//! snapshot and runs until shutdown; none of them writes the runtime. Nothing here may depend on kube or
 //! k8s-openapi (`tests/no_kube.rs` checks).
 
 pub mod admin;
 pub mod cli;
 mod error;
+pub mod feature;
 pub mod forward;
 pub mod listeners;
 pub mod reverse;
 pub mod runtime;
 pub mod standalone;
+pub mod supervisor;
 pub mod sync;
+pub mod upstreamgate;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
+use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
 pub use error::{Error, Result};
 
 use crate::cli::{Command, ListenerArgs};
+use crate::feature::Feature;
 use crate::runtime::{Runtime, Source};
+use crate::supervisor::Supervisor;
 
 /// Runs a command until SIGINT or SIGTERM.
 pub async fn run(command: Command) -> Result<()> {
@@ -45,10 +53,13 @@ pub async fn run_until(command: Command, shutdown: CancellationToken) -> Result<
                 None,
                 runtime.clone(),
                 shutdown.clone(),
-                async move {
-                    sync::run(config, runtime, shutdown).await;
-                    Ok(())
-                },
+                (
+                    "sync",
+                    Box::pin(async move {
+                        sync::run(config, runtime, shutdown).await;
+                        Ok(())
+                    }),
+                ),
             )
             .await
         }
@@ -60,10 +71,13 @@ pub async fn run_until(command: Command, shutdown: CancellationToken) -> Result<
                 Some(dir.clone()),
                 runtime.clone(),
                 shutdown.clone(),
-                async move {
-                    standalone::run(dir, runtime, shutdown).await;
-                    Ok(())
-                },
+                (
+                    "manifests",
+                    Box::pin(async move {
+                        standalone::run(dir, runtime, shutdown).await;
+                        Ok(())
+                    }),
+                ),
             )
             .await
         }
@@ -73,54 +87,41 @@ pub async fn run_until(command: Command, shutdown: CancellationToken) -> Result<
     }
 }
 
-/// Binds every listener (failing fast on a busy port), then runs the admin
-/// server and the forward proxy next to `driver`, the task that feeds the
-/// runtime snapshots.
-async fn serve(
+/// Every capability of this build, on the one [`Feature`] seam. A new
+/// capability is one more entry here; its request-path hooks go into the
+/// reverse proxy's [`Hooks`](reverse::Hooks).
+fn features(
     listeners: &ListenerArgs,
-    manifests: Option<std::path::PathBuf>,
-    runtime: Arc<Runtime>,
-    shutdown: CancellationToken,
-    driver: impl Future<Output = Result<()>> + Send + 'static,
-) -> Result<()> {
+    manifests: Option<PathBuf>,
+    runtime: &Arc<Runtime>,
+    shutdown: &CancellationToken,
+) -> Result<Vec<Arc<dyn Feature>>> {
     let forward = forward::Forward::new(listeners.proxy.config(), shutdown.clone())?;
     let token = listeners.proxy.admin_token()?;
-    let upstream_api = Arc::new(forward::compat::UpstreamApi::new(
+    let upstream_api = Arc::new(upstreamgate::UpstreamApi::new(
         token,
         manifests,
-        forward.clone(),
+        runtime.clone(),
     ));
-    runtime
-        .metrics()
-        .register_with(|r| forward.metrics().register(r));
-    let reverse = reverse::Reverse::new(&listeners.reverse)?;
-    runtime
-        .metrics()
-        .register_with(|r| reverse.metrics().register(r));
-    let bound = listeners::bind(listeners).await?;
-    if let Some(path) = &listeners.addr_file {
-        bound.write_addr_file(path)?;
-    }
-    let follow = tokio::spawn(forward.clone().follow(runtime.subscribe()));
-    let proxy = tokio::spawn(forward.clone().serve_http(bound.proxy));
-    let socks = tokio::spawn(forward.serve_socks(bound.socks));
-    let reverse =
-        tokio::spawn(reverse.serve(bound.http, bound.https, runtime.clone(), shutdown.clone()));
-    let admin = tokio::spawn(admin::serve(
-        bound.admin,
-        runtime,
-        upstream_api,
-        shutdown.clone(),
-    ));
-    let driver = tokio::spawn(driver);
-    let (admin, driver, follow, proxy, socks, reverse) =
-        tokio::join!(admin, driver, follow, proxy, socks, reverse);
-    for task in [follow, proxy, socks] {
-        task.map_err(Error::Task)?;
-    }
-    reverse.map_err(Error::Task)??;
-    admin.map_err(Error::Task)??;
-    driver.map_err(Error::Task)?
+    let hooks = reverse::Hooks::default();
+    let reverse = Arc::new(reverse::Reverse::new(&listeners.reverse, hooks)?);
+    let admin = Arc::new(admin::Admin::new(runtime.clone(), upstream_api));
+    Ok(vec![admin, forward, reverse])
+}
+
+/// Starts every feature under the supervisor, next to `source`, the task
+/// that feeds the runtime snapshots.
+async fn serve(
+    listeners: &ListenerArgs,
+    manifests: Option<PathBuf>,
+    runtime: Arc<Runtime>,
+    shutdown: CancellationToken,
+    source: (&'static str, BoxFuture<'static, Result<()>>),
+) -> Result<()> {
+    let features = features(listeners, manifests, &runtime, &shutdown)?;
+    Supervisor::new(features, listeners.addr_file.clone())
+        .run(listeners, runtime, shutdown, source)
+        .await
 }
 
 async fn cancel_on_signal(shutdown: CancellationToken) {

@@ -1,6 +1,7 @@
-//! Binding the data plane's sockets. The admin and forward-proxy listeners
-//! serve; the others are parsed and logged as not serving until their
-//! features exist (binding them would accept connections nobody answers).
+//! The data plane's sockets: a registry of the listeners the features asked
+//! for, bound at start-up (failing fast on a busy port), each handed to the
+//! one feature that serves it. A listener no feature serves is not bound
+//! (it would accept connections nobody answers) and the log says so.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -11,48 +12,120 @@ use tokio::net::TcpListener;
 use crate::cli::ListenerArgs;
 use crate::{Error, Result};
 
-/// The sockets bound at start-up and their real addresses.
-pub struct Bound {
-    pub admin: TcpListener,
-    /// HTTP CONNECT / absolute-form forward proxy.
-    pub proxy: TcpListener,
-    /// SOCKS5 forward proxy.
-    pub socks: TcpListener,
-    /// Reverse proxy, plain HTTP.
-    pub http: TcpListener,
-    /// Reverse proxy, HTTPS.
-    pub https: TcpListener,
-    /// Listener name → bound address, for the address file.
-    pub addrs: BTreeMap<&'static str, SocketAddr>,
+/// Every listener a data plane can have, by its flag's name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Listener {
+    /// `--admin-addr`: admin API, metrics, probes.
+    Admin,
+    /// `--proxy-addr`: HTTP CONNECT / absolute-form forward proxy.
+    Proxy,
+    /// `--socks-addr`: SOCKS5 forward proxy.
+    Socks,
+    /// `--http-addr`: plain HTTP sites, redirects, ACME HTTP-01.
+    Http,
+    /// `--https-addr`: TLS sites.
+    Https,
+    /// `--tunnel-addr`: tunnel agents.
+    Tunnel,
 }
 
-/// Binds what serves and logs the rest. Fails on a busy port.
-pub async fn bind(args: &ListenerArgs) -> Result<Bound> {
-    let addr = args.tunnel_addr;
-    tracing::info!(listener = "tunnel", %addr, "not serving yet: this build has no tunnel feature");
-    let admin = bind_one("admin", args.admin_addr).await?;
-    let proxy = bind_one("proxy", args.proxy_addr).await?;
-    let socks = bind_one("socks", args.socks_addr).await?;
-    let http = bind_one("http", args.http_addr).await?;
-    let https = bind_one("https", args.https_addr).await?;
-    let mut addrs = BTreeMap::new();
-    for (name, listener) in [
-        ("admin", &admin),
-        ("proxy", &proxy),
-        ("socks", &socks),
-        ("http", &http),
-        ("https", &https),
-    ] {
-        addrs.insert(name, listener.local_addr().map_err(Error::Admin)?);
+impl Listener {
+    pub const ALL: [Listener; 6] = [
+        Listener::Admin,
+        Listener::Proxy,
+        Listener::Socks,
+        Listener::Http,
+        Listener::Https,
+        Listener::Tunnel,
+    ];
+
+    /// The name in logs, the address file and the `--NAME-addr` flag.
+    pub fn name(self) -> &'static str {
+        match self {
+            Listener::Admin => "admin",
+            Listener::Proxy => "proxy",
+            Listener::Socks => "socks",
+            Listener::Http => "http",
+            Listener::Https => "https",
+            Listener::Tunnel => "tunnel",
+        }
     }
-    Ok(Bound {
-        admin,
-        proxy,
-        socks,
-        http,
-        https,
-        addrs,
-    })
+
+    fn addr(self, args: &ListenerArgs) -> SocketAddr {
+        match self {
+            Listener::Admin => args.admin_addr,
+            Listener::Proxy => args.proxy_addr,
+            Listener::Socks => args.socks_addr,
+            Listener::Http => args.http_addr,
+            Listener::Https => args.https_addr,
+            Listener::Tunnel => args.tunnel_addr,
+        }
+    }
+}
+
+/// Bound sockets, taken out one by one by the features that serve them.
+#[derive(Debug, Default)]
+pub struct Listeners {
+    bound: BTreeMap<Listener, TcpListener>,
+}
+
+impl Listeners {
+    /// Binds `wanted` (in [`Listener::ALL`] order) and logs the others as
+    /// not serving. Fails on a busy port.
+    pub fn bind(args: &ListenerArgs, wanted: &[Listener]) -> Result<Listeners> {
+        let mut bound = BTreeMap::new();
+        for listener in Listener::ALL {
+            let addr = listener.addr(args);
+            if wanted.contains(&listener) {
+                bound.insert(listener, bind_one(listener.name(), addr)?);
+            } else {
+                tracing::info!(listener = listener.name(), %addr, "not serving: no feature of this build uses it");
+            }
+        }
+        Ok(Listeners { bound })
+    }
+
+    /// The sockets of `names`, moved into a registry of their own.
+    pub fn split(&mut self, names: &[Listener]) -> Listeners {
+        let bound = names
+            .iter()
+            .filter_map(|n| self.bound.remove_entry(n))
+            .collect();
+        Listeners { bound }
+    }
+
+    /// The socket of `listener`; an error if it was not bound for the caller.
+    pub fn take(&mut self, listener: Listener) -> Result<TcpListener> {
+        self.bound
+            .remove(&listener)
+            .ok_or(Error::ListenerMissing(listener.name()))
+    }
+
+    /// Listener name → bound address.
+    pub fn addrs(&self) -> Result<BTreeMap<&'static str, SocketAddr>> {
+        self.bound
+            .iter()
+            .map(|(l, s)| Ok((l.name(), s.local_addr().map_err(Error::Admin)?)))
+            .collect()
+    }
+}
+
+/// Writes `{"admin":"127.0.0.1:PORT",...}` atomically (a temporary file
+/// renamed into place), with connectable addresses: a wildcard bind is
+/// written as loopback.
+pub fn write_addr_file(path: &Path, addrs: &BTreeMap<&'static str, SocketAddr>) -> Result<()> {
+    let map: BTreeMap<&str, String> = addrs
+        .iter()
+        .map(|(name, addr)| (*name, connectable(*addr).to_string()))
+        .collect();
+    let json = serde_json::to_vec(&map).unwrap_or_default();
+    let tmp = path.with_extension("tmp");
+    let err = |source| Error::AddrFile {
+        path: path.to_path_buf(),
+        source,
+    };
+    std::fs::write(&tmp, json).map_err(err)?;
+    std::fs::rename(&tmp, path).map_err(err)
 }
 
 /// The accept queue of every listener. `TcpListener::bind` would use 128,
@@ -61,7 +134,7 @@ pub async fn bind(args: &ListenerArgs) -> Result<Bound> {
 /// `net.core.somaxconn`.
 const BACKLOG: u32 = 4096;
 
-async fn bind_one(name: &'static str, addr: SocketAddr) -> Result<TcpListener> {
+fn bind_one(name: &'static str, addr: SocketAddr) -> Result<TcpListener> {
     let listener = listen(addr).map_err(|source| Error::Bind { name, addr, source })?;
     let local = listener.local_addr().map_err(Error::Admin)?;
     if addr.port() == 0 {
@@ -81,27 +154,6 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(BACKLOG)
-}
-
-impl Bound {
-    /// Writes `{"admin":"127.0.0.1:PORT",...}` atomically (a temporary file
-    /// renamed into place), with connectable addresses: a wildcard bind is
-    /// written as loopback.
-    pub fn write_addr_file(&self, path: &Path) -> Result<()> {
-        let map: BTreeMap<&str, String> = self
-            .addrs
-            .iter()
-            .map(|(name, addr)| (*name, connectable(*addr).to_string()))
-            .collect();
-        let json = serde_json::to_vec(&map).unwrap_or_default();
-        let tmp = path.with_extension("tmp");
-        let err = |source| Error::AddrFile {
-            path: path.to_path_buf(),
-            source,
-        };
-        std::fs::write(&tmp, json).map_err(err)?;
-        std::fs::rename(&tmp, path).map_err(err)
-    }
 }
 
 /// The address a local client reaches a listener bound to `addr` on.
@@ -125,5 +177,14 @@ mod tests {
         assert_eq!(connectable(any6).to_string(), "[::1]:9000");
         let some: SocketAddr = "10.1.2.3:9000".parse().expect("addr");
         assert_eq!(connectable(some), some);
+    }
+
+    #[test]
+    fn names_are_the_flags() {
+        let names: Vec<&str> = Listener::ALL.iter().map(|l| l.name()).collect();
+        assert_eq!(
+            names,
+            ["admin", "proxy", "socks", "http", "https", "tunnel"]
+        );
     }
 }

@@ -1,30 +1,28 @@
 //! Start-up behaviour of the binary: clear errors and exit codes.
 
-mod common;
-
 use std::time::Duration;
 
-use common::Postern;
+use postern_harness::{Manifests, Postern, run_to_exit, tmp_dir};
 
 #[test]
 fn agent_is_not_implemented_yet() {
-    let (code, stderr) = common::run_to_exit(&["agent"]);
+    let (code, stderr) = run_to_exit(&["agent"]);
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("not implemented yet"), "{stderr}");
 }
 
 #[test]
 fn dataplane_without_a_token_fails() {
-    let (code, stderr) = common::run_to_exit(&["dataplane", "--operator", "127.0.0.1:1"]);
+    let (code, stderr) = run_to_exit(&["dataplane", "--operator", "127.0.0.1:1"]);
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("POSTERN_SYNC_TOKEN"), "{stderr}");
 }
 
 #[test]
 fn missing_manifests_folder_fails() {
-    let dir = common::tmp_dir("missing").join("nope");
+    let dir = tmp_dir("missing").join("nope");
     let dir = dir.to_str().expect("utf-8");
-    let (code, stderr) = common::run_to_exit(&["standalone", "--manifests", dir]);
+    let (code, stderr) = run_to_exit(&["standalone", "--manifests", dir]);
     assert_eq!(code, Some(1), "{stderr}");
     assert!(
         stderr.contains("cannot read the manifests directory"),
@@ -36,10 +34,9 @@ fn missing_manifests_folder_fails() {
 fn a_busy_admin_port_fails_clearly() {
     let busy = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = busy.local_addr().expect("addr").to_string();
-    let dir = common::example_copy("busy");
-    let dir = dir.to_str().expect("utf-8");
-    let (code, stderr) =
-        common::run_to_exit(&["standalone", "--manifests", dir, "--admin-addr", &addr]);
+    let manifests = Manifests::example("busy");
+    let dir = manifests.path().to_str().expect("utf-8");
+    let (code, stderr) = run_to_exit(&["standalone", "--manifests", dir, "--admin-addr", &addr]);
     assert_eq!(code, Some(1), "{stderr}");
     assert!(
         stderr.contains("cannot bind the admin listener"),
@@ -49,12 +46,9 @@ fn a_busy_admin_port_fails_clearly() {
 
 #[tokio::test]
 async fn unknown_paths_and_wrong_methods() {
-    let dir = common::example_copy("paths");
-    let p = Postern::start(
-        &["standalone", "--manifests", dir.to_str().expect("utf-8")],
-        &[],
-    )
-    .await;
+    let p = Postern::standalone(Manifests::example("paths"))
+        .start()
+        .await;
     assert_eq!(p.get("/api/v1/nothing").await.0, 404);
     let mut s = tokio::net::TcpStream::connect(p.admin)
         .await

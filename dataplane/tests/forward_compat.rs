@@ -2,12 +2,11 @@
 //! standalone mode: bearer token, status codes, users written to (and
 //! removed from) the manifests folder, applied live and kept over a restart.
 
-mod support;
-
 use std::net::SocketAddr;
-use std::time::Duration;
 
-use support::*;
+use postern_harness::http::body_of;
+use postern_harness::peers::microsocks;
+use postern_harness::{PATIENCE, Postern, curl, http_target, raw, tmp_dir, user_yaml, wait_for};
 
 const TOKEN: &str = "s3cret-admin-token";
 
@@ -24,11 +23,7 @@ async fn call(
         body.len()
     );
     let (status, text) = raw(admin, req.as_bytes()).await.expect("admin call");
-    (
-        status,
-        text.split_once("\r\n\r\n")
-            .map_or(String::new(), |(_, b)| b.to_string()),
-    )
+    (status, body_of(&text).to_string())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -41,7 +36,11 @@ async fn upstreamgate_scripts_keep_working() {
         "alice.yaml",
         user_yaml("alice", "pw", "direct://", None, ""),
     )];
-    let p = Postern::start("compat", &files, &[&token_flag]).await;
+    let p = Postern::standalone_with("compat", &files)
+        .json_logs()
+        .arg(&token_flag)
+        .start()
+        .await;
     let target = http_target().await;
     let url = format!("http://{target}/");
     let bob = r#"{"user":"bob","password":"pw2","upstream":"direct://"}"#;
@@ -88,10 +87,10 @@ async fn upstreamgate_scripts_keep_working() {
             .0,
         204
     );
-    assert!(p.manifests.join("upstreamgate-bob.yaml").is_file());
-    let out = wait_for("bob to work", Duration::from_secs(5), || async {
+    assert!(p.manifests().join("upstreamgate-bob.yaml").is_file());
+    let out = wait_for("bob to work", PATIENCE, || async {
         let out = curl(&["-x", &p.proxy_url("bob", "pw2"), &url]).await;
-        (out.code == 200).then_some(out)
+        (out.status == 200).then_some(out)
     })
     .await;
     assert_eq!(out.body, format!("hello from {via}"));
@@ -113,9 +112,13 @@ async fn upstreamgate_scripts_keep_working() {
     );
 
     // Kept over a restart: the file is in the manifests folder.
-    let manifests = p.manifests.clone();
+    let manifests = p.manifests().to_path_buf();
     drop(p);
-    let p = Postern::start_on("compat-restart", manifests, &[&token_flag]).await;
+    let p = Postern::standalone(&manifests)
+        .json_logs()
+        .arg(&token_flag)
+        .start()
+        .await;
     let out = curl(&["-x", &p.proxy_url("bob", "pw2"), &url]).await;
     assert_eq!(out.body, format!("hello from {via}"), "{out:?}");
 
@@ -137,26 +140,25 @@ async fn upstreamgate_scripts_keep_working() {
             .0,
         204
     );
-    wait_for("bob to be gone", Duration::from_secs(5), || async {
+    wait_for("bob to be gone", PATIENCE, || async {
         let out = curl(&["-x", &p.proxy_url("bob", "pw2"), &url]).await;
-        (out.code == 407).then_some(())
+        (out.status == 407).then_some(())
     })
     .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_token_the_api_is_closed() {
-    let p = Postern::start(
-        "compat-closed",
-        &[("a.yaml", user_yaml("alice", "pw", "direct://", None, ""))],
-        &[],
-    )
-    .await;
+    let files = [("a.yaml", user_yaml("alice", "pw", "direct://", None, ""))];
+    let p = Postern::standalone_with("compat-closed", &files)
+        .json_logs()
+        .start()
+        .await;
     let body = r#"{"user":"eve","password":"x","upstream":"direct://"}"#;
     assert_eq!(
         call(p.admin, "POST", "/upstream", Some(""), body).await.0,
         401
     );
     assert_eq!(call(p.admin, "GET", "/upstream", None, "").await.0, 401);
-    assert!(!p.manifests.join("upstreamgate-eve.yaml").exists());
+    assert!(!p.manifests().join("upstreamgate-eve.yaml").exists());
 }

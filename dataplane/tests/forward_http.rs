@@ -1,11 +1,10 @@
 //! The HTTP forward proxy in standalone mode with a `direct://` user: curl
 //! through CONNECT and absolute-form, and every refusal's status.
 
-mod support;
-
-use std::time::Duration;
-
-use support::*;
+use postern_harness::{
+    Ca, PATIENCE, Postern, closed_port, curl, echo_roundtrip, echo_target, field, http_target,
+    open_tunnel, raw, tls_target, tmp_dir, user_yaml, wait_for,
+};
 
 const LIMITS: &str = "  maxConnections: 1\n";
 
@@ -38,7 +37,10 @@ async fn start() -> Postern {
             ),
         ),
     ];
-    Postern::start("http", &files, &[]).await
+    Postern::standalone_with("http", &files)
+        .json_logs()
+        .start()
+        .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -48,12 +50,16 @@ async fn curl_through_connect_and_absolute_form() {
     let url = format!("http://{target}/x");
     let plain = curl(&["-x", &p.proxy_url("alice", "pw"), &url]).await;
     assert_eq!(
-        (plain.code, plain.body.as_str()),
+        (plain.status, plain.body.as_str()),
         (200, "hello from 127.0.0.1"),
         "{plain:?}"
     );
     let tunnel = curl(&["-p", "-x", &p.proxy_url("alice", "pw"), &url]).await;
-    assert_eq!((tunnel.connect_code, tunnel.code), (200, 200), "{tunnel:?}");
+    assert_eq!(
+        (tunnel.connect_code, tunnel.status),
+        (200, 200),
+        "{tunnel:?}"
+    );
     assert_eq!(tunnel.body, "hello from 127.0.0.1");
     // Keep-alive: two absolute-form requests on one connection.
     let two = curl(&["-x", &p.proxy_url("alice", "pw"), &url, &url]).await;
@@ -64,7 +70,7 @@ async fn curl_through_connect_and_absolute_form() {
     );
     // One log line per tunnel, with bytes and no password.
     let line = p
-        .wait_log("a connect tunnel line", Duration::from_secs(5), |l| {
+        .wait_log("a connect tunnel line", PATIENCE, |l| {
             field(l, "message") == "tunnel closed" && field(l, "inbound") == "connect"
         })
         .await;
@@ -75,10 +81,7 @@ async fn curl_through_connect_and_absolute_form() {
         field(&line, "bytes_down").as_u64().unwrap_or(0) > 0,
         "{line}"
     );
-    assert!(
-        !p.proc.log_text().contains("pw\""),
-        "a password reached the log"
-    );
+    assert!(!p.log().contains("pw\""), "a password reached the log");
     assert!(
         p.metric("postern_proxy_tunnels_total{user=\"alice\"}")
             .await
@@ -95,7 +98,11 @@ async fn curl_through_connect_and_absolute_form() {
 async fn curl_through_connect_to_a_tls_target() {
     let p = start().await;
     let dir = tmp_dir("tls-target");
-    let (ca, config) = tls_identity(&dir);
+    let authority = Ca::new("postern test CA");
+    let ca = authority.write(&dir);
+    let config = authority
+        .leaf(&["localhost", "127.0.0.1"])
+        .server_config(&[]);
     let target = tls_target(config).await;
     let url = format!("https://localhost:{}/", target.port());
     let resolve = format!("localhost:{}:127.0.0.1", target.port());
@@ -110,7 +117,7 @@ async fn curl_through_connect_to_a_tls_target() {
     ])
     .await;
     assert_eq!(
-        (out.code, out.body.as_str()),
+        (out.status, out.body.as_str()),
         (200, "hello over tls"),
         "{out:?}"
     );
@@ -128,7 +135,7 @@ async fn bad_credentials_get_407_with_a_challenge() {
         (&p.proxy_url("mallory", "pw"), "unknown user"),
     ] {
         let out = curl(&["-x", proxy, &url]).await;
-        assert_eq!(out.code, 407, "{what}: {out:?}");
+        assert_eq!(out.status, 407, "{what}: {out:?}");
         let out = curl(&["-p", "-x", proxy, &url]).await;
         assert_eq!(out.connect_code, 407, "{what} (CONNECT): {out:?}");
     }
@@ -185,7 +192,7 @@ async fn denied_destinations_get_403() {
         "http://[fd00:ec2::254]/",
     ] {
         let out = curl(&["-x", &p.proxy_url("alice", "pw"), url]).await;
-        assert_eq!(out.code, 403, "{url}: {out:?}");
+        assert_eq!(out.status, 403, "{url}: {out:?}");
     }
     let out = curl(&[
         "-p",
@@ -196,15 +203,15 @@ async fn denied_destinations_get_403() {
     .await;
     assert_eq!(out.connect_code, 403, "{out:?}");
     let out = curl(&["-x", &p.proxy_url("carol", "pw3"), "http://127.0.0.2:1/"]).await;
-    assert_eq!(out.code, 403, "{out:?}");
+    assert_eq!(out.status, 403, "{out:?}");
     // A name that resolves into a denied network is judged by its address.
     let target = http_target().await;
     let by_name = format!("http://localhost:{}/", target.port());
     let out = curl(&["-x", &p.proxy_url("dave", "pw4"), &by_name]).await;
-    assert_eq!(out.code, 403, "{out:?}");
+    assert_eq!(out.status, 403, "{out:?}");
     let out = curl(&["-x", &p.proxy_url("alice", "pw"), &by_name]).await;
     assert_eq!(
-        (out.code, out.body.as_str()),
+        (out.status, out.body.as_str()),
         (200, "hello from 127.0.0.1"),
         "{out:?}"
     );
@@ -234,9 +241,9 @@ async fn max_connections_gives_429_until_a_tunnel_closes() {
         &format!("http://{echo}/"),
     ])
     .await;
-    assert_eq!(out.code, 429, "{out:?}");
+    assert_eq!(out.status, 429, "{out:?}");
     drop(held);
-    wait_for("the slot to free", Duration::from_secs(5), || async {
+    wait_for("the slot to free", PATIENCE, || async {
         open_tunnel(p.proxy, "carol", "pw3", echo).await.ok()
     })
     .await;

@@ -3,12 +3,10 @@
 //! and the refusals (no auth offered, wrong password, denied destination,
 //! unsupported command).
 
-mod support;
-
+use postern_harness::peers::microsocks;
+use postern_harness::{PATIENCE, Postern, curl, field, http_target, user_yaml};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn curl_over_socks5_direct_and_through_an_upstream() {
@@ -37,40 +35,39 @@ async fn curl_over_socks5_direct_and_through_an_upstream() {
             ),
         ),
     ];
-    let p = Postern::start("socks-in", &files, &[]).await;
+    let p = Postern::standalone_with("socks-in", &files)
+        .json_logs()
+        .start()
+        .await;
     let target = http_target().await;
     let url = format!("http://localhost:{}/", target.port());
     let direct = curl(&["--socks5-hostname", &p.socks_url("alice", "pw"), &url]).await;
     assert_eq!(
-        (direct.code, direct.body.as_str()),
+        (direct.status, direct.body.as_str()),
         (200, "hello from 127.0.0.1"),
         "{direct:?}"
     );
     let chained = curl(&["--socks5-hostname", &p.socks_url("bob", "pw2"), &url]).await;
     assert_eq!(chained.body, "hello from 127.0.0.6", "{chained:?}");
     let wrong = curl(&["--socks5-hostname", &p.socks_url("alice", "nope"), &url]).await;
-    assert_eq!((wrong.code, wrong.exit), (0, 97), "{wrong:?}");
+    assert_eq!((wrong.status, wrong.exit), (0, 97), "{wrong:?}");
     let denied = curl(&[
         "--socks5-hostname",
         &p.socks_url("alice", "pw"),
         "http://x.denied.test/",
     ])
     .await;
-    assert_eq!(denied.code, 0, "{denied:?}");
+    assert_eq!(denied.status, 0, "{denied:?}");
     assert!(
         denied.stderr.contains("(2)"),
         "reply 2, not allowed by ruleset: {denied:?}"
     );
     let line = p
-        .wait_log(
-            "a socks5 tunnel line",
-            std::time::Duration::from_secs(5),
-            |l| {
-                field(l, "message") == "tunnel closed"
-                    && field(l, "inbound") == "socks5"
-                    && field(l, "user") == "bob"
-            },
-        )
+        .wait_log("a socks5 tunnel line", PATIENCE, |l| {
+            field(l, "message") == "tunnel closed"
+                && field(l, "inbound") == "socks5"
+                && field(l, "user") == "bob"
+        })
         .await;
     assert_eq!(
         field(&line, "upstream"),
@@ -80,12 +77,11 @@ async fn curl_over_socks5_direct_and_through_an_upstream() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn never_an_open_socks_proxy() {
-    let p = Postern::start(
-        "socks-closed",
-        &[("a.yaml", user_yaml("alice", "pw", "direct://", None, ""))],
-        &[],
-    )
-    .await;
+    let files = [("a.yaml", user_yaml("alice", "pw", "direct://", None, ""))];
+    let p = Postern::standalone_with("socks-closed", &files)
+        .json_logs()
+        .start()
+        .await;
     // Offering only "no authentication" is refused.
     let mut s = TcpStream::connect(p.socks).await.expect("connect");
     s.write_all(&[5, 1, 0]).await.expect("greeting");

@@ -3,43 +3,31 @@
 //! and server (python3-websockets) and a gRPC client and server
 //! (python3-grpcio) speaking HTTP/2 with trailers.
 
-mod reverse_support;
-
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use reverse_support::{
-    Backend, Ca, Peer, Proxy, fetch, free_port, manifests, peer, python_with, tls_secret, tmp_dir,
-    wait_port,
+use postern_harness::peers::nginx;
+use postern_harness::{
+    Backend, Ca, Launch, Manifests, PATIENCE, Postern, Proc, fetch, free_port, loopback, peer,
+    python_with, tls_secret, tmp_dir, wait_for, wait_port,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Starts a python peer that writes its port to a file; returns it and the port.
-async fn python_server(python: &Path, dir: &Path, name: &str, script: &str) -> (Peer, u16) {
-    let path = dir.join(format!("{name}.py"));
-    std::fs::write(&path, script).expect("script");
-    let port_file = dir.join(format!("{name}.port"));
-    let mut cmd = Command::new(python);
-    cmd.arg(&path).arg(&port_file);
-    let peer = Peer::spawn(cmd, dir.join(format!("{name}.log")));
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    let port = loop {
-        if let Some(port) = std::fs::read_to_string(&port_file)
-            .ok()
-            .and_then(|t| t.trim().parse().ok())
-        {
-            break port;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{name} did not start: {}",
-            peer.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    wait_port(port).await;
-    (peer, port)
+async fn python_server(python: &Path, name: &str, script: &str) -> (Proc, u16) {
+    let launch = Launch::new(name, python);
+    let path = launch.write(&format!("{name}.py"), script);
+    let port_file = launch.dir().join(format!("{name}.port"));
+    let proc = launch.arg(path).arg(&port_file).spawn();
+    let what = format!("{name} to write its port");
+    let port = wait_for(&what, PATIENCE, || {
+        let port = std::fs::read_to_string(&port_file).ok();
+        async move { port?.trim().parse().ok() }
+    })
+    .await;
+    wait_port(loopback(port)).await;
+    (proc, port)
 }
 
 /// Runs a python client script with `args`; it prints `ok` on success.
@@ -145,11 +133,13 @@ async fn websocket_echo_through_the_proxy() {
         return;
     };
     let dir = tmp_dir("ws");
-    let (_server, backend_port) = python_server(&python, &dir, "ws_server", WS_SERVER).await;
+    let (_server, backend_port) = python_server(&python, "ws_server", WS_SERVER).await;
     let yaml = format!(
         "apiVersion: postern.io/v1alpha1\nkind: ProxyTarget\nmetadata: {{name: ws, namespace: default}}\nspec:\n  hostnames: [ws.test]\n  backend: {{url: \"http://127.0.0.1:{backend_port}\"}}\n"
     );
-    let proxy = Proxy::start(&manifests("ws", &yaml), &[]).await;
+    let proxy = Postern::standalone(Manifests::new("ws").with("site.yaml", &yaml))
+        .start()
+        .await;
     let port = proxy.http.port().to_string();
     python_client(&python, &dir, "ws_client", WS_CLIENT, &[&port]);
 }
@@ -160,11 +150,13 @@ async fn grpc_calls_with_trailers_and_streams_through_the_proxy() {
         return;
     };
     let dir = tmp_dir("grpc");
-    let (_server, backend_port) = python_server(&python, &dir, "grpc_server", GRPC_SERVER).await;
+    let (_server, backend_port) = python_server(&python, "grpc_server", GRPC_SERVER).await;
     let yaml = format!(
         "apiVersion: postern.io/v1alpha1\nkind: ProxyTarget\nmetadata: {{name: grpc, namespace: default}}\nspec:\n  hostnames: [grpc.test]\n  backend: {{url: \"http://127.0.0.1:{backend_port}\", protocol: http2}}\n"
     );
-    let proxy = Proxy::start(&manifests("grpc", &yaml), &[]).await;
+    let proxy = Postern::standalone(Manifests::new("grpc").with("site.yaml", &yaml))
+        .start()
+        .await;
     let port = proxy.http.port().to_string();
     python_client(&python, &dir, "grpc_client", GRPC_CLIENT, &[&port]);
 }
@@ -182,10 +174,12 @@ async fn haproxy_in_front_sends_proxy_v1_and_v2() {
         backend.url(),
         tls_secret("pp-tls", &leaf.cert, &leaf.key)
     );
-    let dir = manifests("haproxy", &yaml);
-    let work = dir.parent().expect("parent").to_path_buf();
-    let ca_file = ca.write(&work);
-    let proxy = Proxy::start(&dir, &["--proxy-protocol-trusted", "127.0.0.1/32"]).await;
+    let manifests = Manifests::new("haproxy").with("site.yaml", &yaml);
+    let ca_file = ca.write(manifests.work_dir());
+    let proxy = Postern::standalone(manifests)
+        .args(["--proxy-protocol-trusted", "127.0.0.1/32"])
+        .start()
+        .await;
     let (v1, v2, tls) = (free_port(), free_port(), free_port());
     let config = format!(
         "global\n    maxconn 100\ndefaults\n    mode tcp\n    timeout connect 5s\n    timeout client 30s\n    timeout server 30s\n\
@@ -195,13 +189,11 @@ async fn haproxy_in_front_sends_proxy_v1_and_v2() {
         http = proxy.http.port(),
         https = proxy.https.port(),
     );
-    let cfg = work.join("haproxy.cfg");
-    std::fs::write(&cfg, config).expect("config");
-    let mut cmd = Command::new(haproxy);
-    cmd.arg("-db").arg("-f").arg(&cfg);
-    let _haproxy = Peer::spawn(cmd, work.join("haproxy.log"));
+    let launch = Launch::new("haproxy", haproxy);
+    let cfg = launch.write("haproxy.cfg", &config);
+    let _haproxy = launch.arg("-db").arg("-f").arg(cfg).spawn();
     for port in [v1, v2, tls] {
-        wait_port(port).await;
+        wait_port(loopback(port)).await;
     }
     // The client is 127.0.0.2; haproxy connects to postern from 127.0.0.1.
     for port in [v1, v2] {
@@ -230,7 +222,7 @@ async fn haproxy_in_front_sends_proxy_v1_and_v2() {
     ]);
     assert_eq!(r.json()["headers"]["x-forwarded-for"][0], "127.0.0.2");
     assert_eq!(r.json()["headers"]["x-forwarded-proto"][0], "https");
-    let log = proxy.log_text();
+    let log = proxy.log();
     assert!(
         log.contains("client=127.0.0.2"),
         "the access log names the real client"
@@ -260,7 +252,8 @@ async fn haproxy_in_front_sends_proxy_v1_and_v2() {
         .await
         .expect("write");
     let mut buf = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
+    let closed = tokio::time::timeout(PATIENCE, s.read_to_end(&mut buf)).await;
+    assert!(closed.is_ok(), "the connection was left open, not dropped");
     assert!(buf.is_empty(), "{}", String::from_utf8_lossy(&buf));
     let metrics = proxy.metrics().await;
     assert!(metrics.contains("reason=\"proxy_header\""), "{metrics}");
@@ -268,38 +261,23 @@ async fn haproxy_in_front_sends_proxy_v1_and_v2() {
 
 #[tokio::test]
 async fn nginx_behind_reads_our_proxy_header() {
-    let Some(nginx) = peer("nginx") else {
-        return;
-    };
-    let work = tmp_dir("nginx");
     let (p1, p2) = (free_port(), free_port());
     let server = |port: u16| {
         format!(
             "  server {{\n    listen 127.0.0.1:{port} proxy_protocol;\n    location / {{\n      default_type text/plain;\n      return 200 \"client=$proxy_protocol_addr server=$proxy_protocol_server_addr\";\n    }}\n  }}\n"
         )
     };
-    let d = work.display();
-    let config = format!(
-        "daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{ worker_connections 64; }}\nhttp {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n{}{}}}\n",
-        server(p1),
-        server(p2),
-    );
-    let cfg = work.join("nginx.conf");
-    std::fs::write(&cfg, config).expect("config");
-    let mut cmd = Command::new(nginx);
-    cmd.arg("-p")
-        .arg(&work)
-        .arg("-c")
-        .arg(&cfg)
-        .arg("-e")
-        .arg(work.join("error.log"));
-    let _nginx = Peer::spawn(cmd, work.join("nginx.out"));
-    wait_port(p1).await;
-    wait_port(p2).await;
+    let Some(_nginx) = nginx(&format!("{}{}", server(p1), server(p2))) else {
+        return;
+    };
+    wait_port(loopback(p1)).await;
+    wait_port(loopback(p2)).await;
     let yaml = format!(
         "apiVersion: postern.io/v1alpha1\nkind: ProxyTarget\nmetadata: {{name: v1, namespace: default}}\nspec:\n  hostnames: [v1.test]\n  backend: {{url: \"http://127.0.0.1:{p1}\", proxyProtocol: v1}}\n---\napiVersion: postern.io/v1alpha1\nkind: ProxyTarget\nmetadata: {{name: v2, namespace: default}}\nspec:\n  hostnames: [v2.test]\n  backend: {{url: \"http://127.0.0.1:{p2}\", proxyProtocol: v2}}\n"
     );
-    let proxy = Proxy::start(&manifests("nginx-pp", &yaml), &[]).await;
+    let proxy = Postern::standalone(Manifests::new("nginx-pp").with("site.yaml", &yaml))
+        .start()
+        .await;
     for host in ["v1.test", "v2.test"] {
         let r = fetch(&[
             "--interface",

@@ -2,12 +2,12 @@
 //! with `--resolve`), HTTP/2 over ALPN, `redirectHttp`, the default
 //! certificate, and https backends verified against a private CA.
 
-mod reverse_support;
-
-use reverse_support::{Backend, Ca, Proxy, curl, fetch, indent, manifests, tls_secret};
+use postern_harness::{
+    Backend, Ca, Leaf, Manifests, Postern, curl_blocking, fetch, indent, tls_secret, tmp_dir,
+};
 
 struct Setup {
-    proxy: Proxy,
+    proxy: Postern,
     ca_file: std::path::PathBuf,
     _backends: Vec<Backend>,
 }
@@ -62,9 +62,9 @@ stringData:
         wild_tls = tls_secret("wild-tls", &w.cert, &w.key),
         backend_ca = indent(&backend_ca.pem, 4),
     );
-    let dir = manifests(name, &yaml);
-    let ca_file = ca.write(dir.parent().expect("parent"));
-    let proxy = Proxy::start(&dir, extra).await;
+    let manifests = Manifests::new(name).with("site.yaml", &yaml);
+    let ca_file = ca.write(manifests.work_dir());
+    let proxy = Postern::standalone(manifests).args(extra).start().await;
     Setup {
         proxy,
         ca_file,
@@ -72,7 +72,7 @@ stringData:
     }
 }
 
-fn resolve(host: &str, proxy: &Proxy) -> String {
+fn resolve(host: &str, proxy: &Postern) -> String {
     format!("{host}:{}:127.0.0.1", proxy.https.port())
 }
 
@@ -106,18 +106,13 @@ async fn certificates_are_chosen_by_sni_and_unknown_names_fail_the_handshake() {
     ]);
     assert_eq!(r.version, "1.1");
     // A name no site serves: no certificate at all (curl 35 = handshake failure).
-    let out = curl(&[
+    let out = curl_blocking(&[
         "-k",
         "--resolve",
         &resolve("other.test", &s.proxy),
         &format!("https://other.test:{port}/"),
     ]);
-    assert_eq!(
-        out.status.code(),
-        Some(35),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(out.exit, 35, "{}", out.stderr);
     let metrics = s.proxy.metrics().await;
     assert!(metrics.contains("reason=\"tls_handshake\""), "{metrics}");
 }
@@ -141,17 +136,15 @@ async fn plain_http_redirects_where_the_site_asks() {
 async fn a_default_certificate_answers_unknown_names_when_configured() {
     let ca = Ca::new("default CA");
     let leaf = ca.leaf(&["default.invalid"]);
-    let dir = reverse_support::tmp_dir("default-cert");
-    let (cert, key) = (dir.join("default.crt"), dir.join("default.key"));
-    std::fs::write(&cert, &leaf.cert).expect("write");
-    std::fs::write(&key, &leaf.key).expect("write");
+    let dir = tmp_dir("default-cert");
+    let pair = leaf.write(&dir);
     let s = setup(
         "default",
         &[
             "--default-cert",
-            cert.to_str().expect("p"),
+            pair.cert.to_str().expect("p"),
             "--default-key",
-            key.to_str().expect("p"),
+            pair.key.to_str().expect("p"),
         ],
     )
     .await;
@@ -189,32 +182,17 @@ async fn a_rotated_secret_swaps_the_certificate_without_dropping_connections() {
     let ca = Ca::new("rotation CA");
     let first = ca.leaf(&["rot.test"]);
     let backend = Backend::start("rot");
-    let site = |leaf: &reverse_support::Leaf| {
+    let site = |leaf: &Leaf| {
         format!(
             "apiVersion: postern.io/v1alpha1\nkind: ProxyTarget\nmetadata: {{name: rot, namespace: default}}\nspec:\n  hostnames: [rot.test]\n  backend: {{url: \"{}\"}}\n  tls: {{secretRef: {{name: rot-tls}}}}\n---\n{}",
             backend.url(),
             tls_secret("rot-tls", &leaf.cert, &leaf.key)
         )
     };
-    let dir = manifests("rotation", &site(&first));
-    let proxy = Proxy::start(&dir, &[]).await;
+    let manifests = Manifests::new("rotation").with("site.yaml", &site(&first));
+    let proxy = Postern::standalone(&manifests).start().await;
     // An open keep-alive connection, made before the rotation.
-    let connector = {
-        let mut roots = rustls::RootCertStore::empty();
-        use rustls::pki_types::pem::PemObject;
-        for c in rustls::pki_types::CertificateDer::pem_slice_iter(ca.pem.as_bytes()) {
-            roots.add(c.expect("ca")).expect("add");
-        }
-        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        // A resumed session reports the certificate of the first handshake.
-        config.resumption = rustls::client::Resumption::disabled();
-        tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
-    };
+    let connector = ca.connector(&[]);
     let handshake = || async {
         let tcp = tokio::net::TcpStream::connect(proxy.https)
             .await
@@ -231,8 +209,8 @@ async fn a_rotated_secret_swaps_the_certificate_without_dropping_connections() {
 
     let old = proxy.version().await;
     let second = ca.leaf(&["rot.test"]);
-    std::fs::write(dir.join("site.yaml"), site(&second)).expect("rotate");
-    proxy.wait_version_change(old.as_deref()).await;
+    std::fs::write(manifests.path().join("site.yaml"), site(&second)).expect("rotate");
+    proxy.serving(old.as_deref()).await;
     let after = served(&handshake().await);
     assert_ne!(before, after, "new handshakes get the new certificate");
     assert!(

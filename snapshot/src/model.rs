@@ -149,9 +149,60 @@ pub enum SiteTls {
     Secret { certificate: String },
     /// Ordered over ACME; the certificate appears once issued.
     Acme {
-        issuer: String,
+        issuer: AcmeIssuer,
         certificate: Option<String>,
     },
+}
+
+/// Which ACME directory orders a site's certificate. On the wire a plain
+/// string: `production`, `staging`, or the name of an issuer the data
+/// plane's configuration defines.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum AcmeIssuer {
+    Production,
+    /// Untrusted certificates, generous rate limits.
+    Staging,
+    /// An issuer from configuration. Never a built-in name, so the string
+    /// form reads back as the same value ([`Snapshot::validate`] checks).
+    Named(String),
+}
+
+impl AcmeIssuer {
+    /// The wire form.
+    pub fn as_str(&self) -> &str {
+        match self {
+            AcmeIssuer::Production => "production",
+            AcmeIssuer::Staging => "staging",
+            AcmeIssuer::Named(name) => name,
+        }
+    }
+
+    /// Reads the wire form: a built-in name, or else a named issuer.
+    pub fn parse(name: &str) -> Self {
+        match name {
+            "production" => AcmeIssuer::Production,
+            "staging" => AcmeIssuer::Staging,
+            other => AcmeIssuer::Named(other.to_string()),
+        }
+    }
+}
+
+impl std::fmt::Display for AcmeIssuer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for AcmeIssuer {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for AcmeIssuer {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(|name| AcmeIssuer::parse(&name))
+    }
 }
 
 /// Authentication in front of a site or route.
@@ -323,13 +374,32 @@ pub struct DestinationRules {
 #[serde(rename_all = "camelCase")]
 pub struct TunnelEntry {
     pub id: String,
-    /// `http` or `tcp`.
-    pub mode: String,
+    pub mode: TunnelMode,
     pub hostnames: Vec<String>,
     pub path_prefix: Option<String>,
     pub tcp_port: Option<u16>,
     /// The key (PEM or shared secret) that verifies the agent's JWT.
     pub agent_key: String,
+}
+
+/// What a tunnel carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TunnelMode {
+    /// Requests by hostname or path prefix.
+    Http,
+    /// A raw TCP port.
+    Tcp,
+}
+
+/// An OAuth 2.1 grant type a client may use. Declared in the order of the
+/// wire names, so sorting the enum sorts as the strings do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GrantType {
+    AuthorizationCode,
+    ClientCredentials,
+    RefreshToken,
 }
 
 /// A statically declared OAuth client.
@@ -339,7 +409,8 @@ pub struct OAuthClientEntry {
     pub id: String,
     pub client_id: String,
     pub redirect_uris: Vec<String>,
-    pub grant_types: Vec<String>,
+    /// Sorted, no duplicates.
+    pub grant_types: Vec<GrantType>,
     pub scopes: Vec<String>,
     /// Salted SHA-256 of the client secret; absent for public clients.
     pub secret: Option<PasswordHash>,

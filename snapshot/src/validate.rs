@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::{PathRule, SiteTls, Snapshot};
+use crate::{AcmeIssuer, PathRule, SiteTls, Snapshot};
 
 /// Why a snapshot was refused. The text is sent back in a NACK.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -19,6 +19,8 @@ pub enum SnapshotError {
     Regex { route: String, error: String },
     #[error("site {site} refers to missing certificate {certificate}")]
     MissingCertificate { site: String, certificate: String },
+    #[error("site {site}: {issuer:?} is not a valid ACME issuer name")]
+    AcmeIssuer { site: String, issuer: String },
     #[error("cannot read snapshot: {0}")]
     Decode(String),
 }
@@ -44,7 +46,8 @@ impl Snapshot {
         self.check_hostnames()?;
         self.check_users()?;
         self.check_routes()?;
-        self.check_certificates()
+        self.check_certificates()?;
+        self.check_acme_issuers()
     }
 
     fn check_hostnames(&self) -> Result<(), SnapshotError> {
@@ -93,6 +96,31 @@ impl Snapshot {
                 return Err(SnapshotError::MissingCertificate {
                     site: site.id.clone(),
                     certificate: certificate.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// A named issuer is 1 to 63 of `a-z 0-9 -` and never a built-in name,
+    /// which would read back as the built-in issuer.
+    fn check_acme_issuers(&self) -> Result<(), SnapshotError> {
+        for site in &self.sites {
+            let Some(SiteTls::Acme {
+                issuer: AcmeIssuer::Named(name),
+                ..
+            }) = &site.tls
+            else {
+                continue;
+            };
+            let well_formed = (1..=63).contains(&name.len())
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            if !well_formed || AcmeIssuer::parse(name) != AcmeIssuer::Named(name.clone()) {
+                return Err(SnapshotError::AcmeIssuer {
+                    site: site.id.clone(),
+                    issuer: name.clone(),
                 });
             }
         }
@@ -212,5 +240,68 @@ mod tests {
             snap.validate(),
             Err(SnapshotError::MissingCertificate { .. })
         ));
+    }
+
+    fn acme_site(issuer: AcmeIssuer) -> Site {
+        let mut s = site("a/a", &["a.example.com"]);
+        s.tls = Some(SiteTls::Acme {
+            issuer,
+            certificate: None,
+        });
+        s
+    }
+
+    #[test]
+    fn acme_issuers_are_plain_strings_on_the_wire() {
+        for (issuer, wire) in [
+            (AcmeIssuer::Production, "production"),
+            (AcmeIssuer::Staging, "staging"),
+            (AcmeIssuer::Named("internal-ca".into()), "internal-ca"),
+        ] {
+            let json = serde_json::to_value(acme_site(issuer.clone())).expect("serialise");
+            assert_eq!(json["tls"]["issuer"], wire);
+            let back: Site = serde_json::from_value(json).expect("deserialise");
+            assert_eq!(back.tls, acme_site(issuer).tls);
+        }
+    }
+
+    #[test]
+    fn named_issuers_must_be_well_formed_and_not_built_in() {
+        let snap = |name: &str| {
+            Snapshot {
+                sites: vec![acme_site(AcmeIssuer::Named(name.into()))],
+                ..Snapshot::default()
+            }
+            .seal()
+        };
+        assert_eq!(snap("internal-ca").validate(), Ok(()));
+        for bad in ["", "production", "staging", "Upper", "a b", &"x".repeat(64)] {
+            assert_eq!(
+                snap(bad).validate(),
+                Err(SnapshotError::AcmeIssuer {
+                    site: "a/a".into(),
+                    issuer: bad.to_string()
+                }),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn tunnel_modes_and_grant_types_keep_their_wire_names() {
+        use crate::{GrantType, TunnelMode};
+        assert_eq!(serde_json::json!(TunnelMode::Http), "http");
+        assert_eq!(serde_json::json!(TunnelMode::Tcp), "tcp");
+        assert!(serde_json::from_str::<TunnelMode>(r#""udp""#).is_err());
+        let mut grants = vec![
+            GrantType::RefreshToken,
+            GrantType::ClientCredentials,
+            GrantType::AuthorizationCode,
+        ];
+        grants.sort();
+        assert_eq!(
+            serde_json::json!(grants),
+            serde_json::json!(["authorization_code", "client_credentials", "refresh_token"])
+        );
     }
 }

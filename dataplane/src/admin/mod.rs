@@ -18,13 +18,60 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use futures::future::BoxFuture;
+
 use crate::Result;
-use crate::forward::compat::UpstreamApi;
+use crate::feature::Feature;
+use crate::listeners::{Listener, Listeners};
 use crate::runtime::Runtime;
+use crate::upstreamgate::UpstreamApi;
 
 pub use view::SnapshotView;
 
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// The admin server as a feature: it serves `--admin-addr` and takes no
+/// snapshot of its own (it reads the runtime on every request).
+pub struct Admin {
+    runtime: Arc<Runtime>,
+    upstream_api: Arc<UpstreamApi>,
+}
+
+impl Admin {
+    pub fn new(runtime: Arc<Runtime>, upstream_api: Arc<UpstreamApi>) -> Self {
+        Admin {
+            runtime,
+            upstream_api,
+        }
+    }
+}
+
+impl Feature for Admin {
+    fn name(&self) -> &'static str {
+        "admin"
+    }
+
+    fn listeners(&self) -> &'static [Listener] {
+        &[Listener::Admin]
+    }
+
+    fn serve(
+        self: Arc<Self>,
+        mut listeners: Listeners,
+        shutdown: CancellationToken,
+    ) -> BoxFuture<'static, Result<()>> {
+        Box::pin(async move {
+            let listener = listeners.take(Listener::Admin)?;
+            serve(
+                listener,
+                self.runtime.clone(),
+                self.upstream_api.clone(),
+                shutdown,
+            )
+            .await
+        })
+    }
+}
 
 /// Serves the admin API on `listener` until `shutdown`.
 pub async fn serve(

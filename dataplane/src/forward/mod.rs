@@ -13,13 +13,12 @@
 //!    log one line and settle the metrics.
 //!
 //! Errors map to statuses, SOCKS replies and metric labels in [`errors`]
-//! only. Snapshots arrive through [`Forward::follow`]; a change of a user's
+//! only. Snapshots arrive through [`Forward::apply`] (the [`Feature`] seam); a change of a user's
 //! revision cuts that user's tunnels at once. The UpstreamGate-compatible
-//! user API of the admin port is [`compat`]. This module reads the runtime
+//! user API of the admin port is [`crate::upstreamgate`]. This module reads the runtime
 //! and never writes it, and never logs a password.
 
 pub mod auth;
-pub mod compat;
 pub mod errors;
 mod inbound_http;
 mod inbound_socks;
@@ -38,10 +37,12 @@ use std::time::{Duration, Instant};
 
 use postern_snapshot::{Snapshot, Upstream};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::runtime::Applied;
+use futures::future::BoxFuture;
+
+use crate::feature::Feature;
+use crate::listeners::{Listener, Listeners};
 use auth::Presented;
 use errors::{ConfigError, ForwardError};
 use metrics::ForwardMetrics;
@@ -131,22 +132,8 @@ impl Forward {
         }
     }
 
-    /// Applies every snapshot the runtime swaps in, until shutdown.
-    pub async fn follow(self: Arc<Self>, mut changes: watch::Receiver<Option<Arc<Applied>>>) {
-        loop {
-            let current = changes.borrow_and_update().clone();
-            if let Some(applied) = current {
-                self.apply(&applied.snapshot);
-            }
-            tokio::select! {
-                r = changes.changed() => if r.is_err() { return },
-                () = self.shutdown.cancelled() => return,
-            }
-        }
-    }
-
     /// Serves HTTP CONNECT and absolute-form HTTP until shutdown.
-    pub async fn serve_http(self: Arc<Self>, listener: TcpListener) {
+    async fn serve_http(self: Arc<Self>, listener: TcpListener) {
         self.accept_loop(listener, "proxy", |fwd, tcp, peer| {
             tokio::spawn(inbound_http::serve(fwd, tcp, peer));
         })
@@ -154,7 +141,7 @@ impl Forward {
     }
 
     /// Serves SOCKS5 with username/password until shutdown.
-    pub async fn serve_socks(self: Arc<Self>, listener: TcpListener) {
+    async fn serve_socks(self: Arc<Self>, listener: TcpListener) {
         self.accept_loop(listener, "socks", |fwd, tcp, peer| {
             tokio::spawn(inbound_socks::serve(fwd, tcp, peer));
         })
@@ -325,5 +312,38 @@ impl Forward {
 
     pub(crate) fn dialer(&self) -> &upstream::Dialer {
         &self.dialer
+    }
+}
+
+impl Feature for Forward {
+    fn name(&self) -> &'static str {
+        "forward"
+    }
+
+    fn listeners(&self) -> &'static [Listener] {
+        &[Listener::Proxy, Listener::Socks]
+    }
+
+    fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        self.metrics.register(registry);
+    }
+
+    fn apply(&self, snapshot: &Snapshot) {
+        Forward::apply(self, snapshot);
+    }
+
+    fn serve(
+        self: Arc<Self>,
+        mut listeners: Listeners,
+        _shutdown: CancellationToken,
+    ) -> BoxFuture<'static, crate::Result<()>> {
+        Box::pin(async move {
+            let proxy = listeners.take(Listener::Proxy)?;
+            let socks = listeners.take(Listener::Socks)?;
+            // Both loops end on the token given to `Forward::new`, which
+            // also closes the open tunnels.
+            tokio::join!(self.clone().serve_http(proxy), self.serve_socks(socks));
+            Ok(())
+        })
     }
 }

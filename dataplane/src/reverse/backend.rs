@@ -9,8 +9,10 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Method, Request, Response, Uri};
 use http_body_util::{BodyExt, Empty};
@@ -20,9 +22,10 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use postern_snapshot::{BackendEndpoint, BackendProtocol, ProxyProtocol, Timeouts};
 
-use super::ProxyBody;
 use super::connector::{Connector, TlsSetup};
+use super::phases::Backend;
 use super::proxy_protocol;
+use super::{ProxyBody, ProxyError};
 
 type Pooled = Client<Connector, ProxyBody>;
 
@@ -35,7 +38,7 @@ pub struct PoolKey {
 }
 
 /// A backend ready to take requests.
-pub struct Upstream {
+pub struct BackendClient {
     pub endpoint: BackendEndpoint,
     scheme: Scheme,
     authority: Authority,
@@ -47,8 +50,8 @@ pub struct Upstream {
     broken: Option<String>,
 }
 
-impl Upstream {
-    fn new(key: &PoolKey) -> Upstream {
+impl BackendClient {
+    fn new(key: &PoolKey) -> BackendClient {
         let endpoint = &key.endpoint;
         let h2 = endpoint.protocol == BackendProtocol::Http2;
         let idle = Duration::from_millis(key.idle_ms);
@@ -80,7 +83,7 @@ impl Upstream {
             preamble: None,
         };
         let client = build_client(connector.clone(), h2, idle, usize::MAX);
-        Upstream {
+        BackendClient {
             endpoint: endpoint.clone(),
             scheme,
             authority,
@@ -157,6 +160,37 @@ impl Upstream {
     }
 }
 
+impl Backend for BackendClient {
+    fn speaks_h2(&self) -> bool {
+        self.is_h2()
+    }
+
+    fn authority(&self) -> &Authority {
+        BackendClient::authority(self)
+    }
+
+    fn uri(&self, path: Option<&PathAndQuery>) -> Uri {
+        BackendClient::uri(self, path)
+    }
+
+    fn broken(&self) -> Option<&str> {
+        BackendClient::broken(self)
+    }
+
+    fn exchange(
+        &self,
+        request: Request<ProxyBody>,
+        addrs: (SocketAddr, SocketAddr),
+        client_broke: Arc<AtomicBool>,
+    ) -> BoxFuture<'_, Result<Response<Incoming>, ProxyError>> {
+        Box::pin(async move {
+            self.send(request, addrs)
+                .await
+                .map_err(|e| ProxyError::from_backend(&e, client_broke.load(Ordering::Relaxed)))
+        })
+    }
+}
+
 fn build_client(connector: Connector, h2: bool, idle: Duration, max_idle: usize) -> Pooled {
     let mut builder = Client::builder(TokioExecutor::new());
     builder
@@ -209,13 +243,13 @@ impl Replay {
 /// Upstreams by settings, carried from one snapshot to the next.
 #[derive(Default)]
 pub struct Pools {
-    previous: HashMap<PoolKey, Arc<Upstream>>,
-    current: HashMap<PoolKey, Arc<Upstream>>,
+    previous: HashMap<PoolKey, Arc<BackendClient>>,
+    current: HashMap<PoolKey, Arc<BackendClient>>,
 }
 
 impl Pools {
     /// Starts a rebuild: what `finish` left becomes reusable.
-    pub fn begin(map: HashMap<PoolKey, Arc<Upstream>>) -> Pools {
+    pub fn begin(map: HashMap<PoolKey, Arc<BackendClient>>) -> Pools {
         Pools {
             previous: map,
             current: HashMap::new(),
@@ -223,7 +257,7 @@ impl Pools {
     }
 
     /// The upstream for a backend, reused when the settings are unchanged.
-    pub fn get(&mut self, endpoint: &BackendEndpoint, timeouts: &Timeouts) -> Arc<Upstream> {
+    pub fn get(&mut self, endpoint: &BackendEndpoint, timeouts: &Timeouts) -> Arc<BackendClient> {
         let key = PoolKey {
             endpoint: endpoint.clone(),
             connect_ms: timeouts.connect_ms,
@@ -235,7 +269,7 @@ impl Pools {
         let up = self
             .previous
             .remove(&key)
-            .unwrap_or_else(|| Arc::new(Upstream::new(&key)));
+            .unwrap_or_else(|| Arc::new(BackendClient::new(&key)));
         if let Some(why) = up.broken() {
             tracing::warn!(backend = %endpoint.url, error = why, "backend unusable; its requests get 502");
         }
@@ -245,7 +279,7 @@ impl Pools {
 
     /// The upstreams this snapshot uses; the others are dropped once their
     /// requests finish.
-    pub fn finish(self) -> HashMap<PoolKey, Arc<Upstream>> {
+    pub fn finish(self) -> HashMap<PoolKey, Arc<BackendClient>> {
         self.current
     }
 }

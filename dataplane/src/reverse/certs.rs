@@ -8,16 +8,12 @@
 //! site's certificate, unless a default certificate was configured.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::sync::Arc;
 
 use postern_snapshot::{Certificate, SiteTls, Snapshot};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-
-use super::tables::Live;
 
 /// Why a PEM certificate and key could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -148,22 +144,6 @@ fn fingerprint(cert: &Certificate) -> u64 {
     cert.cert_pem.hash(&mut h);
     cert.key_pem.hash(&mut h);
     h.finish()
-}
-
-/// rustls' view of the live store: each handshake reads the store in
-/// service when it starts.
-pub struct LiveResolver(pub Arc<Live>);
-
-impl fmt::Debug for LiveResolver {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("LiveResolver")
-    }
-}
-
-impl ResolvesServerCert for LiveResolver {
-    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        self.0.load().certs.resolve(hello.server_name())
-    }
 }
 
 #[cfg(test)]

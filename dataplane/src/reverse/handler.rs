@@ -1,21 +1,11 @@
-//! The request path, as named phases in order. Each phase either passes
-//! the request on or ends it with a [`ProxyError`], which is turned into a
-//! response in one place ([`handle`]).
-//!
-//! 1. **host**: the site for the Host (or `:authority`); unknown → 404.
-//! 2. **redirect**: plain HTTP to a site with `redirectHttp` → 308 to https.
-//! 3. **route**: the first matching Route, else the site's backend.
-//! 4. **auth**: the target's [`Guard`](super::auth::Guard); 401 or 501.
-//! 5. **request headers**: hop-by-hop out, forwarding headers and the
-//!    request id in, Host, then the target's own changes.
-//! 6. **exchange**: the backend's response headers within the timeout;
-//!    the bodies then stream both ways, frame by frame.
-//! 7. **response headers**: hop-by-hop out, the target's changes, and an
-//!    Upgrade spliced through when the backend switched protocols.
+//! The request path: the phases of [`super::phases`] in order. Each phase
+//! either passes the request on or ends it with a [`ProxyError`], which is
+//! turned into a response in one place ([`handle`]); the log phase sees
+//! both.
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -23,10 +13,10 @@ use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, header};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 
-use super::backend::Upstream;
 use super::body::{ProxyBody, Watched};
 use super::errors::{ProxyError, wants_html};
 use super::headers::{self, Forwarding, X_REQUEST_ID};
+use super::phases::{Backend, LogRecord};
 use super::router::{SiteTable, normalise_host};
 use super::tables::Tables;
 use super::{ConnInfo, Shared, upgrade};
@@ -49,8 +39,9 @@ pub async fn handle(
     let tables = shared.live.load();
     let html = wants_html(req.headers());
     let id = headers::request_id(req.headers());
-    // Copied for the access log only when it is on.
-    let logged = tracing::enabled!(target: "postern::access", tracing::Level::INFO)
+    // Copied for the log phase only when something reads it.
+    let access = tracing::enabled!(target: "postern::access", tracing::Level::INFO);
+    let logged = (access || shared.hooks.logs())
         .then(|| (req.method().clone(), req.uri().path().to_string()));
     let mut trace = Trace::default();
     let result = proxy(req, &conn, &tables, &shared, &id, &mut trace).await;
@@ -67,21 +58,41 @@ pub async fn handle(
         .headers_mut()
         .insert(X_REQUEST_ID.clone(), id.clone());
     shared.metrics.request(outcome);
+    // 7. log
     if let Some((method, path)) = logged {
-        tracing::info!(
-            target: "postern::access",
-            client = %conn.client.ip(),
-            method = %method,
-            path,
-            status = response.status().as_u16(),
+        let record = LogRecord {
+            client: conn.client,
+            method: &method,
+            path: &path,
+            status: response.status(),
             outcome,
-            site = trace.site.unwrap_or("-"),
-            route = trace.route.unwrap_or("-"),
-            request_id = id.to_str().unwrap_or("-"),
-            ms = started.elapsed().as_millis() as u64,
-        );
+            site: trace.site,
+            route: trace.route,
+            request_id: id.to_str().unwrap_or("-"),
+            millis: started.elapsed().as_millis() as u64,
+        };
+        if access {
+            access_log(&record);
+        }
+        shared.hooks.log(&record);
     }
     Ok(response)
+}
+
+/// The built-in log phase: one line per request on `postern::access`.
+fn access_log(r: &LogRecord<'_>) {
+    tracing::info!(
+        target: "postern::access",
+        client = %r.client.ip(),
+        method = %r.method,
+        path = r.path,
+        status = r.status.as_u16(),
+        outcome = r.outcome,
+        site = r.site.unwrap_or("-"),
+        route = r.route.unwrap_or("-"),
+        request_id = r.request_id,
+        ms = r.millis,
+    );
 }
 
 async fn proxy<'t>(
@@ -92,43 +103,47 @@ async fn proxy<'t>(
     id: &HeaderValue,
     trace: &mut Trace<'t>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
-    // 1. host
+    let hooks = &shared.hooks;
+    // 1. early request
+    if let Some(response) = hooks.early_request(&req, conn) {
+        return Ok(response);
+    }
+    // 2. route
     let raw_host = raw_host(&req).ok_or(ProxyError::BadRequest("no Host header"))?;
     let host = normalise_host(&raw_host).ok_or(ProxyError::BadRequest("invalid Host header"))?;
     let site = tables.router.site(&host).ok_or(ProxyError::UnknownHost)?;
     trace.site = Some(&site.id);
-    // 2. redirect
     if !conn.tls && site.redirect_http {
         return Ok(redirect(&host, req.uri(), shared.redirect_port));
     }
-    // 3. route
     let target = site.target(req.method(), req.uri().path());
     trace.route = target.route.as_deref();
-    // 4. auth
-    target.guard.check(req.headers())?;
-    let upstream: &Upstream = &target.upstream;
-    if let Some(why) = upstream.broken() {
-        return Err(ProxyError::BackendConfig(why.to_string()));
-    }
-    // 5. request headers
+    // 3. authenticate
+    hooks.authenticate(&target.guard, &req, conn)?;
+    // 4. choose upstream
+    let upstream = hooks.choose_upstream(site, target, req.method())?;
+    // 5. upstream request
     let upgrading = upgrade::requested(&req);
     let on_client_upgrade = upgrading.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
-    prepare_request(&mut parts, site, upstream, conn, &raw_host, id, upgrading);
+    prepare_request(
+        &mut parts,
+        site,
+        upstream.as_ref(),
+        conn,
+        &raw_host,
+        id,
+        upgrading,
+    );
     let client_broke = Arc::new(AtomicBool::new(false));
     let body = Watched::new(body, client_broke.clone()).boxed_unsync();
     let request = Request::from_parts(parts, body);
-    // 6. exchange
-    let sent = upstream.send(request, (conn.client, conn.server));
+    let sent = upstream.exchange(request, (conn.client, conn.server), client_broke);
     let mut response = match tokio::time::timeout(site.response_timeout, sent).await {
         Err(_) => return Err(ProxyError::BackendTimeout("response headers")),
-        Ok(Err(e)) => {
-            let gone = client_broke.load(Ordering::Relaxed);
-            return Err(ProxyError::from_backend(&e, gone));
-        }
-        Ok(Ok(response)) => response,
+        Ok(result) => result?,
     };
-    // 7. response headers
+    // 6. response filter
     if let Some(on_client) = on_client_upgrade {
         upgrade::splice(on_client, &mut response, &shared.metrics);
     }
@@ -136,6 +151,7 @@ async fn proxy<'t>(
     let (mut parts, body) = response.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers, switching);
     site.response_headers.apply(&mut parts.headers);
+    hooks.filter_response(site, &mut parts);
     parts.version = Version::HTTP_11;
     let body = if switching {
         Empty::<Bytes>::new().map_err(|e| match e {}).boxed_unsync()
@@ -158,7 +174,7 @@ fn raw_host<B>(req: &Request<B>) -> Option<String> {
 fn prepare_request(
     parts: &mut http::request::Parts,
     site: &SiteTable,
-    upstream: &Upstream,
+    upstream: &dyn Backend,
     conn: &ConnInfo,
     raw_host: &str,
     id: &HeaderValue,
@@ -177,7 +193,7 @@ fn prepare_request(
     h.insert(X_REQUEST_ID.clone(), id.clone());
     let host = if site.preserve_host {
         HeaderValue::from_str(raw_host).ok()
-    } else if upstream.is_h2() {
+    } else if upstream.speaks_h2() {
         // HTTP/2 carries the backend's authority in the URI.
         None
     } else {
@@ -193,7 +209,7 @@ fn prepare_request(
     }
     site.request_headers.apply(h);
     parts.uri = upstream.uri(parts.uri.path_and_query());
-    parts.version = if upstream.is_h2() {
+    parts.version = if upstream.speaks_h2() {
         Version::HTTP_2
     } else {
         Version::HTTP_11

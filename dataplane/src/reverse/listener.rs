@@ -16,8 +16,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
-use super::certs::LiveResolver;
 use super::proxy_protocol::{self, Rewind};
+use super::tables::LiveResolver;
 use super::{ConnInfo, Shared, handler};
 
 /// How long open connections get to finish after shutdown starts.
@@ -42,8 +42,14 @@ pub fn tls_acceptor(shared: &Shared) -> Result<TlsAcceptor, rustls::Error> {
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
-        .with_cert_resolver(Arc::new(LiveResolver(shared.live.clone())));
+        .with_cert_resolver(Arc::new(LiveResolver {
+            live: shared.live.clone(),
+            hooks: shared.hooks.tls.clone(),
+        }));
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    for hook in &shared.hooks.tls {
+        config.alpn_protocols.extend(hook.alpn());
+    }
     config.ticketer = rustls::crypto::ring::Ticketer::new()?;
     Ok(TlsAcceptor::from(Arc::new(config)))
 }

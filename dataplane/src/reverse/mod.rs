@@ -3,14 +3,15 @@
 //!
 //! For each snapshot, [`tables`] compiles the router, the certificate store
 //! and the backend clients once and swaps them in whole; a request loads
-//! them once. The request path is the list of phases in [`handler`]; the
-//! modules each own one job: [`listener`] (accept, PROXY header, TLS,
+//! them once. The request path is the list of phases in [`handler`], and
+//! [`phases`] holds the hooks other capabilities fill in (ACME, OAuth,
+//! tunnels) without editing it; the modules each own one job: [`listener`] (accept, PROXY header, TLS,
 //! hyper), [`certs`] (SNI), [`router`], [`backend`] and [`connector`]
 //! (pools, TLS to backends), [`headers`], [`upgrade`], [`auth`], and
 //! [`errors`] (who is at fault, in one place). Nothing here claims a path
 //! on a proxied host.
 
-mod auth;
+pub(crate) mod auth;
 mod backend;
 mod body;
 mod certs;
@@ -20,8 +21,9 @@ mod handler;
 mod headers;
 mod listener;
 pub mod metrics;
+pub(crate) mod phases;
 mod proxy_protocol;
-mod router;
+pub(crate) mod router;
 mod tables;
 mod upgrade;
 
@@ -38,7 +40,12 @@ pub use body::ProxyBody;
 pub use errors::ProxyError;
 pub use metrics::ReverseMetrics;
 
-use crate::runtime::Runtime;
+use futures::future::BoxFuture;
+use postern_snapshot::Snapshot;
+
+use crate::feature::Feature;
+use crate::listeners::{Listener, Listeners};
+pub(crate) use phases::Hooks;
 use proxy_protocol::Trusted;
 use tables::Live;
 
@@ -130,6 +137,7 @@ pub struct Shared {
     trusted: Trusted,
     redirect_port: u16,
     metrics: ReverseMetrics,
+    hooks: Hooks,
 }
 
 /// The reverse proxy, configured and ready to serve.
@@ -139,8 +147,9 @@ pub struct Reverse {
 }
 
 impl Reverse {
-    /// Reads the default certificate, if any. Fails on unreadable files.
-    pub fn new(args: &ReverseArgs) -> Result<Reverse, ConfigError> {
+    /// Reads the default certificate, if any, and takes the capabilities'
+    /// phase hooks. Fails on unreadable files.
+    pub(crate) fn new(args: &ReverseArgs, hooks: Hooks) -> Result<Reverse, ConfigError> {
         let default_cert = match (&args.default_cert, &args.default_key) {
             (Some(cert), Some(key)) => {
                 let read = |path: &PathBuf| {
@@ -158,6 +167,7 @@ impl Reverse {
             trusted: Trusted(args.proxy_protocol_trusted.clone()),
             redirect_port: args.https_redirect_port,
             metrics: ReverseMetrics::default(),
+            hooks,
         };
         Ok(Reverse {
             shared: Arc::new(shared),
@@ -169,41 +179,64 @@ impl Reverse {
         &self.shared.metrics
     }
 
-    /// Serves both listeners, following the runtime's snapshots, until
-    /// `shutdown`.
-    pub async fn serve(
-        self,
+    fn proxied(&self, listener: ReverseListener) -> bool {
+        !self.args.proxy_protocol_trusted.is_empty()
+            && self.args.proxy_protocol_listeners.contains(&listener)
+    }
+
+    /// Serves both listeners until `shutdown`.
+    async fn serve_both(
+        &self,
         http: TcpListener,
         https: TcpListener,
-        runtime: Arc<Runtime>,
         shutdown: CancellationToken,
     ) -> Result<(), ConfigError> {
-        let shared = self.shared;
-        let acceptor = listener::tls_acceptor(&shared)?;
-        let proxied = |l| {
-            !self.args.proxy_protocol_trusted.is_empty()
-                && self.args.proxy_protocol_listeners.contains(&l)
-        };
-        let follow = tokio::spawn(tables::follow(
-            runtime,
-            shared.live.clone(),
-            shutdown.clone(),
-        ));
+        let acceptor = listener::tls_acceptor(&self.shared)?;
         let plain = listener::ListenerSpec {
             name: "http",
             tls: None,
-            proxy_protocol: proxied(ReverseListener::Http),
+            proxy_protocol: self.proxied(ReverseListener::Http),
         };
         let secure = listener::ListenerSpec {
             name: "https",
             tls: Some(acceptor),
-            proxy_protocol: proxied(ReverseListener::Https),
+            proxy_protocol: self.proxied(ReverseListener::Https),
         };
         tokio::join!(
-            listener::run(http, plain, shared.clone(), shutdown.clone()),
-            listener::run(https, secure, shared, shutdown),
+            listener::run(http, plain, self.shared.clone(), shutdown.clone()),
+            listener::run(https, secure, self.shared.clone(), shutdown),
         );
-        let _ = follow.await;
         Ok(())
+    }
+}
+
+impl Feature for Reverse {
+    fn name(&self) -> &'static str {
+        "reverse"
+    }
+
+    fn listeners(&self) -> &'static [Listener] {
+        &[Listener::Http, Listener::Https]
+    }
+
+    fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        self.shared.metrics.register(registry);
+    }
+
+    /// Compiles the routing tables and certificate store, then swaps them in.
+    fn apply(&self, snapshot: &Snapshot) {
+        self.shared.live.rebuild(snapshot);
+    }
+
+    fn serve(
+        self: Arc<Self>,
+        mut listeners: Listeners,
+        shutdown: CancellationToken,
+    ) -> BoxFuture<'static, crate::Result<()>> {
+        Box::pin(async move {
+            let http = listeners.take(Listener::Http)?;
+            let https = listeners.take(Listener::Https)?;
+            Ok(self.serve_both(http, https, shutdown).await?)
+        })
     }
 }

@@ -13,14 +13,14 @@ use postern_snapshot::{PathRule, RouteEntry, Site, Snapshot};
 use regex::Regex;
 
 use super::auth::Guard;
-use super::backend::{Pools, Upstream};
+use super::backend::{BackendClient, Pools};
 use super::headers::HeaderOps;
 
 /// Where a matched request goes and who may send it.
 pub struct Target {
     /// `namespace/name` of the Route, or `None` for the site's default.
     pub route: Option<String>,
-    pub upstream: Arc<Upstream>,
+    pub upstream: Arc<BackendClient>,
     pub guard: Guard,
 }
 
@@ -147,7 +147,7 @@ fn route_table(
     route: &RouteEntry,
     site: &Site,
     site_guard: &Guard,
-    site_upstream: &Arc<Upstream>,
+    site_upstream: &Arc<BackendClient>,
     pools: &mut Pools,
 ) -> Option<RouteTable> {
     let path = match PathMatcher::compile(&route.path) {

@@ -2,18 +2,19 @@
 //! store, rebuilt once per snapshot (off the async threads) and swapped in
 //! whole. A connection or request loads them once and keeps that `Arc`
 //! until it ends, so a swap never changes what a request in flight sees.
+//! The https listener's certificate resolver reads them here too.
 
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use postern_snapshot::Snapshot;
+use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-use tokio_util::sync::CancellationToken;
 
-use super::backend::Pools;
+use super::backend::{BackendClient, PoolKey, Pools};
 use super::certs::CertStore;
+use super::phases::TlsHook;
 use super::router::Router;
-use crate::runtime::Runtime;
 
 /// What one snapshot compiles to.
 #[derive(Default)]
@@ -26,7 +27,7 @@ pub struct Tables {
 pub struct Live {
     tables: ArcSwap<Tables>,
     /// Backend clients carried across builds; only the builder locks it.
-    pools: Mutex<std::collections::HashMap<super::backend::PoolKey, Arc<super::backend::Upstream>>>,
+    pools: Mutex<std::collections::HashMap<PoolKey, Arc<BackendClient>>>,
     default_cert: Option<Arc<CertifiedKey>>,
 }
 
@@ -65,21 +66,24 @@ impl Live {
     }
 }
 
-/// Rebuilds the tables on every snapshot the runtime swaps in.
-pub async fn follow(runtime: Arc<Runtime>, live: Arc<Live>, shutdown: CancellationToken) {
-    let mut changes = runtime.subscribe();
-    loop {
-        let applied = changes.borrow_and_update().clone();
-        if let Some(applied) = applied {
-            let live = live.clone();
-            let snapshot = applied.snapshot.clone();
-            if let Err(e) = tokio::task::spawn_blocking(move || live.rebuild(&snapshot)).await {
-                tracing::error!(error = %e, "rebuilding the reverse proxy tables failed");
-            }
+/// rustls' view of the live store: each handshake asks the TLS hooks
+/// (ACME TLS-ALPN-01), then reads the store in service when it starts.
+pub struct LiveResolver {
+    pub live: Arc<Live>,
+    pub hooks: Vec<Arc<dyn TlsHook>>,
+}
+
+impl std::fmt::Debug for LiveResolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LiveResolver")
+    }
+}
+
+impl ResolvesServerCert for LiveResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        if let Some(key) = self.hooks.iter().find_map(|h| h.resolve(&hello)) {
+            return Some(key);
         }
-        tokio::select! {
-            changed = changes.changed() => if changed.is_err() { return },
-            () = shutdown.cancelled() => return,
-        }
+        self.live.load().certs.resolve(hello.server_name())
     }
 }

@@ -21,6 +21,14 @@ pub struct InfoLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FailureLabels {
+    /// The part that failed: a feature's name, `snapshots`, `sync`, ...
+    pub part: String,
+    /// The error's `metric_label()`.
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabels {
     pub kind: String,
 }
@@ -37,6 +45,8 @@ pub struct Metrics {
     pub sync_connected: Gauge,
     /// Connection attempts to the operator after the first.
     pub sync_reconnects: Counter,
+    /// Parts of the process that failed, by part and error kind.
+    pub failures: Family<FailureLabels, Counter>,
     info: Family<InfoLabels, Gauge>,
     objects: Family<KindLabels, Gauge>,
     applied_at: Gauge<f64, AtomicU64>,
@@ -50,6 +60,7 @@ impl Metrics {
             nacks: Counter::default(),
             sync_connected: Gauge::default(),
             sync_reconnects: Counter::default(),
+            failures: Family::default(),
             info: Family::default(),
             objects: Family::default(),
             applied_at: Gauge::default(),
@@ -74,6 +85,11 @@ impl Metrics {
             "sync_reconnects",
             "Reconnections to the operator",
             self.sync_reconnects.clone(),
+        );
+        r.register(
+            "failures",
+            "Parts of the data plane that failed, by part and error kind",
+            self.failures.clone(),
         );
         r.register(
             "snapshot_info",
@@ -124,6 +140,16 @@ impl Metrics {
         self.applied_at.set(secs);
     }
 
+    /// Counts one failure of `part`, of kind `kind` (an error's metric label).
+    pub fn failure(&self, part: &str, kind: &str) {
+        self.failures
+            .get_or_create(&FailureLabels {
+                part: part.to_string(),
+                kind: kind.to_string(),
+            })
+            .inc();
+    }
+
     /// Lets a traffic feature (the forward proxy, ...) add its own metrics,
     /// under the same `postern_` prefix, once at start-up.
     pub fn register_with(&self, f: impl FnOnce(&mut Registry)) {
@@ -154,12 +180,14 @@ mod tests {
     fn names_are_stable() {
         let m = Metrics::new();
         m.nacks.inc();
+        m.failure("reverse", "bind");
         let text = m.encode();
         for name in [
             "postern_snapshot_applies_total",
             "postern_snapshot_nacks_total 1",
             "postern_sync_connected",
             "postern_sync_reconnects_total",
+            "postern_failures_total{part=\"reverse\",kind=\"bind\"} 1",
         ] {
             assert!(text.contains(name), "{name} missing from\n{text}");
         }

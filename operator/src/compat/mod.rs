@@ -14,7 +14,7 @@
 //! A POST only writes resources (see [`store`]); the operator's watches
 //! compile them like any others. The request checks and the mapping to
 //! resources are shared with the data plane
-//! ([`postern_compile::upstreamgate`]); the kube side lives here.
+//! ([`postern_upstreamgate`]); the kube side lives here.
 
 mod objects;
 mod store;
@@ -24,7 +24,8 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use kube::Client;
-use postern_compile::upstreamgate::{UserRequest, translate, valid_user};
+use postern_api::user_name;
+use postern_upstreamgate::{UserRequest, translate};
 
 use crate::token::SyncToken;
 use store::{Deleted, Store, StoreError};
@@ -163,7 +164,7 @@ impl UpstreamApi {
 
     async fn delete(&self, user: &str) -> Response<Full<Bytes>> {
         // Names outside the schema's alphabet cannot exist.
-        if !valid_user(user) {
+        if !user_name::is_valid(user) {
             return reply(StatusCode::NOT_FOUND, "no such user\n".into());
         }
         match self.store.delete(user).await {

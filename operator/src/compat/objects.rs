@@ -7,8 +7,8 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::api::ObjectMeta;
-use postern_compile::upstreamgate::{ListedUser, UserObjects, public_upstream};
 use postern_crds::UserUpstream;
+use postern_upstreamgate::{ListedUser, UserObjects, public_upstream};
 
 /// The server-side-apply field manager, and the value of the label that
 /// marks an object as written by this API.
@@ -110,7 +110,7 @@ pub fn claims(objects: Vec<UserUpstream>, user: &str, namespace: &str, name: &st
 
 #[cfg(test)]
 mod tests {
-    use postern_compile::upstreamgate::{UserRequest, translate};
+    use postern_upstreamgate::{UserRequest, translate};
 
     use super::*;
 

@@ -10,8 +10,8 @@
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, Preconditions};
 use kube::{Client, Resource, ResourceExt};
-use postern_compile::upstreamgate::{ListedUser, UserObjects, credentials_name, object_name};
 use postern_crds::UserUpstream;
+use postern_upstreamgate::{ListedUser, UserObjects, credentials_name, object_name};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 

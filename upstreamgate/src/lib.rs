@@ -2,23 +2,27 @@
 //! shapes, the checks on a request, and the resources a valid request
 //! becomes. Both servers of that API use it (the data plane in standalone
 //! mode writes the resources as a manifest file, the operator in cluster
-//! mode writes them to the API server), so a user posted in either mode gets
-//! the same object names, Secret keys and spec.
+//! mode writes them to the API server), so a user posted in either mode is
+//! accepted or refused alike and gets the same object names, Secret keys,
+//! spec and listing.
 //!
-//! Nothing here does IO or knows about kube; how the resources are stored,
-//! and who may call the API, is the server's business.
+//! Nothing here does IO or knows about kube, compile or the snapshot; how
+//! the resources are stored, and who may call the API, is the server's
+//! business.
+
+mod manifest;
+mod names;
+mod upstream;
 
 use postern_api::{LocalRef, SecretKeyRef, UserUpstreamSpec};
 use serde::{Deserialize, Serialize};
 
-use crate::checks;
-
-/// The prefix of every object this API writes.
-pub const OBJECT_PREFIX: &str = "upstreamgate-";
-/// Suffix of the Secret holding upstream credentials that came inline.
-pub const CREDENTIALS_SUFFIX: &str = "-upstream";
-/// Longest upstream URL the UserUpstream schema takes.
-const MAX_UPSTREAM_LEN: usize = 2048;
+pub use manifest::manifest;
+pub use names::{CREDENTIALS_SUFFIX, OBJECT_PREFIX, credentials_name, object_name};
+/// The user name rule, for servers that check a name outside [`translate`]
+/// (`DELETE /upstream/{user}`).
+pub use postern_api::user_name;
+pub use upstream::{DIRECT, public_upstream, stored_upstream};
 
 /// `POST /upstream`: the body UpstreamGate's scripts send.
 #[derive(Clone, Debug, Deserialize)]
@@ -87,7 +91,7 @@ impl UserObjects {
 /// Why a request is refused (400).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum RequestError {
-    #[error("{0:?} is not a valid user name (1 to 64 of A-Z a-z 0-9 . _ ~ -)")]
+    #[error("{0:?} is not a valid user name ({rule})", rule = user_name::RULE)]
     User(String),
     #[error("the password is empty")]
     EmptyPassword,
@@ -95,15 +99,16 @@ pub enum RequestError {
     Upstream(String),
 }
 
-/// Checks a request and maps it to the resources it stands for.
+/// Checks a request and maps it to the resources it stands for. The user
+/// name rule is the UserUpstream schema's ([`postern_api::user_name`]).
 pub fn translate(request: &UserRequest) -> Result<UserObjects, RequestError> {
-    if !valid_user(&request.user) {
+    if !user_name::is_valid(&request.user) {
         return Err(RequestError::User(request.user.clone()));
     }
     if request.password.is_empty() {
         return Err(RequestError::EmptyPassword);
     }
-    let (upstream, credentials) = split_upstream(request.upstream.trim())?;
+    let (upstream, credentials) = upstream::split(request.upstream.trim())?;
     let name = object_name(&request.user);
     let spec = UserUpstreamSpec {
         user: request.user.clone(),
@@ -125,81 +130,11 @@ pub fn translate(request: &UserRequest) -> Result<UserObjects, RequestError> {
     })
 }
 
-/// The UserUpstream schema's rule for `spec.user`: `^[A-Za-z0-9._~-]{1,64}$`.
-pub fn valid_user(user: &str) -> bool {
-    (1..=64).contains(&user.len())
-        && user
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._~-".contains(&b))
-}
-
-/// `direct://`, or `socks5|http|https://[user:pass@]host:port[/]`: the URL
-/// to store (no credentials, scheme lowercased) and the credentials.
-fn split_upstream(raw: &str) -> Result<(String, Option<UpstreamCredentials>), RequestError> {
-    let bad = |message: String| RequestError::Upstream(message);
-    if raw.len() > MAX_UPSTREAM_LEN {
-        return Err(bad(format!("longer than {MAX_UPSTREAM_LEN} bytes")));
-    }
-    if raw.eq_ignore_ascii_case("direct://") || raw.eq_ignore_ascii_case("direct:///") {
-        return Ok(("direct://".into(), None));
-    }
-    let url = checks::host_url(raw, &["socks5", "http", "https"]).map_err(|(_, m)| bad(m))?;
-    let port = url
-        .port
-        .filter(|port| *port != 0)
-        .ok_or_else(|| bad(format!("{} needs a port", public_upstream(raw))))?;
-    let credentials = url
-        .userinfo
-        .map(|(username, password)| UpstreamCredentials { username, password });
-    let stored = format!("{}://{}:{port}", url.scheme, checks::url_host(&url.host));
-    Ok((stored, credentials))
-}
-
-/// The Kubernetes object name for `user`: `upstreamgate-<user>` when the
-/// user name is already a valid lowercase name; otherwise a hash of the
-/// user name is appended, so `Bob` and `bob` stay apart.
-pub fn object_name(user: &str) -> String {
-    let clean: String = user
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    let clean = clean.trim_matches('-');
-    if clean == user {
-        format!("{OBJECT_PREFIX}{clean}")
-    } else {
-        let hash = postern_snapshot::sha256_hex(user.as_bytes());
-        format!("{OBJECT_PREFIX}{clean}-{}", &hash[..8])
-    }
-}
-
-/// Name of the upstream credentials Secret beside the object `name`.
-pub fn credentials_name(name: &str) -> String {
-    format!("{name}{CREDENTIALS_SUFFIX}")
-}
-
-/// An upstream URL as `GET /upstream` shows it: any `user:pass@` removed.
-/// Works on URLs the API never checked (hand-written UserUpstreams).
-pub fn public_upstream(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(end);
-    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    format!("{scheme}://{host}{tail}")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn request(user: &str, upstream: &str) -> UserRequest {
+    pub(crate) fn request(user: &str, upstream: &str) -> UserRequest {
         UserRequest {
             user: user.into(),
             password: "pw".into(),
@@ -229,46 +164,6 @@ mod tests {
         assert_eq!(objects.spec.password_secret_ref.name, "upstreamgate-bob");
         assert_eq!(objects.spec.password_secret_ref.key_or("x"), "password");
         assert!(!format!("{objects:?}").contains("s@p"));
-    }
-
-    #[test]
-    fn the_resources_compile_into_the_user() {
-        let objects = translate(&request("Alice.x", "socks5://su:sp@127.0.0.1:1080")).expect("ok");
-        let secret = |name: &str, data: serde_json::Value| {
-            serde_json::json!({"apiVersion": "v1", "kind": "Secret",
-                "metadata": {"name": name}, "stringData": data})
-        };
-        let creds = objects.credentials.clone().expect("inline credentials");
-        let docs = [
-            secret(&objects.name, serde_json::json!({"password": "pw"})),
-            secret(
-                &objects.credentials_name(),
-                serde_json::json!({"username": creds.username, "password": creds.password}),
-            ),
-            serde_json::json!({"apiVersion": postern_api::API_VERSION, "kind": "UserUpstream",
-                "metadata": {"name": objects.name}, "spec": objects.spec}),
-        ];
-        let yaml = docs.map(|d| d.to_string()).join("\n---\n");
-        let mut inputs = crate::Inputs::default();
-        for resource in crate::manifest::parse_documents(&yaml).expect("parses") {
-            inputs.push(resource);
-        }
-        let out = crate::compile(&inputs);
-        assert!(
-            out.verdicts.iter().all(|v| v.accepted()),
-            "{:?}",
-            out.verdicts
-        );
-        let user = &out.snapshot.users[0];
-        assert_eq!(user.user, "Alice.x");
-        match &user.upstream {
-            postern_snapshot::Upstream::Socks5 {
-                port: 1080,
-                credentials: Some(c),
-                ..
-            } => assert_eq!((c.username.as_str(), c.password.as_str()), ("su", "sp")),
-            other => panic!("{other:?}"),
-        }
     }
 
     #[test]
@@ -321,25 +216,11 @@ mod tests {
     }
 
     #[test]
-    fn names_stay_unique_and_valid() {
-        assert_eq!(object_name("alice"), "upstreamgate-alice");
-        assert_ne!(object_name("Bob"), object_name("bob"));
-        assert_ne!(object_name("a.b"), object_name("a-b"));
-        assert!(object_name("Bob").starts_with("upstreamgate-bob-"));
-        let name = object_name("~");
-        assert!(
-            name.starts_with("upstreamgate--") && name.len() == 22,
-            "{name}"
+    fn a_refused_name_says_the_rule() {
+        let err = translate(&request("a b", "direct://")).expect_err("bad name");
+        assert_eq!(
+            err.to_string(),
+            r#""a b" is not a valid user name (1 to 64 of A-Z a-z 0-9 . _ ~ -)"#
         );
-        let longest = credentials_name(&object_name(&"X".repeat(64)));
-        assert!(longest.len() <= 253, "{longest}");
-    }
-
-    #[test]
-    fn listing_hides_credentials() {
-        assert_eq!(public_upstream("socks5://u:p@h:1080"), "socks5://h:1080");
-        assert_eq!(public_upstream("http://a@b:c@h:3128/"), "http://h:3128/");
-        assert_eq!(public_upstream("direct://"), "direct://");
-        assert_eq!(public_upstream("https://h:443"), "https://h:443");
     }
 }

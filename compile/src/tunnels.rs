@@ -1,0 +1,134 @@
+//! Tunnels → tunnel entries: the mode's shape (hostnames or a path prefix
+//! for http, a port for tcp), the agent key, and the claims tunnels make.
+//! Hostnames sites serve are not a tunnel's; among tunnels the older keeps a
+//! contested hostname, path prefix or port.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use postern_api::{Kind, Object, ObjectKey, TunnelMode as ApiMode, TunnelSpec};
+use postern_snapshot::{TunnelEntry, TunnelMode};
+
+use crate::Reason;
+use crate::build::{Build, oldest_first};
+use crate::checks;
+use crate::refusal::Refusal;
+
+/// Claims already granted to older tunnels.
+#[derive(Default)]
+struct TunnelClaims {
+    hosts: BTreeMap<String, ObjectKey>,
+    paths: BTreeMap<String, ObjectKey>,
+    ports: BTreeMap<u16, ObjectKey>,
+}
+
+/// Compiles Tunnels oldest first; `site_hosts` are the hostnames sites
+/// already serve, which no tunnel may take.
+pub(crate) fn compile(build: &mut Build<'_>, site_hosts: &BTreeSet<String>) -> Vec<TunnelEntry> {
+    let mut claims = TunnelClaims::default();
+    let mut out = Vec::new();
+    let inputs = build.inputs;
+    for obj in oldest_first(&inputs.tunnels) {
+        let outcome =
+            tunnel(build, obj).and_then(|entry| claim(&mut claims, site_hosts, obj.key(), entry));
+        let outcome = outcome.map(|entry| {
+            out.push(entry);
+            String::new()
+        });
+        build.verdict(Kind::Tunnel, obj, outcome);
+    }
+    out.sort_by(|a, b| a.id.cmp(&b.id));
+    out
+}
+
+fn claim(
+    claims: &mut TunnelClaims,
+    site_hosts: &BTreeSet<String>,
+    key: ObjectKey,
+    entry: TunnelEntry,
+) -> Result<TunnelEntry, Refusal> {
+    for host in &entry.hostnames {
+        if site_hosts.contains(host) {
+            return Err((
+                Reason::HostnameConflict,
+                format!("hostname {host} is already served by a ProxyTarget"),
+            ));
+        }
+        if let Some(owner) = claims.hosts.get(host) {
+            return Err((
+                Reason::HostnameConflict,
+                format!("hostname {host} is already held by Tunnel {owner}"),
+            ));
+        }
+    }
+    if let Some(owner) = entry.path_prefix.as_ref().and_then(|p| claims.paths.get(p)) {
+        return Err((
+            Reason::PathConflict,
+            format!("path prefix is already held by Tunnel {owner}"),
+        ));
+    }
+    if let Some(owner) = entry.tcp_port.and_then(|p| claims.ports.get(&p)) {
+        return Err((
+            Reason::PortConflict,
+            format!("TCP port is already held by Tunnel {owner}"),
+        ));
+    }
+    for host in &entry.hostnames {
+        claims.hosts.insert(host.clone(), key.clone());
+    }
+    if let Some(path) = &entry.path_prefix {
+        claims.paths.insert(path.clone(), key.clone());
+    }
+    if let Some(port) = entry.tcp_port {
+        claims.ports.insert(port, key);
+    }
+    Ok(entry)
+}
+
+fn tunnel(build: &Build<'_>, obj: &Object<TunnelSpec>) -> Result<TunnelEntry, Refusal> {
+    let ns = obj.namespace();
+    let spec = &obj.spec;
+    let hostnames: BTreeSet<String> = spec
+        .hostnames
+        .iter()
+        .flatten()
+        .map(|h| checks::hostname(h))
+        .collect::<Result<_, _>>()?;
+    let mode = match spec.mode {
+        ApiMode::Http => {
+            if hostnames.is_empty() == spec.path_prefix.is_none() {
+                return Err((
+                    Reason::InvalidSpec,
+                    "an http tunnel needs exactly one of hostnames or pathPrefix".into(),
+                ));
+            }
+            TunnelMode::Http
+        }
+        ApiMode::Tcp => {
+            if spec.tcp_port.is_none() || spec.path_prefix.is_some() {
+                return Err((
+                    Reason::InvalidSpec,
+                    "a tcp tunnel needs tcpPort and no pathPrefix".into(),
+                ));
+            }
+            TunnelMode::Tcp
+        }
+    };
+    if let Some(prefix) = &spec.path_prefix
+        && (!prefix.starts_with('/') || prefix.ends_with('/') || prefix.len() < 2)
+    {
+        return Err((
+            Reason::InvalidSpec,
+            format!("pathPrefix {prefix:?} must start with / and not end with /"),
+        ));
+    }
+    let key_ref = &spec.agent_key_secret_ref;
+    let key = build.secret_value(ns, &key_ref.name, key_ref.key_or("key"))?;
+    Ok(TunnelEntry {
+        id: obj.key().to_string(),
+        mode,
+        hostnames: hostnames.into_iter().collect(),
+        path_prefix: spec.path_prefix.clone(),
+        tcp_port: spec.tcp_port,
+        agent_key: checks::utf8(key, "the agent key")?.to_string(),
+    })
+}

@@ -1,0 +1,175 @@
+//! UserUpstreams → forward-proxy users: the user name rule, the password
+//! hash, the upstream and its credentials (from a Secret, or discouraged
+//! inline in the URL), and destination rules. User names are unique: the
+//! older UserUpstream keeps a duplicated one.
+
+use std::collections::BTreeMap;
+
+use postern_api::{Kind, Object, ObjectKey, UserUpstreamSpec, user_name};
+use postern_snapshot::{
+    Credentials, DestinationRules, PasswordHash, ProxyUser, Upstream, sha256_hex,
+};
+
+use crate::Reason;
+use crate::build::{Build, oldest_first};
+use crate::checks;
+use crate::refusal::{Refusal, invalid};
+
+const INLINE_CREDENTIALS: &str =
+    "upstream credentials inline in the URL are discouraged: use upstreamCredentialsSecretRef";
+
+/// Compiles UserUpstreams oldest first: the older object keeps a user name
+/// two of them claim.
+pub(crate) fn compile(build: &mut Build<'_>) -> Vec<ProxyUser> {
+    let mut users: BTreeMap<String, (ObjectKey, ProxyUser)> = BTreeMap::new();
+    let inputs = build.inputs;
+    for obj in oldest_first(&inputs.user_upstreams) {
+        let outcome = proxy_user(build, obj).and_then(|(user, warning)| {
+            if let Some((owner, _)) = users.get(&user.user) {
+                return Err((
+                    Reason::DuplicateUser,
+                    format!(
+                        "user {} is already defined by UserUpstream {owner}",
+                        user.user
+                    ),
+                ));
+            }
+            users.insert(user.user.clone(), (obj.key(), user));
+            Ok(warning)
+        });
+        build.verdict(Kind::UserUpstream, obj, outcome);
+    }
+    users.into_values().map(|(_, user)| user).collect()
+}
+
+/// The user and any warning to report on an accepted object.
+fn proxy_user(
+    build: &Build<'_>,
+    obj: &Object<UserUpstreamSpec>,
+) -> Result<(ProxyUser, String), Refusal> {
+    let ns = obj.namespace();
+    let spec = &obj.spec;
+    if !user_name::is_valid(&spec.user) {
+        return Err(invalid(format!(
+            "{:?} is not a valid user name ({})",
+            spec.user,
+            user_name::RULE
+        )));
+    }
+    let password_ref = &spec.password_secret_ref;
+    let password = build.secret_value(ns, &password_ref.name, password_ref.key_or("password"))?;
+    let salt = sha256_hex(format!("postern-user\0{}\0{}", obj.key(), spec.user).as_bytes());
+    let password = PasswordHash::new(&salt[..32], password);
+    let (upstream, warning) = upstream(build, ns, spec)?;
+    let destinations = spec.destinations.clone().unwrap_or_default();
+    if let Some(bad) = destinations
+        .allow
+        .iter()
+        .chain(&destinations.deny)
+        .find(|d| d.is_empty() || d.contains(char::is_whitespace))
+    {
+        return Err((
+            Reason::InvalidSpec,
+            format!("{bad:?} is not a destination rule"),
+        ));
+    }
+    let revision_input = serde_json::to_vec(&(&password, &upstream)).unwrap_or_default();
+    Ok((
+        ProxyUser {
+            id: obj.key().to_string(),
+            user: spec.user.clone(),
+            password,
+            revision: sha256_hex(&revision_input)[..16].to_string(),
+            upstream,
+            destinations: DestinationRules {
+                allow: destinations.allow,
+                deny: destinations.deny,
+            },
+            max_connections: spec.max_connections,
+        },
+        warning,
+    ))
+}
+
+fn upstream(
+    build: &Build<'_>,
+    ns: &str,
+    spec: &UserUpstreamSpec,
+) -> Result<(Upstream, String), Refusal> {
+    if spec.upstream.trim_end_matches('/') == "direct:" {
+        return Ok((Upstream::Direct, String::new()));
+    }
+    let url = checks::host_url(&spec.upstream, &["direct", "socks5", "http", "https"])?;
+    if url.scheme == "direct" {
+        return Ok((Upstream::Direct, String::new()));
+    }
+    let mut warning = String::new();
+    let credentials = match (&spec.upstream_credentials_secret_ref, url.userinfo) {
+        (Some(secret), _) => {
+            let username = build.secret_value(ns, &secret.name, "username")?;
+            let password = build.secret_value(ns, &secret.name, "password")?;
+            Some(Credentials {
+                username: checks::utf8(username, "username")?.to_string(),
+                password: checks::utf8(password, "password")?.to_string(),
+            })
+        }
+        (None, Some((username, password))) => {
+            warning = INLINE_CREDENTIALS.to_string();
+            Some(Credentials { username, password })
+        }
+        (None, None) => None,
+    };
+    let ca_pem = upstream_ca(build, ns, spec, &url.scheme)?;
+    let host = url.host;
+    Ok((
+        match url.scheme.as_str() {
+            "socks5" => Upstream::Socks5 {
+                host,
+                port: url.port.unwrap_or(1080),
+                credentials,
+            },
+            "http" => Upstream::Http {
+                host,
+                port: url.port.unwrap_or(80),
+                credentials,
+            },
+            _ => Upstream::Https {
+                host,
+                port: url.port.unwrap_or(443),
+                credentials,
+                ca_pem,
+            },
+        },
+        warning,
+    ))
+}
+
+/// The PEM of `upstreamCaSecretRef` (https:// upstreams only).
+fn upstream_ca(
+    build: &Build<'_>,
+    ns: &str,
+    spec: &UserUpstreamSpec,
+    scheme: &str,
+) -> Result<Option<String>, Refusal> {
+    let Some(secret) = &spec.upstream_ca_secret_ref else {
+        return Ok(None);
+    };
+    if scheme != "https" {
+        return Err((
+            Reason::InvalidSpec,
+            "upstreamCaSecretRef applies only to https:// upstreams".into(),
+        ));
+    }
+    let pem = build.secret_value(ns, &secret.name, secret.key_or("ca.crt"))?;
+    let pem = checks::utf8(pem, "upstream CA")?;
+    if !pem.contains("-----BEGIN CERTIFICATE-----") {
+        return Err((
+            Reason::InvalidSpec,
+            format!(
+                "{}: no PEM certificate in the upstream CA Secret",
+                secret.name
+            ),
+        ));
+    }
+    Ok(Some(pem.to_string()))
+}
