@@ -15,6 +15,7 @@ mod error;
 pub mod feature;
 pub mod forward;
 pub mod listeners;
+pub mod net;
 pub mod reverse;
 pub mod runtime;
 pub mod standalone;

@@ -83,7 +83,7 @@ async fn curl_through_connect_and_absolute_form() {
     );
     assert!(!p.log().contains("pw\""), "a password reached the log");
     assert!(
-        p.metric("postern_proxy_tunnels_total{user=\"alice\"}")
+        p.metric("postern_proxy_relays_total{user=\"alice\"}")
             .await
             >= 3.0
     );

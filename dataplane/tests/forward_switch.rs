@@ -165,14 +165,14 @@ async fn switching_a_user_cuts_only_its_tunnels() {
     wait_for("an empty registry", PATIENCE, || async {
         let users = p.metric("postern_proxy_registry_users").await;
         let active = p
-            .metric("postern_proxy_active_tunnels{user=\"alice\"}")
+            .metric("postern_proxy_active_relays{user=\"alice\"}")
             .await
-            + p.metric("postern_proxy_active_tunnels{user=\"bob\"}").await;
+            + p.metric("postern_proxy_active_relays{user=\"bob\"}").await;
         (users == 0.0 && active == 0.0).then_some(())
     })
     .await;
     assert!(
-        p.metric("postern_proxy_cut_tunnels_total{user=\"alice\"}")
+        p.metric("postern_proxy_cut_relays_total{user=\"alice\"}")
             .await
             >= 2.0
     );
@@ -199,7 +199,7 @@ async fn many_closed_tunnels_leave_no_trace() {
             assert!(echo_roundtrip(s, b"x").await, "round {round}");
         }
         assert_eq!(
-            p.metric("postern_proxy_active_tunnels{user=\"alice\"}")
+            p.metric("postern_proxy_active_relays{user=\"alice\"}")
                 .await,
             20.0
         );
@@ -210,12 +210,12 @@ async fn many_closed_tunnels_leave_no_trace() {
         .await;
     }
     assert_eq!(
-        p.metric("postern_proxy_active_tunnels{user=\"alice\"}")
+        p.metric("postern_proxy_active_relays{user=\"alice\"}")
             .await,
         0.0
     );
     assert_eq!(
-        p.metric("postern_proxy_tunnels_total{user=\"alice\"}")
+        p.metric("postern_proxy_relays_total{user=\"alice\"}")
             .await,
         100.0
     );

@@ -18,7 +18,6 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -27,13 +26,12 @@ use tokio::net::TcpStream;
 
 use super::auth::{self, Presented};
 use super::errors::ForwardError;
+use super::relay::{self, Bytes as Counters, Outcome, Watch};
+use super::reply::{Body, refuse};
 use super::table::UserEntry;
 use super::target::Target;
-use super::tunnel::{self, Bytes as Counters, Outcome, Watch};
 use super::upstream::{Prefixed, Stream};
 use super::{Admitted, Forward};
-
-pub(super) type Body = BoxBody<Bytes, hyper::Error>;
 
 /// The last credentials this connection proved, and whose they were.
 type AuthCache = Arc<Mutex<Option<(HeaderValue, Arc<UserEntry>)>>>;
@@ -165,7 +163,7 @@ async fn open_tunnel(
                     cut: lease.cut(),
                     shutdown: fwd.shutdown_token(),
                 };
-                tunnel::relay(
+                relay::relay(
                     client_stream(upgraded),
                     upstream,
                     watch,
@@ -193,38 +191,6 @@ fn client_stream(upgraded: hyper::upgrade::Upgraded) -> Stream {
         )),
         Err(upgraded) => Stream::other(TokioIo::new(upgraded)),
     }
-}
-
-pub(super) fn refuse(
-    fwd: &Forward,
-    inbound: &'static str,
-    user: &str,
-    dest: &str,
-    e: ForwardError,
-) -> Response<Body> {
-    fwd.refused(inbound, user, dest, &e);
-    error_response(&e)
-}
-
-/// A short plain-text answer; 407 carries the Basic challenge.
-pub(super) fn error_response(e: &ForwardError) -> Response<Body> {
-    let body = Full::new(Bytes::from(format!("{e}\n")))
-        .map_err(|never| match never {})
-        .boxed();
-    let mut resp = Response::new(body);
-    *resp.status_mut() = e.status();
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    if e.status() == StatusCode::PROXY_AUTHENTICATION_REQUIRED {
-        h.insert(
-            header::PROXY_AUTHENTICATE,
-            HeaderValue::from_static("Basic realm=\"postern\""),
-        );
-    }
-    resp
 }
 
 fn empty() -> Body {

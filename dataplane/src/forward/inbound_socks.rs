@@ -13,8 +13,8 @@ use tokio::net::TcpStream;
 use super::Forward;
 use super::auth::Presented;
 use super::errors::ForwardError;
+use super::relay::{self, Bytes, Watch};
 use super::target::{Host, Target};
-use super::tunnel::{self, Bytes, Watch};
 use super::upstream::Stream;
 
 const VERSION: u8 = 5;
@@ -62,7 +62,7 @@ pub async fn serve(fwd: Arc<Forward>, mut tcp: TcpStream, peer: SocketAddr) {
                 cut: admitted.lease.cut(),
                 shutdown: fwd.shutdown_token(),
             };
-            tunnel::relay(
+            relay::relay(
                 Stream::tcp(tcp),
                 upstream,
                 watch,
@@ -72,7 +72,7 @@ pub async fn serve(fwd: Arc<Forward>, mut tcp: TcpStream, peer: SocketAddr) {
             )
             .await
         }
-        Err(e) => tunnel::Outcome::Failed(super::upstream::io_reason(&e)),
+        Err(e) => relay::Outcome::Failed(super::upstream::io_reason(&e)),
     };
     fwd.finish(&record, &outcome, &bytes, admitted.lease);
 }

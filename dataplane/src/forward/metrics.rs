@@ -23,10 +23,10 @@ pub struct ErrorLabels {
 /// Every forward-proxy metric. Cloning shares the underlying values.
 #[derive(Clone, Default)]
 pub struct ForwardMetrics {
-    /// Open tunnels (and plain-HTTP exchanges) per user.
+    /// Open relays (CONNECT / SOCKS5 tunnels and plain-HTTP exchanges) per user.
     pub active: Family<UserLabels, Gauge>,
-    /// Tunnels opened per user.
-    pub tunnels: Family<UserLabels, Counter>,
+    /// Relays opened per user.
+    pub relays: Family<UserLabels, Counter>,
     /// Bytes from the client towards the destination.
     pub bytes_up: Family<UserLabels, Counter>,
     /// Bytes from the destination back to the client.
@@ -44,15 +44,11 @@ impl ForwardMetrics {
     pub fn register(&self, registry: &mut Registry) {
         let r = registry.sub_registry_with_prefix("proxy");
         r.register(
-            "active_tunnels",
-            "Open forward-proxy tunnels",
+            "active_relays",
+            "Open forward-proxy relays (CONNECT / SOCKS5 tunnels and plain-HTTP exchanges)",
             self.active.clone(),
         );
-        r.register(
-            "tunnels",
-            "Forward-proxy tunnels opened",
-            self.tunnels.clone(),
-        );
+        r.register("relays", "Forward-proxy relays opened", self.relays.clone());
         r.register(
             "bytes_up",
             "Bytes from clients towards destinations",
@@ -69,8 +65,8 @@ impl ForwardMetrics {
             self.errors.clone(),
         );
         r.register(
-            "cut_tunnels",
-            "Tunnels cut because their user changed",
+            "cut_relays",
+            "Relays cut because their user changed",
             self.cuts.clone(),
         );
         r.register(
@@ -105,14 +101,12 @@ mod tests {
         let m = ForwardMetrics::default();
         let mut reg = Registry::with_prefix("postern");
         m.register(&mut reg);
-        m.tunnels
-            .get_or_create(&ForwardMetrics::user("alice"))
-            .inc();
+        m.relays.get_or_create(&ForwardMetrics::user("alice")).inc();
         m.error("", "auth");
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &reg).expect("encode");
         for name in [
-            "postern_proxy_tunnels_total{user=\"alice\"} 1",
+            "postern_proxy_relays_total{user=\"alice\"} 1",
             "postern_proxy_errors_total{user=\"\",kind=\"auth\"} 1",
             "postern_proxy_registry_users 0",
         ] {

@@ -9,7 +9,7 @@
 //! 3. judge the destination against the user's rules ([`rules`]) — 403;
 //! 4. admit into the per-user [`registry`] — 429 at `maxConnections`;
 //! 5. open the stream through the upstream ([`upstream`]) — 502/504;
-//! 6. splice bytes until done, cut, idle or shutdown ([`tunnel`]), then
+//! 6. relay bytes until done, cut, idle or shutdown ([`relay`]), then
 //!    log one line and settle the metrics.
 //!
 //! Errors map to statuses, SOCKS replies and metric labels in [`errors`]
@@ -25,10 +25,11 @@ mod inbound_socks;
 pub mod metrics;
 mod plain;
 pub mod registry;
+pub mod relay;
+mod reply;
 pub mod rules;
 pub mod table;
 pub mod target;
-pub mod tunnel;
 pub mod upstream;
 
 use std::path::PathBuf;
@@ -47,10 +48,10 @@ use auth::Presented;
 use errors::{ConfigError, ForwardError};
 use metrics::ForwardMetrics;
 use registry::{Lease, OpenError, Registry};
+use relay::Record;
 use rules::NameVerdict;
 use table::{Table, UserEntry};
 use target::Target;
-use tunnel::Record;
 
 /// Timeouts and limits of the forward proxy (command-line flags).
 #[derive(Clone, Debug)]
@@ -247,7 +248,7 @@ impl Forward {
         // only: a scanner must not be able to flood the log.
         if user.is_empty() {
             tracing::debug!(
-                target: "postern::forward::tunnel",
+                target: "postern::forward::relay",
                 inbound,
                 destination,
                 outcome = err.metric_label(),
@@ -256,7 +257,7 @@ impl Forward {
             );
         } else {
             tracing::info!(
-                target: "postern::forward::tunnel",
+                target: "postern::forward::relay",
                 inbound,
                 user,
                 destination,
@@ -275,7 +276,7 @@ impl Forward {
         target: &Target,
     ) -> Record {
         self.metrics
-            .tunnels
+            .relays
             .get_or_create(&ForwardMetrics::user(&admitted.user.user))
             .inc();
         Record {
@@ -291,11 +292,11 @@ impl Forward {
     pub(crate) fn finish(
         &self,
         record: &Record,
-        outcome: &tunnel::Outcome,
-        bytes: &tunnel::Bytes,
+        outcome: &relay::Outcome,
+        bytes: &relay::Bytes,
         lease: Lease,
     ) {
-        tunnel::finish(record, outcome, bytes, &self.metrics);
+        relay::finish(record, outcome, bytes, &self.metrics);
         drop(lease);
         self.metrics
             .registry_users

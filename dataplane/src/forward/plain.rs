@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Uri};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -16,10 +16,11 @@ use hyper_util::rt::TokioIo;
 use postern_snapshot::{Credentials, Upstream};
 
 use super::errors::ForwardError;
-use super::inbound_http::{Body, refuse};
+use super::relay::{Bytes as Counters, Counted, Outcome};
+use super::reply::{Body, refuse};
 use super::target::Target;
-use super::tunnel::{Bytes as Counters, Counted, Outcome};
 use super::{Admitted, Forward};
+use crate::net::strip_hop_by_hop;
 
 /// Forwards one absolute-form request: to the user's HTTP(S) upstream proxy
 /// as is (with the upstream's credentials), or in origin form over a
@@ -88,7 +89,7 @@ pub(super) async fn forward(
         }
         Ok(Ok(resp)) => {
             let (mut parts, body) = resp.into_parts();
-            strip_hop_by_hop(&mut parts.headers);
+            strip_hop_by_hop(&mut parts.headers, false);
             Response::from_parts(parts, body.boxed())
         }
         Ok(Err(e)) => refuse(
@@ -116,7 +117,7 @@ fn prepare_request(
     upstream_proxy: Option<Option<&Credentials>>,
 ) -> Request<Incoming> {
     let (mut parts, body) = req.into_parts();
-    strip_hop_by_hop(&mut parts.headers);
+    strip_hop_by_hop(&mut parts.headers, false);
     if let Some(authority) = parts.uri.authority().cloned()
         && !parts.headers.contains_key(header::HOST)
         && let Ok(host) = HeaderValue::from_str(authority.as_str())
@@ -140,31 +141,4 @@ fn prepare_request(
     }
     parts.version = http::Version::HTTP_11;
     Request::from_parts(parts, body)
-}
-
-/// Removes the headers that concern one hop only (RFC 9110 §7.6.1).
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
-    }
-    for name in [
-        "connection",
-        "proxy-connection",
-        "keep-alive",
-        "proxy-authorization",
-        "proxy-authenticate",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-    ] {
-        headers.remove(name);
-    }
 }

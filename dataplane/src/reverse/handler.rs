@@ -20,6 +20,7 @@ use super::phases::{Backend, LogRecord};
 use super::router::{SiteTable, normalise_host};
 use super::tables::Tables;
 use super::{ConnInfo, Shared, upgrade};
+use crate::net::strip_hop_by_hop;
 
 /// What the access log says about a request beyond the basics, borrowed
 /// from the tables the request was served with.
@@ -149,7 +150,7 @@ async fn proxy<'t>(
     }
     let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
     let (mut parts, body) = response.into_parts();
-    headers::strip_hop_by_hop(&mut parts.headers, switching);
+    strip_hop_by_hop(&mut parts.headers, switching);
     site.response_headers.apply(&mut parts.headers);
     hooks.filter_response(site, &mut parts);
     parts.version = Version::HTTP_11;
@@ -181,7 +182,7 @@ fn prepare_request(
     upgrading: bool,
 ) {
     let h = &mut parts.headers;
-    headers::strip_hop_by_hop(h, upgrading);
+    strip_hop_by_hop(h, upgrading);
     headers::add_forwarding(
         h,
         &Forwarding {

@@ -1,11 +1,11 @@
-//! Header rewriting on the way through: hop-by-hop headers stripped both
-//! ways, X-Forwarded-For/-Proto/-Host and `Forwarded` added, a request id
+//! Header rewriting on the way through (hop-by-hop headers are
+//! [`crate::net::strip_hop_by_hop`]): X-Forwarded-For/-Proto/-Host and `Forwarded` added, a request id
 //! ensured, and each target's own changes applied (compiled once per
 //! snapshot into [`HeaderOps`]).
 
 use std::net::IpAddr;
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 use postern_snapshot::HeaderRules;
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -13,54 +13,6 @@ static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
-static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
-
-/// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
-fn hop_by_hop() -> [&'static HeaderName; 8] {
-    [
-        &header::CONNECTION,
-        &KEEP_ALIVE,
-        &PROXY_CONNECTION,
-        &header::PROXY_AUTHENTICATE,
-        &header::PROXY_AUTHORIZATION,
-        &header::TRAILER,
-        &header::TRANSFER_ENCODING,
-        &header::UPGRADE,
-    ]
-}
-
-/// Removes hop-by-hop headers and those `Connection` names. `TE: trailers`
-/// stays (gRPC needs it). With `upgrade`, `Connection: upgrade` and
-/// `Upgrade` are kept so the next hop can switch protocols.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
-        .collect();
-    let upgrade_value = upgrade
-        .then(|| headers.get(header::UPGRADE).cloned())
-        .flatten();
-    for name in named {
-        headers.remove(name);
-    }
-    for name in hop_by_hop() {
-        headers.remove(name);
-    }
-    let te_trailers = headers
-        .get(header::TE)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
-    if !te_trailers {
-        headers.remove(header::TE);
-    }
-    if let Some(value) = upgrade_value {
-        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        headers.insert(header::UPGRADE, value);
-    }
-}
 
 /// Who the request came from, as the backend should hear it.
 pub struct Forwarding<'a> {
@@ -211,38 +163,6 @@ mod tests {
             );
         }
         h
-    }
-
-    #[test]
-    fn hop_by_hop_and_connection_named_headers_go() {
-        let mut h = map(&[
-            ("connection", "keep-alive, x-secret"),
-            ("keep-alive", "timeout=5"),
-            ("x-secret", "1"),
-            ("transfer-encoding", "chunked"),
-            ("te", "gzip"),
-            ("proxy-authorization", "Basic x"),
-            ("x-kept", "yes"),
-        ]);
-        strip_hop_by_hop(&mut h, false);
-        let names: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
-        assert_eq!(names, ["x-kept"]);
-    }
-
-    #[test]
-    fn te_trailers_and_upgrades_survive() {
-        let mut h = map(&[
-            ("te", "trailers"),
-            ("connection", "Upgrade"),
-            ("upgrade", "websocket"),
-        ]);
-        strip_hop_by_hop(&mut h, true);
-        assert_eq!(h["te"], "trailers");
-        assert_eq!(h["connection"], "upgrade");
-        assert_eq!(h["upgrade"], "websocket");
-        let mut h = map(&[("connection", "upgrade"), ("upgrade", "websocket")]);
-        strip_hop_by_hop(&mut h, false);
-        assert!(h.is_empty());
     }
 
     #[test]

@@ -16,9 +16,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
-use super::proxy_protocol::{self, Rewind};
+use super::proxy_protocol;
 use super::tables::LiveResolver;
 use super::{ConnInfo, Shared, handler};
+use crate::net::Prefixed;
 
 /// How long open connections get to finish after shutdown starts.
 pub const GRACE: Duration = Duration::from_secs(10);
@@ -131,14 +132,14 @@ async fn unwrap_proxy_header(
     local: SocketAddr,
     spec: &ListenerSpec,
     shared: &Shared,
-) -> Option<(SocketAddr, SocketAddr, Rewind<TcpStream>)> {
+) -> Option<(SocketAddr, SocketAddr, Prefixed<TcpStream>)> {
     if !spec.proxy_protocol || !shared.trusted.contains(peer.ip()) {
-        return Some((peer, local, Rewind::new(Vec::new(), stream)));
+        return Some((peer, local, Prefixed::new(Vec::new(), stream)));
     }
     match proxy_protocol::read_header(&mut stream).await {
         Ok((announced, rest)) => {
             let (client, server) = announced.unwrap_or((peer, local));
-            Some((client, server, Rewind::new(rest, stream)))
+            Some((client, server, Prefixed::new(rest, stream)))
         }
         Err(e) => {
             shared.metrics.dropped(spec.name, "proxy_header");

@@ -199,7 +199,7 @@ pub fn finish(record: &Record, outcome: &Outcome, bytes: &Bytes, metrics: &Forwa
         _ => "",
     };
     tracing::info!(
-        target: "postern::forward::tunnel",
+        target: "postern::forward::relay",
         inbound = record.inbound,
         user = %record.user,
         destination = %record.destination,
