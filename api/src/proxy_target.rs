@@ -45,6 +45,14 @@ pub struct ProxyTargetSpec {
     /// travels in X-Forwarded-Host and Forwarded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preserve_host: Option<bool>,
+    /// Which spelling of the path the backend gets. Routes always match
+    /// (and auth is always decided) on the normalised path: percent-encoded
+    /// unreserved characters decoded, `//` merged, `.` and `..` removed;
+    /// an encoded `/` or `\`, NUL or non-UTF-8 is refused with 400.
+    /// `Normalized` (default) forwards that path; `AsReceived` forwards the
+    /// client's spelling for backends that need it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_forwarding: Option<PathForwarding>,
     /// Headers changed on requests before they reach the backend.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_headers: Option<HeaderModifier>,
@@ -104,6 +112,16 @@ pub struct TlsConfig {
     /// A certificate ordered over ACME for every hostname of the target.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub acme: Option<AcmeTls>,
+}
+
+/// The path a backend receives.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum PathForwarding {
+    /// The normalised path that routing and auth saw.
+    #[default]
+    Normalized,
+    /// The path exactly as the client sent it.
+    AsReceived,
 }
 
 /// Which ACME directory issues the certificate.

@@ -7,8 +7,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use postern_api::{
-    AcmeIssuer as ApiIssuer, AuthPolicy, AuthType, Kind, Object, ObjectKey, PathMatchType,
-    ProxyTargetSpec, RouteSpec, TlsConfig,
+    AcmeIssuer as ApiIssuer, AuthPolicy, AuthType, Kind, Object, ObjectKey, PathForwarding,
+    PathMatchType, ProxyTargetSpec, RouteSpec, TlsConfig,
 };
 use postern_snapshot::{
     AcmeIssuer, AuthRule, Certificate, PathRule, RouteEntry, Site, SiteTls, Timeouts, sha256_hex,
@@ -108,6 +108,7 @@ fn site(
         },
         routes: Vec::new(),
         preserve_host: spec.preserve_host.unwrap_or(false),
+        forward_raw_path: spec.path_forwarding == Some(PathForwarding::AsReceived),
         request_headers: header_rules(spec.request_headers.as_ref())?,
         response_headers: header_rules(spec.response_headers.as_ref())?,
     };

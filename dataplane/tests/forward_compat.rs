@@ -2,29 +2,10 @@
 //! standalone mode: bearer token, status codes, users written to (and
 //! removed from) the manifests folder, applied live and kept over a restart.
 
-use std::net::SocketAddr;
-
-use postern_harness::http::body_of;
 use postern_harness::peers::microsocks;
-use postern_harness::{PATIENCE, Postern, curl, http_target, raw, tmp_dir, user_yaml, wait_for};
+use postern_harness::{PATIENCE, Postern, call, curl, http_target, tmp_dir, user_yaml, wait_for};
 
 const TOKEN: &str = "s3cret-admin-token";
-
-async fn call(
-    admin: SocketAddr,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: &str,
-) -> (u16, String) {
-    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: admin\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let (status, text) = raw(admin, req.as_bytes()).await.expect("admin call");
-    (status, body_of(&text).to_string())
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstreamgate_scripts_keep_working() {

@@ -185,7 +185,8 @@ async fn http_connect_upstream_with_basic_auth() {
     // An absolute-form request gets the upstream's answer; a 407 from it
     // would become a 502 so that clients never re-prompt for our password.
     let plain = curl(&["-x", &p.proxy_url("bob", "pw2"), &url]).await;
-    assert_ne!(plain.status, 200, "{plain:?}");
+    // An answer (not curl giving up), refused, and never a 407.
+    assert!(plain.status >= 400 && plain.status != 407, "{plain:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

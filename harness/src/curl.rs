@@ -100,3 +100,23 @@ fn last_head(dump: &str) -> Vec<(String, String)> {
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_final_head_wins_over_connect_and_interim_ones() {
+        let dump = "HTTP/1.1 200 Connection established\r\n\r\n\
+                    HTTP/1.1 100 Continue\r\n\r\n\
+                    HTTP/1.1 201 Created\r\nX-A: 1\r\nContent-Type: text/plain\r\n\r\n";
+        let headers = last_head(dump);
+        assert_eq!(
+            headers,
+            [
+                ("x-a".to_string(), "1".to_string()),
+                ("content-type".to_string(), "text/plain".to_string())
+            ]
+        );
+    }
+}

@@ -11,7 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// Every exchange is bounded by this.
-const EXCHANGE: Duration = Duration::from_secs(10);
+const EXCHANGE: Duration = Duration::from_secs(20);
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HttpResponse {
@@ -46,6 +46,19 @@ pub async fn request(
         .await
         .map_err(|_| format!("{what} timed out"))?
         .map_err(|e| format!("{what}: {e}"))
+}
+
+/// [`request`] that fails the test when there is no answer: status and body.
+pub async fn call(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    bearer: Option<&str>,
+    body: &str,
+) -> (u16, String) {
+    let response = request(addr, method, path, bearer, body).await;
+    let response = response.unwrap_or_else(|e| panic!("{e}"));
+    (response.status, response.body)
 }
 
 async fn exchange(

@@ -77,3 +77,23 @@ pub fn usage(pid: u32) -> io::Result<Usage> {
             })
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_process_has_a_resident_size() {
+        let pid = std::process::id();
+        let rss = rss_kib(pid).expect("VmRSS");
+        assert!(rss > 0);
+        assert!(peak_rss_kib(pid).expect("VmHWM") >= rss);
+    }
+
+    #[test]
+    fn an_unreadable_value_is_an_error_not_zero() {
+        assert!(rss_kib(u32::MAX).is_err());
+        let pid = std::process::id();
+        assert!(proc_kib(pid, "status", "NoSuchKey").is_err());
+    }
+}

@@ -54,6 +54,10 @@ pub struct Site {
     /// Send the client's Host to the backend instead of the backend's own.
     #[serde(default)]
     pub preserve_host: bool,
+    /// Forward the client's spelling of the path instead of the normalised
+    /// one (routing and auth always use the normalised path).
+    #[serde(default)]
+    pub forward_raw_path: bool,
     /// Changes to requests on their way to the backend.
     #[serde(default)]
     pub request_headers: HeaderRules,

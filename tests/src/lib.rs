@@ -2,7 +2,8 @@
 //!
 //! The tests use real parts: the rig's kube-apiserver (`e2e/rig up` writes
 //! `target/rig/env`), and the `postern-operator` and `postern` binaries run
-//! as processes on port 0, their real addresses read from `--addr-file`.
+//! as processes on port 0 by `postern-harness`, their real addresses read
+//! from `--addr-file`.
 //!
 //! Without the rig a test prints why it skips and passes, except under
 //! `CI=true`, where a missing part fails the test: CI never skips silently.
@@ -13,22 +14,19 @@
 //! one Lease.
 
 pub mod crds;
-pub mod http;
 pub mod namespace;
-pub mod poll;
 pub mod process;
 pub mod resources;
 pub mod rig;
 pub mod spine;
-pub mod tls;
 
 pub use crds::install_crds;
-pub use http::{HttpResponse, http_get};
 pub use namespace::TestNamespace;
-pub use poll::eventually;
-pub use process::{Dataplane, Operator, SnapshotView, binary};
+pub use postern_harness::{
+    Ca, HttpResponse, Operator, Postern, SnapshotView, binary, eventually, http_get,
+};
+pub use process::{dataplane, operator};
 pub use rig::Rig;
-pub use tls::{ServerTls, TestCa};
 
 /// The rig, or return from the test (after saying why) when it is not up.
 /// Under `CI=true` a missing rig panics instead.

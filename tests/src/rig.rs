@@ -13,16 +13,8 @@ pub struct Rig {
     kubeconfig: PathBuf,
 }
 
-/// The repository root: this crate lives in `<root>/tests`.
-pub fn repo_root() -> PathBuf {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    manifest.parent().unwrap_or(manifest).to_path_buf()
-}
-
 /// Under `CI=true` a test must fail, not skip, when the rig is missing.
-pub fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true")
-}
+pub use postern_harness::{in_ci, repo_root};
 
 impl Rig {
     /// Reads `target/rig/env`. When it or a part it names is missing:

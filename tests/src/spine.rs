@@ -7,9 +7,12 @@ use kube::Client;
 use postern_api::ConditionStatus;
 use serde_json::Value;
 
+use postern_harness::tmp_dir;
+
 use crate::resources::{Observed, create, observe};
 use crate::{
-    Dataplane, Operator, Rig, SnapshotView, TestCa, TestNamespace, eventually, install_crds,
+    Ca, Operator, Postern, Rig, SnapshotView, TestNamespace, dataplane, eventually, install_crds,
+    operator,
 };
 
 /// How long a change may take to show.
@@ -22,36 +25,46 @@ pub struct Spine {
     pub ns: TestNamespace,
     pub token: String,
     pub operator: Operator,
-    pub dataplanes: Vec<Dataplane>,
+    pub dataplanes: Vec<Postern>,
     pub prefix: String,
     /// With TLS: the CA that signed the operator's sync certificate, which
     /// every data plane [`Spine::add_dataplane`] starts trusts.
-    pub ca: Option<TestCa>,
+    pub ca: Option<Ca>,
 }
 
 impl Spine {
     /// The namespace and the operator, no data plane yet.
     pub async fn operator_only(rig: Rig, prefix: &str) -> Spine {
-        Spine::launch(rig, prefix, false).await
+        Spine::launch(rig, prefix, false, &[]).await
     }
 
     /// Like [`Spine::operator_only`], the sync stream over TLS with a
     /// certificate from a CA made for this test.
     pub async fn operator_only_tls(rig: Rig, prefix: &str) -> Spine {
-        Spine::launch(rig, prefix, true).await
+        Spine::launch(rig, prefix, true, &[]).await
     }
 
-    async fn launch(rig: Rig, prefix: &str, tls: bool) -> Spine {
+    /// The namespace, the operator started with more flags, and one data plane.
+    pub async fn start_with_args(rig: Rig, prefix: &str, args: &[String]) -> Spine {
+        let mut spine = Spine::launch(rig, prefix, false, args).await;
+        spine.add_dataplane().await;
+        spine
+    }
+
+    async fn launch(rig: Rig, prefix: &str, tls: bool, args: &[String]) -> Spine {
         let client = rig.client().await;
         install_crds(&client).await;
         let ns = TestNamespace::create(&rig, prefix).await;
         let token = format!("token-{}", ns.name);
         let id = format!("{prefix}-op-1");
-        let ca = tls.then(|| TestCa::new(&format!("{prefix}-ca")));
-        let operator = match &ca {
-            Some(ca) => Operator::start_tls(&rig, &ns.name, &id, &token, &ca.server()).await,
-            None => Operator::start(&rig, &ns.name, &id, &token).await,
-        };
+        let ca = tls.then(|| Ca::new(&format!("{prefix}-ca")));
+        let mut operator = operator(&rig, &ns.name, &id, &token).args(args);
+        if let Some(ca) = &ca {
+            // Where test operators listen.
+            let leaf = ca.leaf(&["localhost", "127.0.0.1"]);
+            operator = operator.tls(&leaf.write(&tmp_dir(&format!("{prefix}-sync-tls"))));
+        }
+        let operator = operator.start().await;
         Spine {
             rig,
             client,
@@ -74,15 +87,15 @@ impl Spine {
     pub async fn add_dataplane(&mut self) {
         let id = format!("{}-dp-{}", self.prefix, self.dataplanes.len() + 1);
         let sync = self.operator.sync;
-        let dataplane = match &self.ca {
-            Some(ca) => Dataplane::start_tls(sync, &id, &self.token, &ca.file()).await,
-            None => Dataplane::start(sync, &id, &self.token).await,
-        };
-        self.dataplanes.push(dataplane);
+        let mut dataplane = dataplane(sync, &id, &self.token);
+        if let Some(ca) = &self.ca {
+            dataplane = dataplane.sync_ca(&ca.file());
+        }
+        self.dataplanes.push(dataplane.start().await);
     }
 
     /// The first data plane.
-    pub fn dataplane(&self) -> &Dataplane {
+    pub fn dataplane(&self) -> &Postern {
         self.dataplanes.first().expect("a data plane was started")
     }
 
@@ -105,7 +118,7 @@ impl Spine {
     ) -> SnapshotView {
         let dataplane = self.dataplane();
         eventually(what, WAIT, || async {
-            let view = dataplane.snapshot().await?;
+            let view = dataplane.view().await?;
             if check(&view) {
                 Ok(view)
             } else {

@@ -6,16 +6,13 @@
 //! CONNECTs; targets are small servers on loopback.
 
 use std::net::SocketAddr;
-use std::process::Stdio;
-use std::time::Duration;
 
-use base64::Engine as _;
+use postern_harness::{closed_within, echo_roundtrip, echo_target, text_target};
 use postern_tests::resources::{apply_secret, create, delete};
 use postern_tests::spine::{Spine, WAIT};
 use postern_tests::{eventually, rig_or_skip};
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn users_are_served_and_a_rotation_cuts_only_that_users_tunnels() {
@@ -59,7 +56,7 @@ async fn users_are_served_and_a_rotation_cuts_only_that_users_tunnels() {
     );
 
     let dp = spine.dataplane();
-    let target = http_target().await;
+    let target = text_target(|_| "hello".to_string()).await;
     let echo = echo_target().await;
     let url = format!("http://{target}/");
 
@@ -84,7 +81,7 @@ async fn users_are_served_and_a_rotation_cuts_only_that_users_tunnels() {
 
     let mut alice = open_tunnel(dp.proxy, "alice", "pw1", echo).await;
     let mut bob = open_tunnel(dp.proxy, "bob", "pw2", echo).await;
-    assert!(roundtrip(&mut alice, b"a1").await && roundtrip(&mut bob, b"b1").await);
+    assert!(echo_roundtrip(&mut alice, b"a1").await && echo_roundtrip(&mut bob, b"b1").await);
 
     // Rotating alice's password cuts alice's tunnel, not bob's.
     apply_secret(
@@ -99,7 +96,7 @@ async fn users_are_served_and_a_rotation_cuts_only_that_users_tunnels() {
         "alice's tunnel outlived the rotation"
     );
     assert!(
-        roundtrip(&mut bob, b"b2").await,
+        echo_roundtrip(&mut bob, b"b2").await,
         "bob's tunnel must survive"
     );
     let rotated = format!("http://alice:pw1-rotated@{}", dp.proxy);
@@ -129,61 +126,10 @@ async fn users_are_served_and_a_rotation_cuts_only_that_users_tunnels() {
     );
 }
 
-/// `curl -sS <args>`: the status and body (status 0 when none).
+/// curl's final status and body (status 0 when none).
 async fn curl(args: &[&str]) -> (u16, String) {
-    let out = tokio::time::timeout(
-        Duration::from_secs(20),
-        tokio::process::Command::new("curl")
-            .args(["-sS", "--max-time", "15", "-o", "-", "-w", "\n%{http_code}"])
-            .args(args)
-            .stdin(Stdio::null())
-            .output(),
-    )
-    .await
-    .expect("curl finished")
-    .expect("curl runs (e2e/rig installs it)");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
-    (code.trim().parse().unwrap_or(0), body.to_string())
-}
-
-async fn http_target() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 4096];
-                let mut got = Vec::new();
-                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => got.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let _ = s
-                    .write_all(
-                        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
-                    )
-                    .await;
-            });
-        }
-    });
-    addr
-}
-
-async fn echo_target() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let (mut r, mut w) = s.split();
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-            });
-        }
-    });
-    addr
+    let out = postern_harness::curl(args).await;
+    (out.status, out.body)
 }
 
 async fn open_tunnel(
@@ -192,55 +138,6 @@ async fn open_tunnel(
     password: &str,
     target: SocketAddr,
 ) -> TcpStream {
-    let creds = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-    let mut s = TcpStream::connect(proxy)
-        .await
-        .expect("connect to the proxy");
-    let req = format!(
-        "CONNECT {target} HTTP/1.1\r\nHost: {target}\r\nProxy-Authorization: Basic {creds}\r\n\r\n"
-    );
-    s.write_all(req.as_bytes()).await.expect("CONNECT");
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut byte))
-            .await
-            .expect("an answer to CONNECT")
-            .expect("read");
-        assert!(
-            n > 0,
-            "closed during CONNECT: {}",
-            String::from_utf8_lossy(&head)
-        );
-        head.push(byte[0]);
-    }
-    assert!(
-        head.starts_with(b"HTTP/1.1 200"),
-        "{}",
-        String::from_utf8_lossy(&head)
-    );
-    s
-}
-
-async fn roundtrip(s: &mut TcpStream, msg: &[u8]) -> bool {
-    if s.write_all(msg).await.is_err() {
-        return false;
-    }
-    let mut got = vec![0u8; msg.len()];
-    matches!(
-        tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut got)).await,
-        Ok(Ok(_))
-    ) && got == msg
-}
-
-async fn closed_within(s: &mut TcpStream, limit: Duration) -> bool {
-    let mut buf = [0u8; 64];
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => return true,
-            Ok(Ok(_)) => continue,
-            Err(_) => return false,
-        }
-    }
+    let tunnel = postern_harness::open_tunnel(proxy, user, password, target).await;
+    tunnel.unwrap_or_else(|e| panic!("CONNECT as {user}: {e}"))
 }

@@ -5,27 +5,23 @@
 //! loopback; clients are hyper, rustls and curl.
 
 use std::collections::BTreeMap;
-use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Full};
-use hyper::body::Incoming;
+use http_body_util::{BodyExt, Empty};
 use hyper::client::conn::http1::SendRequest;
-use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ObjectMeta, Patch, PatchParams};
+use postern_harness::{Backend, Ca, Leaf, tmp_dir};
 use postern_tests::resources::patch_spec;
 use postern_tests::spine::{Spine, WAIT};
 use postern_tests::{eventually, rig_or_skip};
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::ServerName;
 use serde_json::json;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
@@ -35,8 +31,8 @@ const EXCHANGE: Duration = Duration::from_secs(10);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_proxy_target_and_its_route_become_routable_through_the_dataplane() {
     let spine = Spine::start(rig_or_skip!(), "rev-route").await;
-    let site = Backend::start("site").await;
-    let v1 = Backend::start("v1").await;
+    let site = Backend::text("site");
+    let v1 = Backend::text("v1");
     spine
         .create(
             json!({"kind": "ProxyTarget", "metadata": {"name": "web"}, "spec": {
@@ -93,9 +89,9 @@ async fn a_proxy_target_and_its_route_become_routable_through_the_dataplane() {
 async fn a_tls_secret_is_served_and_its_rotation_keeps_open_connections() {
     const HOST: &str = "secure.example.test";
     let spine = Spine::start(rig_or_skip!(), "rev-tls").await;
-    let backend = Backend::start("secure").await;
+    let backend = Backend::text("secure");
     let ca = Ca::new("reverse-cluster test CA");
-    let first = ca.leaf(HOST);
+    let first = ca.leaf(&[HOST]);
     apply_tls_secret(&spine, "secure-tls", &first).await;
     spine
         .create(
@@ -109,7 +105,7 @@ async fn a_tls_secret_is_served_and_its_rotation_keeps_open_connections() {
     spine.programmed("ProxyTarget", "secure", 1, WAIT).await;
 
     let https = spine.dataplane().https;
-    let ca_file = ca.write(spine.ns());
+    let ca_file = ca.write(&tmp_dir(spine.ns()));
     let url = format!("https://{HOST}:{}/hello", https.port());
     let resolve = format!("{HOST}:{}:127.0.0.1", https.port());
     let curl_args = ["--resolve", &resolve, "--cacert", path_str(&ca_file), &url];
@@ -120,14 +116,14 @@ async fn a_tls_secret_is_served_and_its_rotation_keeps_open_connections() {
     assert_eq!(body, "secure /hello");
 
     // A keep-alive HTTP/1.1 connection over TLS, opened before the rotation.
-    let connector = ca.connector();
+    let connector = ca.connector(&[b"http/1.1"]);
     let open = handshake(&connector, https, HOST).await.expect("handshake");
     assert_eq!(served(&open), first.der, "the first certificate is served");
     let mut held = http1(open).await;
     let answer = send(&mut held, HOST, "/before").await;
     assert_eq!(answer, Ok((200, "secure /before".to_string())));
 
-    let second = ca.leaf(HOST);
+    let second = ca.leaf(&[HOST]);
     assert_ne!(first.der, second.der);
     apply_tls_secret(&spine, "secure-tls", &second).await;
     eventually(
@@ -256,17 +252,11 @@ fn served(stream: &TlsStream<TcpStream>) -> Vec<u8> {
 
 /// curl's body for `args`, or its error output.
 async fn curl(args: &[&str]) -> Result<String, String> {
-    let out = tokio::process::Command::new("curl")
-        .args(["-sS", "--max-time", "10"])
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .await
-        .map_err(|e| format!("running curl: {e}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    let out = postern_harness::curl(args).await;
+    if out.exit == 0 {
+        Ok(out.body)
     } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        Err(out.stderr)
     }
 }
 
@@ -276,7 +266,7 @@ fn path_str(path: &std::path::Path) -> &str {
 
 /// Creates or replaces a `kubernetes.io/tls` Secret holding `leaf`.
 async fn apply_tls_secret(spine: &Spine, name: &str, leaf: &Leaf) {
-    let data = [("tls.crt", &leaf.cert_pem), ("tls.key", &leaf.key_pem)]
+    let data = [("tls.crt", &leaf.cert), ("tls.key", &leaf.key)]
         .into_iter()
         .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
         .collect::<BTreeMap<_, _>>();
@@ -298,107 +288,4 @@ async fn apply_tls_secret(spine: &Spine, name: &str, leaf: &Leaf) {
         )
         .await
         .unwrap_or_else(|e| panic!("applying Secret {name}: {e}"));
-}
-
-/// A loopback HTTP/1.1 backend answering `NAME PATH`, stopped on drop.
-struct Backend {
-    addr: SocketAddr,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Backend {
-    async fn start(name: &'static str) -> Backend {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("backend address");
-        let task = tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let service = service_fn(move |req: http::Request<Incoming>| async move {
-                    let body = format!("{name} {}", req.uri().path());
-                    Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from(body))))
-                });
-                tokio::spawn(
-                    hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service),
-                );
-            }
-        });
-        Backend { addr, task }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-}
-
-impl Drop for Backend {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-/// A private CA for one test and the leaf certificates it signs.
-struct Ca {
-    cert: rcgen::Certificate,
-    key: rcgen::KeyPair,
-}
-
-/// A leaf certificate: PEM for the Secret, DER to compare with what is served.
-struct Leaf {
-    cert_pem: String,
-    key_pem: String,
-    der: Vec<u8>,
-}
-
-impl Ca {
-    fn new(name: &str) -> Ca {
-        let mut params =
-            rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA parameters");
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, name);
-        let key = rcgen::KeyPair::generate().expect("CA key");
-        let cert = params.self_signed(&key).expect("CA certificate");
-        Ca { cert, key }
-    }
-
-    fn leaf(&self, host: &str) -> Leaf {
-        let params = rcgen::CertificateParams::new(vec![host.to_string()]).expect("parameters");
-        let key = rcgen::KeyPair::generate().expect("key");
-        let cert = params
-            .signed_by(&key, &self.cert, &self.key)
-            .expect("leaf certificate");
-        Leaf {
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-            der: cert.der().to_vec(),
-        }
-    }
-
-    /// Writes the CA certificate for curl's `--cacert`.
-    fn write(&self, label: &str) -> PathBuf {
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(label);
-        std::fs::create_dir_all(&dir).expect("mkdir");
-        let path = dir.join("ca.pem");
-        std::fs::write(&path, self.cert.pem()).expect("write ca.pem");
-        path
-    }
-
-    /// A client trusting only this CA, without session resumption: a
-    /// resumed session would report the first handshake's certificate.
-    fn connector(&self) -> TlsConnector {
-        let mut roots = rustls::RootCertStore::empty();
-        roots
-            .add(CertificateDer::from(self.cert.der().to_vec()))
-            .expect("CA root");
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("TLS versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        config.resumption = rustls::client::Resumption::disabled();
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        TlsConnector::from(Arc::new(config))
-    }
 }

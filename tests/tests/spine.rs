@@ -6,7 +6,7 @@ use std::time::Duration;
 use postern_api::ConditionStatus;
 use postern_tests::resources::{apply_secret, delete, patch_spec};
 use postern_tests::spine::{Spine, WAIT};
-use postern_tests::{Dataplane, Operator, TestCa, eventually, http_get, rig_or_skip};
+use postern_tests::{Ca, dataplane, eventually, http_get, operator, rig_or_skip};
 use serde_json::{Value, json};
 
 /// A restarted operator must first see the dead one's lease expire (15 s).
@@ -43,7 +43,9 @@ async fn an_object_is_programmed_updated_and_removed() {
     assert_eq!(programmed.reason, "NoDataplanes", "{alone:?}");
 
     // A data plane with the wrong token is refused and gets nothing.
-    let intruder = Dataplane::start(spine.operator.sync, "spine-flow-intruder", "wrong").await;
+    let intruder = dataplane(spine.operator.sync, "spine-flow-intruder", "wrong")
+        .start()
+        .await;
     spine.add_dataplane().await;
 
     let first = spine
@@ -89,7 +91,7 @@ async fn an_object_is_programmed_updated_and_removed() {
         json!(spine.dataplane().id),
         "{view}"
     );
-    let refused = intruder.snapshot().await.expect("intruder admin");
+    let refused = intruder.view().await.expect("intruder admin");
     assert_eq!(refused.version, None, "{}", refused.json);
     assert_ne!(intruder.readyz().await, Ok(200));
     let metrics = http_get(spine.operator.admin, "/metrics")
@@ -164,7 +166,7 @@ async fn conflicts_and_missing_targets_are_refused_with_a_reason() {
         .accepted("Route", "orphan", ConditionStatus::False, "TargetNotFound")
         .await;
 
-    let view = spine.dataplane().snapshot().await.expect("snapshot");
+    let view = spine.dataplane().view().await.expect("snapshot");
     assert_eq!(view.count("proxyTargets"), Some(1), "{}", view.json);
     assert_eq!(view.count("routes"), Some(0), "{}", view.json);
     // The winner is untouched by the loser.
@@ -253,7 +255,7 @@ async fn the_dataplane_outlives_the_operator_and_resyncs() {
     let watch_until = tokio::time::Instant::now() + Duration::from_secs(3);
     while tokio::time::Instant::now() < watch_until {
         let view = dataplane
-            .snapshot()
+            .view()
             .await
             .expect("the data plane still answers");
         assert_eq!(view.version.as_deref(), Some(v1.as_str()), "{}", view.json);
@@ -263,17 +265,13 @@ async fn the_dataplane_outlives_the_operator_and_resyncs() {
 
     // A new replica (another id, so it must take the dead one's lease over)
     // on the same address, where the data plane keeps reconnecting.
-    spine.operator = Operator::start_at(
-        &spine.rig,
-        spine.ns(),
-        "spine-restart-op-2",
-        &spine.token,
-        sync_addr,
-    )
-    .await;
+    spine.operator = operator(&spine.rig, spine.ns(), "spine-restart-op-2", &spine.token)
+        .sync_addr(sync_addr)
+        .start()
+        .await;
     let dataplane = spine.dataplane();
     let resynced = eventually("the data plane to resync", WAIT, || async {
-        let view = dataplane.snapshot().await?;
+        let view = dataplane.view().await?;
         let fresh =
             view.version.as_deref() != Some(v1.as_str()) && view.count("hostnames") == Some(2);
         if fresh {
@@ -307,10 +305,14 @@ async fn the_stream_is_tls_when_configured() {
     // The right token is not enough: one data plane trusts another CA, the
     // other speaks plain TCP.
     let sync = spine.operator.sync;
-    let other_ca = TestCa::new("spine-tls-other-ca");
-    let wrong_ca =
-        Dataplane::start_tls(sync, "spine-tls-wrong-ca", &spine.token, &other_ca.file()).await;
-    let plain = Dataplane::start(sync, "spine-tls-plain", &spine.token).await;
+    let other_ca = Ca::new("spine-tls-other-ca");
+    let wrong_ca = dataplane(sync, "spine-tls-wrong-ca", &spine.token)
+        .sync_ca(&other_ca.file())
+        .start()
+        .await;
+    let plain = dataplane(sync, "spine-tls-plain", &spine.token)
+        .start()
+        .await;
     spine.add_dataplane().await;
 
     spine
@@ -353,7 +355,7 @@ async fn the_stream_is_tls_when_configured() {
     })
     .await;
     for dataplane in [&wrong_ca, &plain] {
-        let view = dataplane.snapshot().await.expect("admin answers");
+        let view = dataplane.view().await.expect("admin answers");
         assert_eq!(view.version, None, "{}: {}", dataplane.id, view.json);
         assert_ne!(dataplane.readyz().await, Ok(200), "{}", dataplane.id);
     }

@@ -5,21 +5,14 @@
 //! Status codes match the data plane's standalone API.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
-use base64::Engine as _;
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use postern_crds::UserUpstream;
-use postern_tests::rig::repo_root;
+use postern_harness::{call, connect_status, echo_target, tmp_dir};
 use postern_tests::spine::{Spine, WAIT};
-use postern_tests::{Operator, Rig, TestNamespace, install_crds, rig_or_skip};
+use postern_tests::{Rig, TestNamespace, install_crds, operator, rig_or_skip};
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
 
 const TOKEN: &str = "s3cret-admin-token";
 const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
@@ -103,11 +96,11 @@ async fn the_operator_serves_the_upstreamgate_api() {
     users_served(&spine, 3).await;
     let echo = echo_target().await;
     assert_eq!(
-        connect(spine.dataplane().proxy, "carol", "pw3", echo).await,
+        connect_status(spine.dataplane().proxy, "carol", "pw3", echo).await,
         200
     );
     assert_eq!(
-        connect(spine.dataplane().proxy, "carol", "nope", echo).await,
+        connect_status(spine.dataplane().proxy, "carol", "nope", echo).await,
         407
     );
 
@@ -176,7 +169,9 @@ async fn without_an_admin_token_the_api_is_closed() {
     let client = rig.client().await;
     install_crds(&client).await;
     let ns = TestNamespace::create(&rig, "upapi-closed").await;
-    let operator = Operator::start(&rig, &ns.name, "upapi-closed-op", "sync-token").await;
+    let operator = operator(&rig, &ns.name, "upapi-closed-op", "sync-token")
+        .start()
+        .await;
     let eve = r#"{"user":"eve","password":"x","upstream":"direct://"}"#;
     for token in [None, Some(""), Some("anything")] {
         assert_eq!(
@@ -194,29 +189,10 @@ async fn without_an_admin_token_the_api_is_closed() {
 
 /// A namespace, an operator with `--admin-token-file`, and one data plane.
 async fn spine_with_token(rig: Rig, prefix: &str) -> Spine {
-    let client = rig.client().await;
-    install_crds(&client).await;
-    let ns = TestNamespace::create(&rig, prefix).await;
-    let dir = repo_root().join("target/postern-tests").join(&ns.name);
-    std::fs::create_dir_all(&dir).expect("test dir");
-    let token_file = dir.join("admin-token");
+    let token_file = tmp_dir(prefix).join("admin-token");
     std::fs::write(&token_file, format!("{TOKEN}\n")).expect("token file");
-    let token = format!("token-{}", ns.name);
     let flag = format!("--admin-token-file={}", token_file.display());
-    let id = format!("{prefix}-op-1");
-    let operator = Operator::start_with_args(&rig, &ns.name, &id, &token, &[flag]).await;
-    let mut spine = Spine {
-        rig,
-        client,
-        ns,
-        token,
-        operator,
-        dataplanes: Vec::new(),
-        prefix: prefix.into(),
-        ca: None,
-    };
-    spine.add_dataplane().await;
-    spine
+    Spine::start_with_args(rig, prefix, &[flag]).await
 }
 
 async fn users_served(spine: &Spine, n: u64) {
@@ -264,77 +240,4 @@ async fn secret_values(api: &Api<Secret>, name: &str) -> Vec<(String, String)> {
         .into_iter()
         .map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned()))
         .collect()
-}
-
-/// One HTTP/1.1 request to the admin port: status and body.
-async fn call(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: &str,
-) -> (u16, String) {
-    let stream = TcpStream::connect(addr).await.expect("connect to admin");
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .expect("handshake");
-    tokio::spawn(conn);
-    let mut request = http::Request::builder()
-        .method(method)
-        .uri(path)
-        .header(http::header::HOST, addr.to_string())
-        .header(http::header::CONTENT_TYPE, "application/json");
-    if let Some(token) = token {
-        request = request.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
-    }
-    let request = request
-        .body(Full::new(Bytes::from(body.to_string())))
-        .expect("request");
-    let response = tokio::time::timeout(Duration::from_secs(20), sender.send_request(request))
-        .await
-        .expect("answer in time")
-        .expect("response");
-    let status = response.status().as_u16();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
-    (status, String::from_utf8_lossy(&body).into_owned())
-}
-
-async fn echo_target() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let (mut r, mut w) = s.split();
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-            });
-        }
-    });
-    addr
-}
-
-/// The status code the proxy answers a CONNECT with.
-async fn connect(proxy: SocketAddr, user: &str, password: &str, target: SocketAddr) -> u16 {
-    let creds = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-    let mut s = TcpStream::connect(proxy)
-        .await
-        .expect("connect to the proxy");
-    let req = format!(
-        "CONNECT {target} HTTP/1.1\r\nHost: {target}\r\nProxy-Authorization: Basic {creds}\r\n\r\n"
-    );
-    s.write_all(req.as_bytes()).await.expect("CONNECT");
-    let mut head = [0u8; 12];
-    tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut head))
-        .await
-        .expect("an answer to CONNECT")
-        .expect("read");
-    let line = String::from_utf8_lossy(&head);
-    line.get(9..12)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or_else(|| panic!("not a status line: {line}"))
 }

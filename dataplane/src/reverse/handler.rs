@@ -9,6 +9,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use bytes::Bytes;
+use http::uri::PathAndQuery;
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, header};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
@@ -20,6 +21,7 @@ use super::phases::{Backend, LogRecord};
 use super::router::{SiteTable, normalise_host};
 use super::tables::Tables;
 use super::{ConnInfo, Shared, upgrade};
+use crate::net::path::normalise;
 use crate::net::strip_hop_by_hop;
 
 /// What the access log says about a request beyond the basics, borrowed
@@ -117,7 +119,9 @@ async fn proxy<'t>(
     if !conn.tls && site.redirect_http {
         return Ok(redirect(&host, req.uri(), shared.redirect_port));
     }
-    let target = site.target(req.method(), req.uri().path());
+    // Once, before matching and auth: the path the backend will act on.
+    let path = normalise(req.uri().path()).map_err(|e| ProxyError::BadRequest(e.as_str()))?;
+    let target = site.target(req.method(), &path);
     trace.route = target.route.as_deref();
     // 3. authenticate
     hooks.authenticate(&target.guard, &req, conn)?;
@@ -127,6 +131,11 @@ async fn proxy<'t>(
     let upgrading = upgrade::requested(&req);
     let on_client_upgrade = upgrading.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
+    let forwarded = if site.forward_raw_path {
+        parts.uri.path_and_query().cloned()
+    } else {
+        forwarded_path(&path, parts.uri.query())
+    };
     prepare_request(
         &mut parts,
         site,
@@ -136,6 +145,7 @@ async fn proxy<'t>(
         id,
         upgrading,
     );
+    parts.uri = upstream.uri(forwarded.as_ref());
     let client_broke = Arc::new(AtomicBool::new(false));
     let body = Watched::new(body, client_broke.clone()).boxed_unsync();
     let request = Request::from_parts(parts, body);
@@ -209,12 +219,20 @@ fn prepare_request(
         }
     }
     site.request_headers.apply(h);
-    parts.uri = upstream.uri(parts.uri.path_and_query());
     parts.version = if upstream.speaks_h2() {
         Version::HTTP_2
     } else {
         Version::HTTP_11
     };
+}
+
+/// The normalised path with the client's query, as the backend gets it.
+fn forwarded_path(path: &str, query: Option<&str>) -> Option<PathAndQuery> {
+    let text = match query {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_string(),
+    };
+    PathAndQuery::try_from(text).ok()
 }
 
 /// 308 to the same host and path over https.

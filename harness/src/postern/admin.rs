@@ -136,3 +136,16 @@ impl Postern {
         .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sample_is_matched_whole() {
+        let text = "a_total{user=\"x\"} 3\na_total_other 9\nb 1.5\n";
+        assert_eq!(metric_value(text, "a_total{user=\"x\"}"), Some(3.0));
+        assert_eq!(metric_value(text, "b"), Some(1.5));
+        assert_eq!(metric_value(text, "a_total"), None);
+    }
+}

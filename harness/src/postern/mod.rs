@@ -92,6 +92,11 @@ impl Postern {
         self.proc.pid()
     }
 
+    /// The process alone, for a caller that keeps its own addresses.
+    pub fn into_proc(self) -> Proc {
+        self.proc
+    }
+
     /// Waits (blocking) for it to exit by itself.
     pub fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
         self.proc.wait_exit(limit)

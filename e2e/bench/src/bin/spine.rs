@@ -6,8 +6,8 @@
 //!   cargo build --release --bins && cargo run --release -p postern-bench --bin spine -- [SIZES] [UPDATES]
 //! SIZES defaults to 10,1000,10000; UPDATES (per size) to 30.
 
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::net::SocketAddr;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -16,8 +16,8 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Client, Config};
 use postern_crds::ProxyTarget;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::process::{Child, Command};
+use postern_harness::memory::rss_kib;
+use postern_harness::{Operator, Postern, http_get};
 
 const DATAPLANES: usize = 2;
 
@@ -128,52 +128,23 @@ async fn measure(
         created.elapsed().as_secs_f64()
     );
 
-    let dir = std::env::temp_dir().join(format!("postern-bench-{ns}"));
-    std::fs::create_dir_all(&dir)?;
-    let token = dir.join("token");
-    std::fs::write(&token, "bench-token")?;
-    let bins = bin_dir()?;
-    let (mut operator, op_addrs) = spawn(
-        Command::new(bins.join("postern-operator"))
-            .env("KUBECONFIG", kubeconfig)
-            .arg("--namespace")
-            .arg(ns)
-            .arg("--sync-addr")
-            .arg("127.0.0.1:0")
-            .arg("--admin-addr")
-            .arg("127.0.0.1:0")
-            .arg("--lease-namespace")
-            .arg(ns)
-            .arg("--sync-token-file")
-            .arg(&token),
-        &dir.join("operator.addr"),
-    )
-    .await?;
-    let sync = json_str(&op_addrs, "sync")?;
+    // Release binaries sit next to this benchmark's executable.
+    let operator = Operator::builder(Path::new(kubeconfig), ns)
+        .sync_token("bench-token")
+        .env("RUST_LOG", "warn")
+        .start()
+        .await;
     let mut planes = Vec::new();
     for i in 0..DATAPLANES {
-        let mut cmd = Command::new(bins.join("postern"));
-        cmd.arg("dataplane")
-            .arg("--operator")
-            .arg(&sync)
-            .arg("--sync-token-file")
-            .arg(&token)
-            .arg("--dataplane-id")
-            .arg(format!("bench-{i}"));
-        for flag in [
-            "--admin-addr",
-            "--proxy-addr",
-            "--socks-addr",
-            "--http-addr",
-            "--https-addr",
-            "--tunnel-addr",
-        ] {
-            cmd.arg(flag).arg("127.0.0.1:0");
-        }
-        let (child, addrs) = spawn(&mut cmd, &dir.join(format!("dp{i}.addr"))).await?;
-        planes.push((child, json_str(&addrs, "admin")?));
+        let plane = Postern::dataplane(operator.sync)
+            .id(&format!("bench-{i}"))
+            .sync_token("bench-token")
+            .env("RUST_LOG", "warn")
+            .start()
+            .await;
+        planes.push(plane);
     }
-    let admins: Vec<String> = planes.iter().map(|(_, a)| a.clone()).collect();
+    let admins: Vec<SocketAddr> = planes.iter().map(|p| p.admin).collect();
 
     let synced = Instant::now();
     let mut version = wait_all(
@@ -189,7 +160,7 @@ async fn measure(
     // The first sync makes the operator write every object's status; let
     // that burst settle so the samples measure steady-state updates.
     let settled = Instant::now();
-    settle_status_writes(&json_str(&op_addrs, "admin")?).await;
+    settle_status_writes(operator.admin).await;
     eprintln!(
         "size {size}: status writes settled in {:.1}s",
         settled.elapsed().as_secs_f64()
@@ -214,15 +185,12 @@ async fn measure(
         .await?;
         samples.push(start.elapsed());
     }
-    let op_rss = rss_mib(operator.id());
-    let dp_rss = planes
-        .iter()
-        .map(|(c, _)| rss_mib(c.id()))
-        .fold(0.0, f64::max);
-    operator.kill().await.ok();
-    for (mut c, _) in planes {
-        c.kill().await.ok();
+    let op_rss = rss_mib(operator.pid())?;
+    let mut dp_rss: f64 = 0.0;
+    for plane in &planes {
+        dp_rss = dp_rss.max(rss_mib(plane.pid())?);
     }
+    drop((operator, planes));
     samples.sort();
     let pct = |p: f64| samples[((samples.len() as f64 - 1.0) * p).round() as usize];
     let ms = |d: Duration| format!("{:.0} ms", d.as_secs_f64() * 1000.0);
@@ -234,56 +202,9 @@ async fn measure(
     ))
 }
 
-/// Release binaries sit next to this benchmark's executable.
-fn bin_dir() -> Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let dir = exe
-        .parent()
-        .context("executable has no directory")?
-        .to_path_buf();
-    for bin in ["postern", "postern-operator"] {
-        if !dir.join(bin).exists() {
-            bail!(
-                "{} missing: run `cargo build --release --bins` first",
-                dir.join(bin).display()
-            );
-        }
-    }
-    Ok(dir)
-}
-
-async fn spawn(cmd: &mut Command, addr_file: &Path) -> Result<(Child, serde_json::Value)> {
-    let child = cmd
-        .arg("--addr-file")
-        .arg(addr_file)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(text) = std::fs::read_to_string(addr_file)
-            && let Ok(value) = serde_json::from_str(&text)
-        {
-            return Ok((child, value));
-        }
-        if Instant::now() > deadline {
-            bail!("{} was not written in 30 s", addr_file.display());
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-fn json_str(v: &serde_json::Value, key: &str) -> Result<String> {
-    v[key]
-        .as_str()
-        .map(str::to_string)
-        .with_context(|| format!("no {key} in {v}"))
-}
-
 /// Polls every admin API until `done` holds for all; returns the version.
 async fn wait_all(
-    admins: &[String],
+    admins: &[SocketAddr],
     done: impl Fn(&serde_json::Value) -> bool,
     limit: Duration,
 ) -> Result<String> {
@@ -291,7 +212,7 @@ async fn wait_all(
     loop {
         let mut versions = Vec::new();
         for admin in admins {
-            let snap = get_snapshot(admin).await.unwrap_or_default();
+            let snap = get_snapshot(*admin).await.unwrap_or_default();
             if done(&snap) {
                 versions.push(snap["version"].as_str().unwrap_or_default().to_string());
             }
@@ -308,7 +229,7 @@ async fn wait_all(
 
 /// Waits (at most five minutes) until the operator's status patch counter
 /// has not moved for two seconds.
-async fn settle_status_writes(admin: &str) {
+async fn settle_status_writes(admin: SocketAddr) {
     let deadline = Instant::now() + Duration::from_secs(300);
     let mut last = (String::new(), Instant::now());
     while Instant::now() < deadline {
@@ -326,34 +247,19 @@ async fn settle_status_writes(admin: &str) {
     }
 }
 
-async fn get_snapshot(admin: &str) -> Result<serde_json::Value> {
+async fn get_snapshot(admin: SocketAddr) -> Result<serde_json::Value> {
     Ok(serde_json::from_str(
         &get(admin, "/api/v1/snapshot").await?,
     )?)
 }
 
-/// A minimal HTTP/1.0 GET returning the body.
-async fn get(addr: &str, path: &str) -> Result<String> {
-    let mut stream = tokio::net::TcpStream::connect(addr).await?;
-    let request = format!("GET {path} HTTP/1.0\r\nHost: admin\r\n\r\n");
-    stream.write_all(request.as_bytes()).await?;
-    let mut buf = Vec::new();
-    stream.read_to_end(&mut buf).await?;
-    let text = String::from_utf8_lossy(&buf);
-    Ok(text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default())
+/// The body of `GET path`.
+async fn get(addr: SocketAddr, path: &str) -> Result<String> {
+    let response = http_get(addr, path).await.map_err(anyhow::Error::msg)?;
+    Ok(response.body)
 }
 
-fn rss_mib(pid: Option<u32>) -> f64 {
-    let Some(pid) = pid else { return 0.0 };
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
+/// Resident memory in MiB; an error, never 0, when `/proc` cannot tell.
+fn rss_mib(pid: u32) -> Result<f64> {
+    Ok(rss_kib(pid)? as f64 / 1024.0)
 }

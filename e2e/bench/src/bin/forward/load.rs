@@ -225,13 +225,8 @@ pub async fn idle(proxy: &Proxy, target: SocketAddr, pid: u32, n: usize) -> Resu
     Ok(Idle { before, after })
 }
 
-/// Resident set size of a process, in bytes.
+/// Resident set size of a process, in bytes; an error, never 0, when
+/// `/proc` cannot tell.
 pub fn rss(pid: u32) -> Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .context("no VmRSS")?;
-    Ok(kb * 1024)
+    Ok(postern_harness::memory::rss_kib(pid)? * 1024)
 }

@@ -24,7 +24,6 @@
 //! (with more, each proxy's best round is shown).
 
 mod load;
-mod memory;
 mod peers;
 mod report;
 
@@ -34,6 +33,7 @@ use anyhow::{Context, Result};
 
 use load::Sample;
 use peers::{Certs, Proxy};
+use postern_harness::memory;
 use report::Memory;
 
 #[derive(Clone, Copy)]
@@ -125,11 +125,11 @@ async fn throughput(
     rounds: usize,
 ) -> Result<()> {
     let proxies = [
-        peers::postern(dir, backend, certs, false).await?,
+        peers::postern(backend, certs, false).await?,
         peers::nginx_proxy(dir, backend, certs).await?,
         peers::haproxy_proxy(dir, backend, certs).await?,
     ];
-    let logging = peers::postern(dir, backend, certs, true).await?;
+    let logging = peers::postern(backend, certs, true).await?;
     for proxy in proxies.iter().chain([&logging]) {
         load::wrk(proxy.http, false, 2).await?;
     }
@@ -180,7 +180,7 @@ async fn idle_memory(
         let mut rows = Vec::new();
         for name in ["postern", "nginx", "haproxy"] {
             let proxy = match name {
-                "postern" => peers::postern(dir, backend, certs, false).await?,
+                "postern" => peers::postern(backend, certs, false).await?,
                 "nginx" => peers::nginx_proxy(dir, backend, certs).await?,
                 _ => peers::haproxy_proxy(dir, backend, certs).await?,
             };
@@ -201,7 +201,7 @@ async fn idle_memory(
 async fn hold(proxy: &Proxy, certs: &Certs, tls: bool, n: usize) -> Result<Memory> {
     let settle = std::time::Duration::from_secs(2);
     tokio::time::sleep(settle).await;
-    let before = memory::usage(proxy.pid());
+    let before = memory::usage(proxy.pid())?;
     let connector = load::connector(&certs.ca_der, true)?;
     let (addr, tls) = if tls {
         (proxy.https, Some(&connector))
@@ -210,7 +210,7 @@ async fn hold(proxy: &Proxy, certs: &Certs, tls: bool, n: usize) -> Result<Memor
     };
     let crowd = load::crowd(addr, tls, n).await?;
     tokio::time::sleep(settle).await;
-    let at = memory::usage(proxy.pid());
+    let at = memory::usage(proxy.pid())?;
     eprintln!(
         "{}: {} connections in {:.1}s",
         proxy.name,

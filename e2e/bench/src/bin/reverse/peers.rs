@@ -9,6 +9,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use postern_harness::memory::tree;
+use postern_harness::peers::nginx_conf;
+use postern_harness::{Ca, Manifests, free_addr, tls_secret};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -29,19 +32,11 @@ pub struct Certs {
 
 impl Certs {
     pub fn new(dir: &Path) -> Result<Certs> {
-        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new())?;
-        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "postern bench CA");
-        let ca_key = rcgen::KeyPair::generate()?;
-        let ca = ca_params.self_signed(&ca_key)?;
-        let key = rcgen::KeyPair::generate()?;
-        let leaf =
-            rcgen::CertificateParams::new(vec![HOST.to_string()])?.signed_by(&key, &ca, &ca_key)?;
-        let (cert_pem, key_pem) = (leaf.pem(), key.serialize_pem());
+        let ca = Ca::new("postern bench CA");
+        let leaf = ca.leaf(&[HOST]);
+        let (cert_pem, key_pem) = (leaf.cert, leaf.key);
         let certs = Certs {
-            ca_der: ca.der().to_vec(),
+            ca_der: ca.der(),
             cert: dir.join("bench.crt"),
             key: dir.join("bench.key"),
             combined: dir.join("bench.pem"),
@@ -67,13 +62,23 @@ pub struct Proxy {
     pub https: SocketAddr,
     /// HTTP/2 with prior knowledge, no TLS.
     pub h2c: SocketAddr,
-    process: Process,
+    process: Running,
 }
 
 impl Proxy {
     pub fn pid(&self) -> u32 {
-        self.process.child.id()
+        match &self.process {
+            Running::Tree(process) => process.child.id(),
+            Running::Postern(postern) => postern.pid(),
+        }
     }
+}
+
+/// What keeps a proxy running: a peer's process tree, or postern as the
+/// harness starts it.
+enum Running {
+    Tree(Process),
+    Postern(Box<postern_harness::Postern>),
 }
 
 /// A child process whose tree gets SIGTERM, then SIGKILL, on drop.
@@ -97,7 +102,7 @@ impl Process {
 
 impl Drop for Process {
     fn drop(&mut self) {
-        let tree = crate::memory::tree(self.child.id());
+        let tree = tree(self.child.id());
         signal("TERM", &tree[..1]);
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
@@ -126,7 +131,7 @@ fn signal(name: &str, pids: &[u32]) {
 /// The backend every proxy forwards to: one nginx worker answering `ok`.
 pub async fn backend(dir: &Path) -> Result<(Process, SocketAddr)> {
     let dir = scratch(dir, "backend")?;
-    let addr = free_addr()?;
+    let addr = free_addr();
     let server = format!(
         "  server {{ listen {addr} reuseport backlog=4096; keepalive_requests 1000000; keepalive_timeout 300s;\n    \
          location / {{ default_type text/plain; return 200 \"ok\"; }} }}\n"
@@ -140,40 +145,14 @@ pub async fn backend(dir: &Path) -> Result<(Process, SocketAddr)> {
 /// for [`HOST`] with the certificate from a `kubernetes.io/tls` Secret,
 /// and the same certificate as `--default-cert` (wrk sends no usable SNI).
 /// The access log is off unless `access_log`, like the peers'.
-pub async fn postern(
-    dir: &Path,
-    backend: SocketAddr,
-    certs: &Certs,
-    access_log: bool,
-) -> Result<Proxy> {
-    let dir = scratch(dir, if access_log { "postern-log" } else { "postern" })?;
-    let manifests = dir.join("manifests");
-    std::fs::create_dir_all(&manifests)?;
-    std::fs::write(manifests.join("bench.yaml"), manifest(backend, certs))?;
-    let (http, https) = (free_addr()?, free_addr()?);
-    let addr_file = dir.join("addrs.json");
-    let mut cmd = Command::new(postern_bin()?);
-    cmd.args(["standalone", "--manifests"])
-        .arg(&manifests)
-        .args([
-            "--http-addr",
-            &http.to_string(),
-            "--https-addr",
-            &https.to_string(),
-        ])
-        .args(["--admin-addr", "127.0.0.1:0", "--proxy-addr", "127.0.0.1:0"])
-        .args([
-            "--socks-addr",
-            "127.0.0.1:0",
-            "--tunnel-addr",
-            "127.0.0.1:0",
-        ])
+pub async fn postern(backend: SocketAddr, certs: &Certs, access_log: bool) -> Result<Proxy> {
+    let manifests = Manifests::new(if access_log { "postern-log" } else { "postern" })
+        .with("bench.yaml", &manifest(backend, certs));
+    let mut postern = postern_harness::Postern::standalone(manifests)
         .arg("--default-cert")
         .arg(&certs.cert)
         .arg("--default-key")
         .arg(&certs.key)
-        .arg("--addr-file")
-        .arg(&addr_file)
         .env(
             "RUST_LOG",
             if access_log {
@@ -182,7 +161,11 @@ pub async fn postern(
                 "info,postern::access=off"
             },
         );
-    let process = Process::spawn(&mut cmd, &dir.join("postern.log"))?;
+    if let Some(bin) = std::env::var_os("POSTERN_BIN") {
+        postern = postern.bin(PathBuf::from(bin));
+    }
+    let postern = postern.start().await;
+    let (http, https) = (postern.http, postern.https);
     wait_ready(http, Some(HOST)).await?;
     let name = if access_log {
         "postern (access log on)"
@@ -194,44 +177,23 @@ pub async fn postern(
         http,
         https,
         h2c: http,
-        process,
+        process: Running::Postern(Box::new(postern)),
     })
 }
 
 fn manifest(backend: SocketAddr, certs: &Certs) -> String {
-    let indent = |pem: &str| {
-        pem.lines()
-            .map(|l| format!("    {l}\n"))
-            .collect::<String>()
-    };
     format!(
         "apiVersion: postern.io/v1alpha1\nkind: ProxyTarget\nmetadata: {{name: bench, namespace: default}}\n\
          spec:\n  hostnames: [{HOST}]\n  backend: {{url: \"http://{backend}\"}}\n  tls: {{secretRef: {{name: bench-tls}}}}\n\
-         ---\napiVersion: v1\nkind: Secret\nmetadata: {{name: bench-tls, namespace: default}}\ntype: kubernetes.io/tls\n\
-         stringData:\n  tls.crt: |\n{}  tls.key: |\n{}",
-        indent(&certs.cert_pem),
-        indent(&certs.key_pem)
+         ---\n{}",
+        tls_secret("bench-tls", &certs.cert_pem, &certs.key_pem)
     )
-}
-
-fn postern_bin() -> Result<PathBuf> {
-    let bin = match std::env::var_os("POSTERN_BIN") {
-        Some(bin) => PathBuf::from(bin),
-        None => std::env::current_exe()?
-            .parent()
-            .context("no directory above the executable")?
-            .join("postern"),
-    };
-    if !bin.is_file() {
-        bail!("{} missing: cargo build --release --bins", bin.display());
-    }
-    Ok(bin)
 }
 
 /// nginx, two workers, upstream keep-alive, forwarding headers set.
 pub async fn nginx_proxy(dir: &Path, backend: SocketAddr, certs: &Certs) -> Result<Proxy> {
     let dir = scratch(dir, "nginx")?;
-    let (http, https, h2c) = (free_addr()?, free_addr()?, free_addr()?);
+    let (http, https, h2c) = (free_addr(), free_addr(), free_addr());
     let location = "location / { proxy_pass http://backend; proxy_http_version 1.1; \
                     proxy_set_header Connection \"\"; \
                     proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for; \
@@ -252,19 +214,15 @@ pub async fn nginx_proxy(dir: &Path, backend: SocketAddr, certs: &Certs) -> Resu
         http,
         https,
         h2c,
-        process,
+        process: Running::Tree(process),
     })
 }
 
 fn nginx(dir: &Path, workers: u32, servers: &str) -> Result<Process> {
-    let d = dir.display();
-    let conf = format!(
-        "daemon off;\nworker_processes {workers};\nworker_rlimit_nofile 20000;\npid {d}/nginx.pid;\n\
-         error_log {d}/error.log warn;\nevents {{ worker_connections 16000; }}\nhttp {{\n  access_log off;\n  \
-         client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n  \
-         uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n{servers}}}\n"
-    );
-    std::fs::write(dir.join("nginx.conf"), conf)?;
+    std::fs::write(
+        dir.join("nginx.conf"),
+        nginx_conf(dir, workers, 16000, servers),
+    )?;
     let mut cmd = Command::new("nginx");
     cmd.arg("-p").arg(dir).arg("-e").arg(dir.join("error.log"));
     cmd.arg("-c").arg(dir.join("nginx.conf"));
@@ -274,7 +232,7 @@ fn nginx(dir: &Path, workers: u32, servers: &str) -> Result<Process> {
 /// haproxy, two threads, the same certificate, forwarding headers set.
 pub async fn haproxy_proxy(dir: &Path, backend: SocketAddr, certs: &Certs) -> Result<Proxy> {
     let dir = scratch(dir, "haproxy")?;
-    let (http, https, h2c) = (free_addr()?, free_addr()?, free_addr()?);
+    let (http, https, h2c) = (free_addr(), free_addr(), free_addr());
     let conf = format!(
         "global\n  nbthread 2\n  maxconn 10100\n  no strict-limits\n\
          defaults\n  mode http\n  option forwardfor\n  timeout connect 5s\n  timeout client 300s\n  \
@@ -294,7 +252,7 @@ pub async fn haproxy_proxy(dir: &Path, backend: SocketAddr, certs: &Certs) -> Re
         http,
         https,
         h2c,
-        process,
+        process: Running::Tree(process),
     })
 }
 
@@ -325,8 +283,4 @@ fn scratch(parent: &Path, name: &str) -> Result<PathBuf> {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
-}
-
-fn free_addr() -> Result<SocketAddr> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
 }

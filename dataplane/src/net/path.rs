@@ -1,0 +1,209 @@
+//! Request paths in one canonical form, computed once before routing and
+//! authentication, so that a Route's match (and the auth it carries) sees
+//! the path the backend will act on, however the client spelled it.
+//!
+//! The form (RFC 3986 §6.2.2, as Envoy's `normalize_path` +
+//! `merge_slashes`): percent-encoded unreserved characters decoded, other
+//! percent-encodings kept with upper-case hex, runs of `/` merged, and dot
+//! segments removed (§5.2.4). Ambiguous paths are refused, never guessed
+//! at: an encoded `/` or `\`, a literal `\`, NUL, or a path whose decoded
+//! form is not UTF-8. Matching stays case-sensitive.
+
+use std::fmt::Write as _;
+
+/// Why a path is refused (400).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    #[error("the path does not start with /")]
+    NotAbsolute,
+    #[error("the path has an encoded / or \\ (%2F, %5C) or a backslash")]
+    EncodedSeparator,
+    #[error("the path has a NUL byte")]
+    Nul,
+    #[error("the path has a malformed percent-encoding")]
+    BadEscape,
+    #[error("the decoded path is not UTF-8")]
+    NotUtf8,
+}
+
+impl PathError {
+    /// The reason a 400 gives.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PathError::NotAbsolute => "the path does not start with /",
+            PathError::EncodedSeparator => "ambiguous path: an encoded / or \\, or a backslash",
+            PathError::Nul => "ambiguous path: a NUL byte",
+            PathError::BadEscape => "malformed percent-encoding in the path",
+            PathError::NotUtf8 => "the decoded path is not UTF-8",
+        }
+    }
+}
+
+/// The canonical form of `raw` (a path without its query).
+pub fn normalise(raw: &str) -> Result<String, PathError> {
+    // `OPTIONS *` names the server, not a path.
+    if raw == "*" {
+        return Ok(raw.to_string());
+    }
+    if !raw.starts_with('/') {
+        return Err(PathError::NotAbsolute);
+    }
+    let decoded = decode_unreserved(raw)?;
+    Ok(remove_dot_segments(&merge_slashes(&decoded)))
+}
+
+/// Whether a byte is RFC 3986 `unreserved`.
+fn unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Decodes unreserved escapes, upper-cases the others, refuses what is
+/// ambiguous, and checks the fully decoded form is UTF-8.
+fn decode_unreserved(raw: &str) -> Result<String, PathError> {
+    let bytes = raw.as_bytes();
+    let mut out = String::with_capacity(raw.len());
+    let mut full = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        match b {
+            b'\\' => return Err(PathError::EncodedSeparator),
+            0 => return Err(PathError::Nul),
+            b'%' => {
+                let (hi, lo) = match (bytes.get(i + 1), bytes.get(i + 2)) {
+                    (Some(&h), Some(&l)) => (hex(h), hex(l)),
+                    _ => (None, None),
+                };
+                let (Some(hi), Some(lo)) = (hi, lo) else {
+                    return Err(PathError::BadEscape);
+                };
+                let value = hi << 4 | lo;
+                match value {
+                    b'/' | b'\\' => return Err(PathError::EncodedSeparator),
+                    0 => return Err(PathError::Nul),
+                    v if unreserved(v) => out.push(char::from(v)),
+                    v => {
+                        let _ = write!(out, "%{v:02X}");
+                    }
+                }
+                full.push(value);
+                i += 3;
+                continue;
+            }
+            _ => {
+                out.push(char::from(b));
+                full.push(b);
+            }
+        }
+        i += 1;
+    }
+    std::str::from_utf8(&full).map_err(|_| PathError::NotUtf8)?;
+    Ok(out)
+}
+
+fn merge_slashes(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    let mut last_slash = false;
+    for c in path.chars() {
+        if c == '/' && last_slash {
+            continue;
+        }
+        last_slash = c == '/';
+        out.push(c);
+    }
+    out
+}
+
+/// RFC 3986 §5.2.4 on an absolute path whose slashes are already merged.
+fn remove_dot_segments(path: &str) -> String {
+    let mut segments: Vec<&str> = Vec::new();
+    let mut parts = path.split('/').skip(1).peekable();
+    let mut trailing = false;
+    while let Some(segment) = parts.next() {
+        let last = parts.peek().is_none();
+        match segment {
+            "." => trailing = last,
+            ".." => {
+                segments.pop();
+                trailing = last;
+            }
+            s => {
+                segments.push(s);
+                trailing = false;
+            }
+        }
+    }
+    let mut out = String::with_capacity(path.len());
+    for s in &segments {
+        out.push('/');
+        out.push_str(s);
+    }
+    if trailing || out.is_empty() {
+        out.push('/');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spellings_of_one_path_meet() {
+        for raw in [
+            "/admin/",
+            "/x/../admin/",
+            "/./admin/",
+            "//admin//",
+            "/%61dmin/",
+            "/%61%64%6D%69%6E/",
+            "/admin/x/..",
+            "/admin/.",
+            "/x/%2e%2e/admin/",
+            "/x/.%2E/admin/",
+            "/../admin/",
+            "/a/b/../../admin/",
+        ] {
+            assert_eq!(normalise(raw).as_deref(), Ok("/admin/"), "{raw}");
+        }
+    }
+
+    #[test]
+    fn what_is_not_unreserved_stays_encoded_in_upper_case() {
+        assert_eq!(normalise("/a%20b").as_deref(), Ok("/a%20b"));
+        assert_eq!(normalise("/a%3fb").as_deref(), Ok("/a%3Fb"));
+        assert_eq!(normalise("/caf%c3%a9").as_deref(), Ok("/caf%C3%A9"));
+        assert_eq!(normalise("/Admin").as_deref(), Ok("/Admin"), "case is kept");
+        assert_eq!(normalise("/").as_deref(), Ok("/"));
+        assert_eq!(normalise("/a/b").as_deref(), Ok("/a/b"));
+        assert_eq!(normalise("/a/b/").as_deref(), Ok("/a/b/"));
+        assert_eq!(normalise("/..").as_deref(), Ok("/"));
+    }
+
+    #[test]
+    fn ambiguous_paths_are_refused() {
+        for (raw, why) in [
+            ("/a%2fb", PathError::EncodedSeparator),
+            ("/a%2Fadmin", PathError::EncodedSeparator),
+            ("/a%5cb", PathError::EncodedSeparator),
+            ("/a\\b", PathError::EncodedSeparator),
+            ("/a%00b", PathError::Nul),
+            ("/a%zz", PathError::BadEscape),
+            ("/a%4", PathError::BadEscape),
+            ("/a%ff", PathError::NotUtf8),
+            ("/a%c3", PathError::NotUtf8),
+            ("admin", PathError::NotAbsolute),
+        ] {
+            assert_eq!(normalise(raw), Err(why), "{raw}");
+        }
+    }
+}
