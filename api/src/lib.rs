@@ -25,7 +25,8 @@ pub use duration::{Duration, DurationError};
 pub use meta::{Kind, Object, ObjectKey, ObjectMeta};
 pub use oauth_client::{GrantType, OAuthClientSpec};
 pub use proxy_target::{
-    AcmeIssuer, AcmeTls, HeaderModifier, HeaderValue, PathForwarding, ProxyTargetSpec, TargetTimeouts, TlsConfig,
+    AcmeIssuer, AcmeTls, HeaderModifier, HeaderValue, PathForwarding, ProxyTargetSpec,
+    TargetTimeouts, TlsConfig,
 };
 pub use route::{PathMatch, PathMatchType, RouteMatch, RouteSpec};
 pub use tunnel::{TunnelMode, TunnelSpec};

@@ -229,6 +229,17 @@ fn parse_host_port(text: &str) -> Result<String, String> {
     Ok(text.to_string())
 }
 
+/// Every listener flag on port 0, for tests.
+#[cfg(test)]
+pub(crate) const PORT_0_FLAGS: [&str; 6] = [
+    "--proxy-addr=127.0.0.1:0",
+    "--socks-addr=127.0.0.1:0",
+    "--http-addr=127.0.0.1:0",
+    "--https-addr=127.0.0.1:0",
+    "--tunnel-addr=127.0.0.1:0",
+    "--admin-addr=127.0.0.1:0",
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -241,14 +252,7 @@ mod tests {
 
     #[test]
     fn both_modes_take_every_listener_flag() {
-        let flags = [
-            "--proxy-addr=127.0.0.1:0",
-            "--socks-addr=127.0.0.1:0",
-            "--http-addr=127.0.0.1:0",
-            "--https-addr=127.0.0.1:0",
-            "--tunnel-addr=127.0.0.1:0",
-            "--admin-addr=127.0.0.1:0",
-        ];
+        let flags = PORT_0_FLAGS;
         let standalone = ["postern", "standalone", "--manifests", "m"];
         let dataplane = ["postern", "dataplane", "--operator", "op:7000"];
         for base in [&standalone[..], &dataplane[..]] {

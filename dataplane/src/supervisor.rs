@@ -195,7 +195,7 @@ mod tests {
     use postern_snapshot::Snapshot;
 
     use super::*;
-    use crate::cli::{Cli, Command};
+    use crate::cli::{Cli, Command, PORT_0_FLAGS};
     use crate::runtime::Source;
 
     /// What a test feature does once serving.
@@ -274,18 +274,8 @@ mod tests {
     }
 
     fn args() -> ListenerArgs {
-        let cli = Cli::try_parse_from([
-            "postern",
-            "standalone",
-            "--manifests=m",
-            "--proxy-addr=127.0.0.1:0",
-            "--socks-addr=127.0.0.1:0",
-            "--http-addr=127.0.0.1:0",
-            "--https-addr=127.0.0.1:0",
-            "--tunnel-addr=127.0.0.1:0",
-            "--admin-addr=127.0.0.1:0",
-        ])
-        .expect("parses");
+        let base = ["postern", "standalone", "--manifests=m"];
+        let cli = Cli::try_parse_from(base.into_iter().chain(PORT_0_FLAGS)).expect("parses");
         match cli.command {
             Command::Standalone(a) => a.listeners,
             _ => panic!("standalone expected"),

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use postern_harness::{PATIENCE, Postern, eventually, metric_value, tmp_dir, wait_for};
 use postern_snapshot::sync::{self, ToDataplane, ToOperator};
-use postern_snapshot::{AuthRule, BackendEndpoint, Site, Snapshot, Timeouts};
+use postern_snapshot::{Site, Snapshot};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
@@ -21,17 +21,7 @@ const BACKOFF_BOUND: Duration = Duration::from_secs(10);
 fn snapshot(hosts: &[&str]) -> Snapshot {
     let sites = hosts
         .iter()
-        .map(|h| Site {
-            id: format!("default/{h}"),
-            hostnames: vec![h.to_string()],
-            backend: BackendEndpoint::new("http://127.0.0.1:1"),
-            tls: None,
-            redirect_http: false,
-            auth: AuthRule::None,
-            timeouts: Timeouts::default(),
-            routes: vec![],
-            ..Site::default()
-        })
+        .map(|h| Site::new(format!("default/{h}"), &[h], "http://127.0.0.1:1"))
         .collect();
     Snapshot {
         sites,

@@ -82,11 +82,7 @@ async fn curl_through_connect_and_absolute_form() {
         "{line}"
     );
     assert!(!p.log().contains("pw\""), "a password reached the log");
-    assert!(
-        p.metric("postern_proxy_relays_total{user=\"alice\"}")
-            .await
-            >= 3.0
-    );
+    assert!(p.metric("postern_proxy_relays_total{user=\"alice\"}").await >= 3.0);
     assert!(
         p.metric("postern_proxy_bytes_down_total{user=\"alice\"}")
             .await

@@ -215,8 +215,7 @@ async fn many_closed_tunnels_leave_no_trace() {
         0.0
     );
     assert_eq!(
-        p.metric("postern_proxy_relays_total{user=\"alice\"}")
-            .await,
+        p.metric("postern_proxy_relays_total{user=\"alice\"}").await,
         100.0
     );
 }

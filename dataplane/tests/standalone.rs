@@ -136,10 +136,7 @@ async fn an_invalid_file_keeps_the_last_good_snapshot_until_fixed() {
         "the last good snapshot serves"
     );
     assert_eq!(p.get("/readyz").await.0, 200);
-    assert!(
-        p.log().contains("broken.yaml"),
-        "the log names the file"
-    );
+    assert!(p.log().contains("broken.yaml"), "the log names the file");
 
     let fixed = "apiVersion: postern.io/v1alpha1\nkind: OAuthClient\nmetadata: {name: second}\n\
                  spec: {redirectUris: [\"https://app.example.com/cb\"], grantTypes: [authorization_code]}\n";

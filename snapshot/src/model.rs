@@ -66,6 +66,18 @@ pub struct Site {
     pub response_headers: HeaderRules,
 }
 
+impl Site {
+    /// A site with defaults everywhere but its id, names and backend.
+    pub fn new(id: impl Into<String>, hostnames: &[&str], backend: &str) -> Self {
+        Site {
+            id: id.into(),
+            hostnames: hostnames.iter().map(|h| h.to_string()).collect(),
+            backend: BackendEndpoint::new(backend),
+            ..Site::default()
+        }
+    }
+}
+
 /// Header changes, applied in the order remove, set, add. Names are
 /// lowercase; the compiler refuses hop-by-hop and framing headers.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -131,20 +131,10 @@ impl Snapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{AuthRule, BackendEndpoint, RouteEntry, Site, Timeouts};
+    use crate::{RouteEntry, Site};
 
     fn site(id: &str, hosts: &[&str]) -> Site {
-        Site {
-            id: id.into(),
-            hostnames: hosts.iter().map(|h| h.to_string()).collect(),
-            backend: BackendEndpoint::new("http://127.0.0.1:1"),
-            tls: None,
-            redirect_http: false,
-            auth: AuthRule::None,
-            timeouts: Timeouts::default(),
-            routes: vec![],
-            ..Site::default()
-        }
+        Site::new(id, hosts, "http://127.0.0.1:1")
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The admin server: `/healthz`, `/readyz`, `/metrics`,
 //! `GET /api/v1/snapshot`, and the UpstreamGate-compatible `/upstream` API
-//! (bearer token; see `forward::compat`). It only reads the runtime, and shows counts and
+//! (bearer token; see `crate::upstreamgate`). It only reads the runtime, and shows counts and
 //! versions, never secret material (keys, passwords, tokens).
 
 mod rfc3339;
@@ -98,7 +98,7 @@ pub async fn serve(
         let service = service_fn(move |req: Request<Incoming>| {
             let (runtime, api) = (runtime.clone(), api.clone());
             async move {
-                // The UpstreamGate-compatible user API (forward::compat).
+                // The UpstreamGate-compatible user API (crate::upstreamgate).
                 if UpstreamApi::owns(req.uri().path()) {
                     return Ok::<_, Infallible>(api.handle(req).await);
                 }

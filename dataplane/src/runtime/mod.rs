@@ -190,21 +190,11 @@ impl Runtime {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use postern_snapshot::{AuthRule, BackendEndpoint, Site, Timeouts};
+    use postern_snapshot::Site;
 
     fn snapshot(host: &str) -> Snapshot {
         Snapshot {
-            sites: vec![Site {
-                id: "default/a".into(),
-                hostnames: vec![host.into()],
-                backend: BackendEndpoint::new("http://127.0.0.1:1"),
-                tls: None,
-                redirect_http: false,
-                auth: AuthRule::None,
-                timeouts: Timeouts::default(),
-                routes: vec![],
-                ..Site::default()
-            }],
+            sites: vec![Site::new("default/a", &[host], "http://127.0.0.1:1")],
             ..Snapshot::default()
         }
         .seal()
