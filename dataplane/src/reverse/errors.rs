@@ -26,6 +26,11 @@ pub enum ProxyError {
     /// No site serves the requested host.
     #[error("no site serves this host")]
     UnknownHost,
+    /// The host is not served on this connection: another certificate
+    /// (SNI) than the one the site's would be, or a plain-HTTP site asked
+    /// for over TLS (RFC 9110 §15.5.20).
+    #[error("this connection does not serve this host")]
+    Misdirected,
     /// Bearer auth failed; `presented` says whether a token was sent.
     #[error("authentication required")]
     Unauthorized { presented: bool },
@@ -57,6 +62,7 @@ impl ProxyError {
         match self {
             ProxyError::BadRequest(_) | ProxyError::ClientGone => StatusCode::BAD_REQUEST,
             ProxyError::UnknownHost => StatusCode::NOT_FOUND,
+            ProxyError::Misdirected => StatusCode::MISDIRECTED_REQUEST,
             ProxyError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             ProxyError::AuthUnavailable => StatusCode::NOT_IMPLEMENTED,
             ProxyError::BackendConfig(_)
@@ -72,6 +78,7 @@ impl ProxyError {
         match self {
             ProxyError::BadRequest(_) => "bad_request",
             ProxyError::UnknownHost => "unknown_host",
+            ProxyError::Misdirected => "misdirected",
             ProxyError::Unauthorized { .. } => "unauthorized",
             ProxyError::AuthUnavailable => "auth_unavailable",
             ProxyError::BackendConfig(_) => "backend_config",
@@ -104,10 +111,22 @@ impl ProxyError {
         ProxyError::BackendFailed(detail)
     }
 
+    /// What the client is told: the kind of fault, never the backend's
+    /// address or its error text (those go to the log).
+    pub fn public_message(&self) -> String {
+        match self {
+            ProxyError::BackendConfig(_) => "the backend is misconfigured".into(),
+            ProxyError::BackendRefused(_) => "cannot connect to the backend".into(),
+            ProxyError::BackendTls(_) => "TLS to the backend failed".into(),
+            ProxyError::BackendFailed(_) => "the backend failed".into(),
+            other => other.to_string(),
+        }
+    }
+
     /// A small response saying what went wrong.
     pub fn response(&self, html: bool) -> Response<ProxyBody> {
         let status = self.status();
-        let message = self.to_string();
+        let message = self.public_message();
         let (content_type, body) = if html {
             let reason = status.canonical_reason().unwrap_or("Error");
             let text = format!(
@@ -186,6 +205,7 @@ mod tests {
         let cases = [
             (ProxyError::BadRequest("x"), 400, "bad_request"),
             (ProxyError::UnknownHost, 404, "unknown_host"),
+            (ProxyError::Misdirected, 421, "misdirected"),
             (
                 ProxyError::Unauthorized { presented: false },
                 401,
@@ -208,6 +228,30 @@ mod tests {
         for (err, status, label) in cases {
             assert_eq!(err.status().as_u16(), status, "{err}");
             assert_eq!(err.metric_label(), label);
+        }
+    }
+
+    #[tokio::test]
+    async fn bodies_never_carry_backend_details() {
+        for err in [
+            ProxyError::BackendRefused("10.1.2.3:8080: connection refused".into()),
+            ProxyError::BackendTls("10.1.2.3:8443: bad certificate".into()),
+            ProxyError::BackendFailed("10.1.2.3:8080 reset".into()),
+            ProxyError::BackendConfig("http://10.1.2.3:8080 bad CA".into()),
+        ] {
+            for html in [true, false] {
+                let bytes = err
+                    .response(html)
+                    .into_body()
+                    .collect()
+                    .await
+                    .expect("body")
+                    .to_bytes();
+                let body = String::from_utf8_lossy(&bytes);
+                assert!(body.contains("backend"), "{body}");
+                assert!(!err.public_message().contains("10.1.2.3"), "{err}");
+                assert!(!body.contains("10.1.2.3"), "{body}");
+            }
         }
     }
 

@@ -112,10 +112,13 @@ async fn proxy<'t>(
         return Ok(response);
     }
     // 2. route
-    let raw_host = raw_host(&req).ok_or(ProxyError::BadRequest("no Host header"))?;
+    let raw_host = raw_host(&req)?;
     let host = normalise_host(&raw_host).ok_or(ProxyError::BadRequest("invalid Host header"))?;
     let site = tables.router.site(&host).ok_or(ProxyError::UnknownHost)?;
     trace.site = Some(&site.id);
+    if conn.tls {
+        check_sni(site, &host, conn, tables)?;
+    }
     if !conn.tls && site.redirect_http {
         return Ok(redirect(&host, req.uri(), shared.redirect_port));
     }
@@ -173,13 +176,52 @@ async fn proxy<'t>(
 }
 
 /// The host as the client wrote it: `:authority` (HTTP/2, absolute form),
-/// else the Host header.
-fn raw_host<B>(req: &Request<B>) -> Option<String> {
-    if let Some(authority) = req.uri().authority() {
-        return Some(authority.as_str().to_string());
+/// else the Host header. Two Host headers, or userinfo in the host, are
+/// refused (RFC 9112 §3.2, RFC 9110 §4.2.4): proxies and backends could
+/// each pick another one.
+fn raw_host<B>(req: &Request<B>) -> Result<String, ProxyError> {
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let header = hosts.next();
+    if hosts.next().is_some() {
+        return Err(ProxyError::BadRequest("more than one Host header"));
     }
-    let host = req.headers().get(header::HOST)?.to_str().ok()?;
-    Some(host.to_string())
+    let host = match (req.uri().authority(), header) {
+        (Some(authority), _) => authority.as_str(),
+        (None, Some(value)) => value
+            .to_str()
+            .map_err(|_| ProxyError::BadRequest("invalid Host header"))?,
+        (None, None) => return Err(ProxyError::BadRequest("no Host header")),
+    };
+    if host.contains('@') {
+        return Err(ProxyError::BadRequest("userinfo in the Host"));
+    }
+    Ok(host.to_string())
+}
+
+/// Over TLS, the site must be one the connection's certificate serves: a
+/// site without TLS never is, and a Host that another certificate than the
+/// SNI's would serve is misdirected (HTTP/2 coalescing rules).
+fn check_sni(
+    site: &SiteTable,
+    host: &str,
+    conn: &ConnInfo,
+    tables: &Tables,
+) -> Result<(), ProxyError> {
+    if !site.tls {
+        return Err(ProxyError::Misdirected);
+    }
+    if conn.sni.as_deref() == Some(host) {
+        return Ok(());
+    }
+    match (
+        tables.certs.resolve(conn.sni.as_deref()),
+        tables.certs.resolve(Some(host)),
+    ) {
+        // The same leaf certificate, even when parsed twice (a default
+        // certificate that is also a site's).
+        (Some(presented), Some(wanted)) if presented.cert.first() == wanted.cert.first() => Ok(()),
+        _ => Err(ProxyError::Misdirected),
+    }
 }
 
 fn prepare_request(

@@ -99,18 +99,22 @@ async fn connection(
     else {
         return;
     };
-    let info = |tls| {
+    let info = |tls, sni: Option<&str>| {
         Arc::new(ConnInfo {
             client,
             server,
             tls,
+            sni: sni.map(str::to_ascii_lowercase),
         })
     };
     match &spec.tls {
-        None => serve(TokioIo::new(io), info(false), shared, shutdown).await,
+        None => serve(TokioIo::new(io), info(false, None), shared, shutdown).await,
         Some(acceptor) => {
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(io)).await {
-                Ok(Ok(tls)) => serve(TokioIo::new(tls), info(true), shared, shutdown).await,
+                Ok(Ok(tls)) => {
+                    let conn = info(true, tls.get_ref().1.server_name());
+                    serve(TokioIo::new(tls), conn, shared, shutdown).await
+                }
                 Ok(Err(e)) => {
                     shared.metrics.dropped(spec.name, "tls_handshake");
                     tracing::debug!(client = %client, error = %e, "TLS handshake failed");

@@ -129,6 +129,8 @@ pub struct ConnInfo {
     /// The address the client connected to.
     pub server: SocketAddr,
     pub tls: bool,
+    /// The server name the TLS client asked for, if any.
+    pub sni: Option<String>,
 }
 
 /// What every connection and request of the reverse proxy shares.

@@ -28,6 +28,8 @@ pub struct Target {
 pub struct SiteTable {
     pub id: String,
     pub redirect_http: bool,
+    /// Whether the site has TLS: a site without is never served over it.
+    pub tls: bool,
     pub preserve_host: bool,
     pub forward_raw_path: bool,
     pub response_timeout: Duration,
@@ -131,6 +133,7 @@ fn site_table(site: &Site, pools: &mut Pools) -> SiteTable {
     SiteTable {
         id: site.id.clone(),
         redirect_http: site.redirect_http,
+        tls: site.tls.is_some(),
         preserve_host: site.preserve_host,
         forward_raw_path: site.forward_raw_path,
         response_timeout: Duration::from_millis(site.timeouts.response_headers_ms),
