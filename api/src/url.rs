@@ -52,12 +52,34 @@ pub fn parse_host_url(raw: &str, schemes: &[&str]) -> Result<HostUrl, UrlError> 
     if host.is_empty() {
         return Err(UrlError(format!("{raw:?} has no host")));
     }
+    // `http` reads a port it cannot fit in 16 bits as no port at all, which
+    // would silently send traffic to the scheme's default port.
+    if let Some(port) = written_port(authority.as_str())
+        && port.parse::<u16>().is_err()
+    {
+        return Err(UrlError(format!(
+            "{raw:?}: port {port} is not a number from 1 to 65535"
+        )));
+    }
     Ok(HostUrl {
         scheme,
         host: host.to_ascii_lowercase(),
         port: authority.port_u16(),
         userinfo,
     })
+}
+
+/// The port as written after the host (`host:port`, `[v6]:port`), if any.
+fn written_port(authority: &str) -> Option<&str> {
+    let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let after_host = match hostport.rfind(']') {
+        Some(end) => &hostport[end + 1..],
+        None => hostport,
+    };
+    after_host
+        .rsplit_once(':')
+        .map(|(_, port)| port)
+        .filter(|p| !p.is_empty())
 }
 
 /// Formats a host for a URL, bracketing IPv6 literals.
@@ -114,6 +136,24 @@ mod tests {
         assert!(parse_host_url("http://x?q=1", &["http"]).is_err());
         let v6 = parse_host_url("http://[::1]:8080", &["http"]).expect("v6");
         assert_eq!(url_host(&v6.host), "[::1]");
+    }
+
+    #[test]
+    fn ports_beyond_16_bits_are_refused_not_dropped() {
+        for raw in [
+            "http://backend:70000",
+            "http://[::1]:65536",
+            "socks5://u:p@proxy:99999",
+        ] {
+            let err = parse_host_url(raw, &["http", "socks5"]).expect_err(raw);
+            assert!(err.to_string().contains("1 to 65535"), "{raw}: {err}");
+        }
+        let max = parse_host_url("http://backend:65535", &["http"]).expect("max");
+        assert_eq!(max.port, Some(65535));
+        let none = parse_host_url("http://backend", &["http"]).expect("no port");
+        assert_eq!(none.port, None);
+        let v6 = parse_host_url("http://[::1]", &["http"]).expect("v6 without port");
+        assert_eq!(v6.port, None);
     }
 
     #[test]

@@ -107,6 +107,19 @@ fn a_wildcard_server_name_is_refused() {
     assert!(message.contains("wildcard"), "{message}");
 }
 
+#[test]
+fn a_backend_port_beyond_65535_is_refused_not_defaulted() {
+    let mut t = target("api", &["api.example.com"]);
+    t.spec.backend.url = Some("http://10.0.0.5:70000".into());
+    let inputs = Inputs {
+        proxy_targets: vec![t],
+        ..Inputs::default()
+    };
+    let (reason, message) = verdict(&compile(&inputs), Kind::ProxyTarget, "api");
+    assert_eq!(reason, Reason::InvalidSpec);
+    assert!(message.contains("port 70000"), "{message}");
+}
+
 fn pair(name: &str, value: &str) -> HeaderValue {
     HeaderValue {
         name: name.into(),

@@ -6,8 +6,9 @@
 //! swapped into the [`runtime`] whole. Each capability (`forward/`,
 //! `reverse/`, [`admin`]; `acme/`, `oauth/`, `tunnel/` next) is a
 //! [`Feature`](feature::Feature) that the [`supervisor`] binds, feeds every
-//! snapshot and runs until shutdown; none of them writes the runtime. Nothing here may depend on kube or
-//! k8s-openapi (`tests/no_kube.rs` checks).
+//! snapshot and runs until shutdown; none of them writes the runtime.
+//! Nothing here may depend on kube or k8s-openapi (`tests/no_kube.rs`
+//! checks).
 
 pub mod admin;
 pub mod cli;

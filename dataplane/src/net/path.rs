@@ -9,6 +9,7 @@
 //! at: an encoded `/` or `\`, a literal `\`, NUL, or a path whose decoded
 //! form is not UTF-8. Matching stays case-sensitive.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 
 /// Why a path is refused (400).
@@ -39,17 +40,31 @@ impl PathError {
     }
 }
 
-/// The canonical form of `raw` (a path without its query).
-pub fn normalise(raw: &str) -> Result<String, PathError> {
+/// The canonical form of `raw` (a path without its query); borrowed when
+/// `raw` already is canonical, as almost every path is.
+pub fn normalise(raw: &str) -> Result<Cow<'_, str>, PathError> {
     // `OPTIONS *` names the server, not a path.
     if raw == "*" {
-        return Ok(raw.to_string());
+        return Ok(Cow::Borrowed(raw));
     }
     if !raw.starts_with('/') {
         return Err(PathError::NotAbsolute);
     }
+    if is_canonical(raw) {
+        return Ok(Cow::Borrowed(raw));
+    }
     let decoded = decode_unreserved(raw)?;
-    Ok(remove_dot_segments(&merge_slashes(&decoded)))
+    Ok(Cow::Owned(remove_dot_segments(&merge_slashes(&decoded))))
+}
+
+/// True when nothing in `raw` could change: no escape, backslash or NUL,
+/// no empty segment and no segment starting with a dot.
+fn is_canonical(raw: &str) -> bool {
+    let bytes = raw.as_bytes();
+    !bytes.iter().any(|b| matches!(b, b'%' | b'\\' | 0))
+        && !bytes
+            .windows(2)
+            .any(|w| w[0] == b'/' && matches!(w[1], b'/' | b'.'))
 }
 
 /// Whether a byte is RFC 3986 `unreserved`.
@@ -187,6 +202,27 @@ mod tests {
         assert_eq!(normalise("/a/b").as_deref(), Ok("/a/b"));
         assert_eq!(normalise("/a/b/").as_deref(), Ok("/a/b/"));
         assert_eq!(normalise("/..").as_deref(), Ok("/"));
+    }
+
+    #[test]
+    fn canonical_paths_are_borrowed() {
+        for raw in [
+            "/",
+            "/a/b",
+            "/a/b/",
+            "/a.b/c-d_e~f",
+            "/v1/users",
+            "/a/b.",
+            "/a./b",
+        ] {
+            assert!(
+                matches!(normalise(raw), Ok(Cow::Borrowed(p)) if p == raw),
+                "{raw}"
+            );
+        }
+        for raw in ["/a//b", "/a/./b", "/.hidden", "/a%20b"] {
+            assert!(matches!(normalise(raw), Ok(Cow::Owned(_))), "{raw}");
+        }
     }
 
     #[test]

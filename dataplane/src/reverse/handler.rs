@@ -3,6 +3,7 @@
 //! turned into a response in one place ([`handle`]); the log phase sees
 //! both.
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -123,8 +124,15 @@ async fn proxy<'t>(
         return Ok(redirect(&host, req.uri(), shared.redirect_port));
     }
     // Once, before matching and auth: the path the backend will act on.
-    let path = normalise(req.uri().path()).map_err(|e| ProxyError::BadRequest(e.as_str()))?;
-    let target = site.target(req.method(), &path);
+    let normalised = match normalise(req.uri().path()) {
+        Ok(Cow::Borrowed(_)) => None,
+        Ok(Cow::Owned(path)) => Some(path),
+        Err(e) => return Err(ProxyError::BadRequest(e.as_str())),
+    };
+    let target = site.target(
+        req.method(),
+        normalised.as_deref().unwrap_or(req.uri().path()),
+    );
     trace.route = target.route.as_deref();
     // 3. authenticate
     hooks.authenticate(&target.guard, &req, conn)?;
@@ -134,10 +142,10 @@ async fn proxy<'t>(
     let upgrading = upgrade::requested(&req);
     let on_client_upgrade = upgrading.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
-    let forwarded = if site.forward_raw_path {
-        parts.uri.path_and_query().cloned()
-    } else {
-        forwarded_path(&path, parts.uri.query())
+    let forwarded = match &normalised {
+        Some(path) if !site.forward_raw_path => forwarded_path(path, parts.uri.query()),
+        // Canonical as received, or the target wants the client's spelling.
+        _ => parts.uri.path_and_query().cloned(),
     };
     prepare_request(
         &mut parts,
