@@ -208,6 +208,11 @@ mod tests {
                 "{bad}: {got:?}"
             );
         }
+        let too_big = translate(&request("a", "socks5://proxy:70000"));
+        assert!(
+            matches!(&too_big, Err(RequestError::Upstream(m)) if m.contains("port 70000")),
+            "{too_big:?}"
+        );
         let empty = UserRequest {
             password: String::new(),
             ..request("a", "direct://")
