@@ -10,7 +10,7 @@ use postern_snapshot::{
 };
 
 use crate::refusal::Refusal;
-use crate::{Inputs, Output, Reason, Verdict};
+use crate::{Inputs, Output, Reason, SecretData, Verdict};
 
 /// One compilation in progress; each pass reads the inputs through it and
 /// records a verdict per object.
@@ -89,15 +89,9 @@ impl<'a> Build<'a> {
         reason == Reason::Accepted
     }
 
-    /// The bytes of `key` in Secret `namespace/name`, or why not.
-    pub(crate) fn secret_value(
-        &self,
-        namespace: &str,
-        name: &str,
-        key: &str,
-    ) -> Result<&'a [u8], Refusal> {
-        let secret = self
-            .inputs
+    /// Secret `namespace/name`, or why not.
+    fn secret(&self, namespace: &str, name: &str) -> Result<&'a SecretData, Refusal> {
+        self.inputs
             .secrets
             .get(&ObjectKey::new(namespace, name))
             .ok_or_else(|| {
@@ -105,7 +99,17 @@ impl<'a> Build<'a> {
                     Reason::SecretNotFound,
                     format!("Secret {namespace}/{name} not found"),
                 )
-            })?;
+            })
+    }
+
+    /// The bytes of `key` in Secret `namespace/name`, or why not.
+    pub(crate) fn secret_value(
+        &self,
+        namespace: &str,
+        name: &str,
+        key: &str,
+    ) -> Result<&'a [u8], Refusal> {
+        let secret = self.secret(namespace, name)?;
         match secret.data.get(key) {
             Some(value) if !value.is_empty() => Ok(value),
             Some(_) => Err((
@@ -125,16 +129,7 @@ impl<'a> Build<'a> {
         namespace: &str,
         name: &str,
     ) -> Result<Vec<&'a [u8]>, Refusal> {
-        let secret = self
-            .inputs
-            .secrets
-            .get(&ObjectKey::new(namespace, name))
-            .ok_or_else(|| {
-                (
-                    Reason::SecretNotFound,
-                    format!("Secret {namespace}/{name} not found"),
-                )
-            })?;
+        let secret = self.secret(namespace, name)?;
         Ok(secret.data.values().map(Vec::as_slice).collect())
     }
 }
