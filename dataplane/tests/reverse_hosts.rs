@@ -3,7 +3,9 @@
 //! otherwise, and never a site without TLS); error bodies that never name
 //! a backend's address.
 
-use postern_harness::{Backend, Ca, Curl, Manifests, Postern, fetch, raw, tls_secret};
+use postern_harness::{
+    Backend, Ca, Curl, Manifests, Postern, documents, fetch, raw, target_yaml, tls_secret,
+};
 
 struct Setup {
     proxy: Postern,
@@ -16,45 +18,25 @@ async fn setup(name: &str) -> Setup {
     let one = ca.leaf(&["one.test", "also-one.test"]);
     let two = ca.leaf(&["two.test"]);
     let backend = Backend::start("main");
-    let yaml = format!(
-        r#"apiVersion: postern.io/v1alpha1
-kind: ProxyTarget
-metadata: {{name: one, namespace: default}}
-spec:
-  hostnames: [one.test, also-one.test]
-  backend: {{url: "{url}"}}
-  tls: {{secretRef: {{name: one-tls}}}}
----
-apiVersion: postern.io/v1alpha1
-kind: ProxyTarget
-metadata: {{name: two, namespace: default}}
-spec:
-  hostnames: [two.test]
-  backend: {{url: "{url}"}}
-  tls: {{secretRef: {{name: two-tls}}}}
----
-apiVersion: postern.io/v1alpha1
-kind: ProxyTarget
-metadata: {{name: plain, namespace: default}}
-spec:
-  hostnames: [plain.test]
-  backend: {{url: "{url}"}}
----
-apiVersion: postern.io/v1alpha1
-kind: ProxyTarget
-metadata: {{name: dead, namespace: default}}
-spec:
-  hostnames: [dead.test]
-  backend: {{url: "http://127.0.0.1:1"}}
----
-{one_tls}
----
-{two_tls}
-"#,
-        url = backend.url(),
-        one_tls = tls_secret("one-tls", &one.cert, &one.key),
-        two_tls = tls_secret("two-tls", &two.cert, &two.key),
-    );
+    let url = backend.url();
+    let yaml = documents(&[
+        target_yaml(
+            "one",
+            &["one.test", "also-one.test"],
+            &url,
+            "  tls: {secretRef: {name: one-tls}}\n",
+        ),
+        target_yaml(
+            "two",
+            &["two.test"],
+            &url,
+            "  tls: {secretRef: {name: two-tls}}\n",
+        ),
+        target_yaml("plain", &["plain.test"], &url, ""),
+        target_yaml("dead", &["dead.test"], "http://127.0.0.1:1", ""),
+        tls_secret("one-tls", &one.cert, &one.key),
+        tls_secret("two-tls", &two.cert, &two.key),
+    ]);
     let manifests = Manifests::new(name).with("site.yaml", &yaml);
     let ca_file = ca.write(manifests.work_dir());
     let proxy = Postern::standalone(manifests).start().await;

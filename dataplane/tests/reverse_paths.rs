@@ -4,7 +4,10 @@
 //! ambiguous paths get 400; the backend gets the normalised path unless
 //! the target asks for the client's spelling.
 
-use postern_harness::{Backend, Ca, Curl, Manifests, Postern, fetch, tls_secret};
+use postern_harness::{
+    Backend, Ca, Curl, Manifests, Postern, documents, fetch, prefix_route_yaml, target_yaml,
+    tls_secret,
+};
 
 const TOKEN: &str = "route-token";
 
@@ -30,51 +33,24 @@ async fn setup(name: &str) -> Setup {
     let ca = Ca::new("paths CA");
     let leaf = ca.leaf(&["paths.test", "raw.test"]);
     let backend = Backend::start("main");
-    let yaml = format!(
-        r#"apiVersion: postern.io/v1alpha1
-kind: ProxyTarget
-metadata: {{name: paths, namespace: default}}
-spec:
-  hostnames: [paths.test]
-  backend: {{url: "{url}"}}
-  tls: {{secretRef: {{name: paths-tls}}}}
----
-apiVersion: postern.io/v1alpha1
-kind: Route
-metadata: {{name: admin, namespace: default}}
-spec:
-  targetRef: {{name: paths}}
-  match: {{path: {{type: Prefix, value: /admin}}}}
-  auth: {{type: bearer, tokensSecretRef: {{name: tokens}}}}
----
-apiVersion: postern.io/v1alpha1
-kind: ProxyTarget
-metadata: {{name: raw, namespace: default}}
-spec:
-  hostnames: [raw.test]
-  backend: {{url: "{url}"}}
-  tls: {{secretRef: {{name: paths-tls}}}}
-  pathForwarding: AsReceived
----
-apiVersion: postern.io/v1alpha1
-kind: Route
-metadata: {{name: raw-admin, namespace: default}}
-spec:
-  targetRef: {{name: raw}}
-  match: {{path: {{type: Prefix, value: /admin}}}}
-  auth: {{type: bearer, tokensSecretRef: {{name: tokens}}}}
----
-apiVersion: v1
-kind: Secret
-metadata: {{name: tokens, namespace: default}}
-stringData:
-  a: {TOKEN}
----
-{tls}
-"#,
-        url = backend.url(),
-        tls = tls_secret("paths-tls", &leaf.cert, &leaf.key),
-    );
+    let url = backend.url();
+    let bearer = "  auth: {type: bearer, tokensSecretRef: {name: tokens}}\n";
+    let tls = "  tls: {secretRef: {name: paths-tls}}\n";
+    let yaml = documents(&[
+        target_yaml("paths", &["paths.test"], &url, tls),
+        prefix_route_yaml("admin", "paths", "/admin", bearer),
+        target_yaml(
+            "raw",
+            &["raw.test"],
+            &url,
+            &format!("{tls}  pathForwarding: AsReceived\n"),
+        ),
+        prefix_route_yaml("raw-admin", "raw", "/admin", bearer),
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: tokens, namespace: default}}\nstringData:\n  a: {TOKEN}\n"
+        ),
+        tls_secret("paths-tls", &leaf.cert, &leaf.key),
+    ]);
     let manifests = Manifests::new(name).with("site.yaml", &yaml);
     let ca_file = ca.write(manifests.work_dir());
     let proxy = Postern::standalone(manifests).start().await;

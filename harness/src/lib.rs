@@ -35,7 +35,9 @@ pub use backend::Backend;
 pub use curl::{Curl, curl, curl_blocking, fetch};
 pub use dirs::{binary, closed_port, free_addr, free_port, in_ci, loopback, repo_root, tmp_dir};
 pub use http::{HttpResponse, call, http_get, raw, request};
-pub use manifests::{Manifests, indent, tls_secret, user_yaml};
+pub use manifests::{
+    Manifests, documents, indent, prefix_route_yaml, target_yaml, tls_secret, user_yaml,
+};
 pub use operator::{Operator, OperatorBuilder};
 pub use peers::{peer, python_with};
 pub use pki::{Ca, Leaf, PemFiles};

@@ -105,6 +105,28 @@ pub fn user_yaml(
     yaml
 }
 
+/// A ProxyTarget in `default` for `hosts`, proxying to `backend`; `extra`
+/// is appended to the spec (two-space indented YAML lines).
+pub fn target_yaml(name: &str, hosts: &[&str], backend: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: postern.io/v1alpha1\nkind: ProxyTarget\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  hostnames: [{}]\n  backend: {{url: \"{backend}\"}}\n{extra}",
+        hosts.join(", ")
+    )
+}
+
+/// A Route in `default` on `target` for paths starting with `prefix`;
+/// `extra` is appended to the spec.
+pub fn prefix_route_yaml(name: &str, target: &str, prefix: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: postern.io/v1alpha1\nkind: Route\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  targetRef: {{name: {target}}}\n  match: {{path: {{type: Prefix, value: {prefix}}}}}\n{extra}"
+    )
+}
+
+/// YAML documents joined with `---`.
+pub fn documents(docs: &[String]) -> String {
+    docs.join("\n---\n")
+}
+
 /// A `kubernetes.io/tls` Secret in `default` as YAML.
 pub fn tls_secret(name: &str, cert: &str, key: &str) -> String {
     format!(
