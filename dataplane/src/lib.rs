@@ -39,6 +39,17 @@ use crate::supervisor::Supervisor;
 
 /// Runs a command until SIGINT or SIGTERM.
 pub async fn run(command: Command) -> Result<()> {
+    match net::limits::raise_fd_limit() {
+        Some((before, after)) if after > before => {
+            tracing::info!(
+                before,
+                after,
+                "raised the open-file limit to the hard limit"
+            );
+        }
+        Some((_, limit)) => tracing::debug!(limit, "open-file limit"),
+        None => tracing::warn!("cannot read or raise the open-file limit"),
+    }
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     run_until(command, shutdown).await
