@@ -12,18 +12,15 @@
 use std::borrow::Cow;
 use std::fmt::Write as _;
 
-/// Why a path is refused (400).
+/// Why a path is refused (400). The text is [`PathError::as_str`], which
+/// the 400's body quotes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{}", self.as_str())]
 pub enum PathError {
-    #[error("the path does not start with /")]
     NotAbsolute,
-    #[error("the path has an encoded / or \\ (%2F, %5C) or a backslash")]
     EncodedSeparator,
-    #[error("the path has a NUL byte")]
     Nul,
-    #[error("the path has a malformed percent-encoding")]
     BadEscape,
-    #[error("the decoded path is not UTF-8")]
     NotUtf8,
 }
 
