@@ -36,9 +36,24 @@ pub struct UserUpstreamSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream_ca_secret_ref: Option<SecretKeyRef>,
     /// Which destinations the user may reach. Absent: every destination but
-    /// link-local and cloud metadata addresses.
+    /// the internal networks (see `allowInternalNetworks`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub destinations: Option<Destinations>,
+    /// Internal networks this user may reach although the gateway denies
+    /// them to every user by default: loopback, unspecified, link-local
+    /// (cloud metadata) and the data plane's `--proxy-deny-cidr` list (in a
+    /// cluster, its pod and service ranges). CIDRs or single addresses, such
+    /// as `127.0.0.0/8` or `::1`. The gateway's own listening ports stay
+    /// denied whatever this says.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 64),
+        inner(
+            length(min = 2, max = 49),
+            regex(pattern = r"^[0-9A-Fa-f:.]+(/[0-9]{1,3})?$")
+        )
+    )]
+    pub allow_internal_networks: Vec<String>,
     /// Open tunnels the user may hold at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 1000000))]

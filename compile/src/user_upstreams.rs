@@ -1,9 +1,13 @@
 //! UserUpstreams → forward-proxy users: the user name rule, the password
 //! hash, the upstream and its credentials (from a Secret, or discouraged
-//! inline in the URL), and destination rules. User names are unique: the
-//! older UserUpstream keeps a duplicated one.
+//! inline in the URL), destination rules and the internal networks the
+//! user may reach. User names are unique: the older UserUpstream keeps a
+//! duplicated one.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
 
 use postern_api::{Kind, Object, ObjectKey, UserUpstreamSpec, user_name};
 use postern_snapshot::{
@@ -73,6 +77,7 @@ fn proxy_user(
             format!("{bad:?} is not a destination rule"),
         ));
     }
+    let allow_internal_networks = internal_networks(&spec.allow_internal_networks)?;
     let revision_input = serde_json::to_vec(&(&password, &upstream)).unwrap_or_default();
     Ok((
         ProxyUser {
@@ -85,10 +90,39 @@ fn proxy_user(
                 allow: destinations.allow,
                 deny: destinations.deny,
             },
+            allow_internal_networks,
             max_connections: spec.max_connections,
         },
         warning,
     ))
+}
+
+/// `allowInternalNetworks` as normalised CIDRs (host bits cleared; a
+/// single address becomes a /32 or /128, an IPv4-mapped IPv6 address its
+/// IPv4 form, which is what the data plane compares against).
+fn internal_networks(entries: &[String]) -> Result<Vec<String>, Refusal> {
+    let mut nets = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let net = match entry.parse::<IpNet>() {
+            Ok(net) => net,
+            Err(_) => entry
+                .parse::<IpAddr>()
+                .map(|ip| IpNet::from(ip.to_canonical()))
+                .map_err(|_| {
+                    (
+                        Reason::InvalidSpec,
+                        format!(
+                            "allowInternalNetworks: {entry:?} is not a CIDR (10.0.0.0/8) or an IP address"
+                        ),
+                    )
+                })?,
+        };
+        let net = net.trunc().to_string();
+        if !nets.contains(&net) {
+            nets.push(net);
+        }
+    }
+    Ok(nets)
 }
 
 fn upstream(

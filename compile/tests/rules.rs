@@ -415,3 +415,39 @@ fn objects_carry_their_generation() {
         .expect("api");
     assert_eq!((api.kind.as_str(), api.generation), ("ProxyTarget", 7));
 }
+
+#[test]
+fn internal_networks_are_normalised_and_garbage_is_refused() {
+    let mut inputs = full_inputs();
+    inputs.user_upstreams[0].spec.allow_internal_networks = vec![
+        "127.0.0.1/8".into(),
+        "::1".into(),
+        "::ffff:169.254.169.254".into(),
+        "127.0.0.0/8".into(),
+    ];
+    let out = compile(&inputs);
+    assert_eq!(
+        verdict(&out, Kind::UserUpstream, "alice").0,
+        Reason::Accepted
+    );
+    let alice = out
+        .snapshot
+        .users
+        .iter()
+        .find(|u| u.user == "alice")
+        .expect("alice");
+    assert_eq!(
+        alice.allow_internal_networks,
+        ["127.0.0.0/8", "::1/128", "169.254.169.254/32"]
+    );
+    for bad in ["localhost", "127.0.0.0/33", "10.0.0.0/8 ", "*"] {
+        inputs.user_upstreams[0].spec.allow_internal_networks = vec![bad.into()];
+        let out = compile(&inputs);
+        let (reason, message) = verdict(&out, Kind::UserUpstream, "alice");
+        assert_eq!(reason, Reason::InvalidSpec, "{bad}");
+        assert!(
+            message.contains("allowInternalNetworks"),
+            "{bad}: {message}"
+        );
+    }
+}

@@ -77,8 +77,29 @@ pub struct StandaloneArgs {
     /// The folder of manifests (*.yaml, *.yml; not recursive).
     #[arg(long, env = "POSTERN_MANIFESTS", value_name = "DIR")]
     pub manifests: PathBuf,
+    /// The folder is refused whole (the last good snapshot serves) when its
+    /// manifest files total more bytes than this.
+    #[arg(long, env = "POSTERN_MANIFESTS_MAX_BYTES", default_value_t = 32 * 1024 * 1024, value_name = "BYTES")]
+    pub manifests_max_bytes: u64,
+    /// ... or hold more YAML documents than this.
+    #[arg(
+        long,
+        env = "POSTERN_MANIFESTS_MAX_DOCUMENTS",
+        default_value_t = 20_000,
+        value_name = "N"
+    )]
+    pub manifests_max_documents: usize,
     #[command(flatten)]
     pub listeners: ListenerArgs,
+}
+
+impl StandaloneArgs {
+    pub fn limits(&self) -> crate::standalone::Limits {
+        crate::standalone::Limits {
+            max_bytes: self.manifests_max_bytes,
+            max_documents: self.manifests_max_documents,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -121,6 +142,44 @@ pub struct ListenerArgs {
     /// How the reverse proxy listeners (`--http-addr`, `--https-addr`) behave.
     #[command(flatten)]
     pub reverse: crate::reverse::ReverseArgs,
+    /// Connection caps of the traffic listeners.
+    #[command(flatten)]
+    pub caps: CapArgs,
+}
+
+/// Caps on client connections. Every traffic listener (proxy, socks, http,
+/// https, tunnel) also draws on one budget for the process: the open-file
+/// limit less a reserve, so descriptors never run out and the admin
+/// listener keeps answering. A connection beyond a cap is closed at once
+/// and counted in `postern_connections_refused_total`.
+#[derive(Debug, Clone, Args)]
+pub struct CapArgs {
+    /// Connections one traffic listener holds at most (0: only the budget).
+    #[arg(
+        long,
+        env = "POSTERN_MAX_CONNECTIONS",
+        default_value_t = 0,
+        value_name = "N"
+    )]
+    pub max_connections: usize,
+    /// Connections one client address holds at most on one traffic
+    /// listener (0: unlimited). Peers trusted for PROXY protocol are exempt.
+    #[arg(
+        long,
+        env = "POSTERN_MAX_CONNECTIONS_PER_CLIENT",
+        default_value_t = 1024,
+        value_name = "N"
+    )]
+    pub max_connections_per_client: usize,
+}
+
+impl CapArgs {
+    pub fn caps(&self) -> crate::net::Caps {
+        crate::net::Caps {
+            per_listener: self.max_connections,
+            per_client: self.max_connections_per_client,
+        }
+    }
 }
 
 /// Timeouts and limits of the forward proxy. Durations take `ms`, `s` or `m`.
@@ -152,6 +211,11 @@ pub struct ProxyArgs {
     /// `/upstream` API on the admin port (absent: that API refuses every call).
     #[arg(long, env = "POSTERN_ADMIN_TOKEN_FILE", value_name = "PATH")]
     pub admin_token_file: Option<PathBuf>,
+    /// A network (CIDR or address) no proxy user reaches unless its
+    /// UserUpstream lists it in `allowInternalNetworks`, like loopback and
+    /// link-local. In a cluster: its pod and service ranges. Repeatable.
+    #[arg(long, env = "POSTERN_PROXY_DENY_CIDR", value_name = "CIDR", value_delimiter = ',', value_parser = parse_cidr)]
+    pub proxy_deny_cidr: Vec<ipnet::IpNet>,
 }
 
 impl ProxyArgs {
@@ -182,12 +246,13 @@ impl ProxyArgs {
             handshake_timeout: self.proxy_handshake_timeout,
             max_header_bytes: self.proxy_max_header_bytes,
             upstream_ca_files: self.upstream_ca_file.clone(),
+            deny_cidrs: self.proxy_deny_cidr.clone(),
         }
     }
 }
 
 /// `250ms`, `10s`, `5m` (a bare number is seconds).
-fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let err = || format!("{text}: expected a duration such as 500ms, 10s or 5m");
     let (digits, unit) = text.trim().split_at(
         text.trim()
@@ -216,6 +281,15 @@ fn parse_addr(text: &str) -> Result<SocketAddr, String> {
         .map_err(|e| format!("{text}: expected HOST:PORT ({e})"))?
         .next()
         .ok_or_else(|| format!("{text}: resolves to no address"))
+}
+
+/// `10.96.0.0/12`, or one address (`10.0.0.1`, a /32 or /128).
+fn parse_cidr(text: &str) -> Result<ipnet::IpNet, String> {
+    let text = text.trim();
+    text.parse::<ipnet::IpNet>()
+        .map(|n| n.trunc())
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("{text}: expected a CIDR such as 10.96.0.0/12"))
 }
 
 /// `HOST:PORT` kept as text: resolved on every connection attempt.
@@ -273,6 +347,21 @@ mod tests {
         assert!(parse_addr("localhost:9000").is_ok());
         assert!(parse_addr("9000").is_err());
         assert!(parse_addr("127.0.0.1:70000").is_err());
+    }
+
+    #[test]
+    fn deny_cidrs_take_networks_and_addresses() {
+        assert_eq!(
+            parse_cidr("10.96.0.1/12").map(|n| n.to_string()),
+            Ok("10.96.0.0/12".into())
+        );
+        assert_eq!(
+            parse_cidr("fd00::1").map(|n| n.to_string()),
+            Ok("fd00::1/128".into())
+        );
+        for bad in ["", "10.0.0.0/33", "cluster"] {
+            assert!(parse_cidr(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

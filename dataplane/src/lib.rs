@@ -15,6 +15,9 @@ pub mod cli;
 mod error;
 pub mod feature;
 pub mod forward;
+/// Parsers driven from memory, for `fuzz/` only: not an API.
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod listeners;
 pub mod net;
 pub mod reverse;
@@ -79,6 +82,7 @@ pub async fn run_until(command: Command, shutdown: CancellationToken) -> Result<
         Command::Standalone(args) => {
             let runtime = Runtime::new(Source::Manifests);
             let dir = standalone::check_dir(&args.manifests)?;
+            let limits = args.limits();
             serve(
                 &args.listeners,
                 Some(dir.clone()),
@@ -87,7 +91,7 @@ pub async fn run_until(command: Command, shutdown: CancellationToken) -> Result<
                 (
                     "manifests",
                     Box::pin(async move {
-                        standalone::run(dir, runtime, shutdown).await;
+                        standalone::run(dir, limits, runtime, shutdown).await;
                         Ok(())
                     }),
                 ),
@@ -109,7 +113,14 @@ fn features(
     runtime: &Arc<Runtime>,
     shutdown: &CancellationToken,
 ) -> Result<Vec<Arc<dyn Feature>>> {
-    let forward = forward::Forward::new(listeners.proxy.config(), shutdown.clone())?;
+    let connections = connections(runtime);
+    let caps = listeners.caps.caps();
+    let forward = forward::Forward::new(
+        listeners.proxy.config(),
+        shutdown.clone(),
+        &connections,
+        caps,
+    )?;
     let token = listeners.proxy.admin_token()?;
     let upstream_api = Arc::new(upstreamgate::UpstreamApi::new(
         token,
@@ -117,9 +128,34 @@ fn features(
         runtime.clone(),
     ));
     let hooks = reverse::Hooks::default();
-    let reverse = Arc::new(reverse::Reverse::new(&listeners.reverse, hooks)?);
-    let admin = Arc::new(admin::Admin::new(runtime.clone(), upstream_api));
+    let reverse = Arc::new(reverse::Reverse::new(
+        &listeners.reverse,
+        hooks,
+        &connections,
+        caps,
+    )?);
+    let admin = Arc::new(admin::Admin::new(
+        runtime.clone(),
+        upstream_api,
+        &connections,
+    ));
     Ok(vec![admin, forward, reverse])
+}
+
+/// The process's connection budget, from the open-file limit (raised by
+/// then), with its metrics registered once for every listener.
+fn connections(runtime: &Runtime) -> Arc<net::Connections> {
+    let limit = net::limits::fd_limit();
+    let connections = net::Connections::new(limit.map_or(0, net::Connections::budget_for_fd_limit));
+    tracing::info!(
+        budget = connections.budget(),
+        open_file_limit = limit,
+        "client connections across the traffic listeners are capped"
+    );
+    runtime
+        .metrics()
+        .register_with(|registry| connections.register(registry));
+    connections
 }
 
 /// Starts every feature under the supervisor, next to `source`, the task

@@ -67,6 +67,8 @@ impl Listener {
 #[derive(Debug, Default)]
 pub struct Listeners {
     bound: BTreeMap<Listener, TcpListener>,
+    /// The address of every socket the process bound, whoever serves it.
+    every: Vec<SocketAddr>,
 }
 
 impl Listeners {
@@ -82,7 +84,8 @@ impl Listeners {
                 tracing::info!(listener = listener.name(), %addr, "not serving: no feature of this build uses it");
             }
         }
-        Ok(Listeners { bound })
+        let every = bound.values().filter_map(|s| s.local_addr().ok()).collect();
+        Ok(Listeners { bound, every })
     }
 
     /// The sockets of `names`, moved into a registry of their own.
@@ -91,7 +94,16 @@ impl Listeners {
             .iter()
             .filter_map(|n| self.bound.remove_entry(n))
             .collect();
-        Listeners { bound }
+        Listeners {
+            bound,
+            every: self.every.clone(),
+        }
+    }
+
+    /// The address of every listener the process bound, including those
+    /// other features serve (the forward proxy refuses to tunnel into them).
+    pub fn every_bound(&self) -> &[SocketAddr] {
+        &self.every
     }
 
     /// The socket of `listener`; an error if it was not bound for the caller.

@@ -2,7 +2,10 @@
 //! users' scripts keep working:
 //!
 //! - `POST /upstream` `{"user","password","upstream"}` → 204 (400 for bad
-//!   JSON, a bad name or an unsupported upstream);
+//!   JSON, a bad name or an unsupported upstream; 422 with the compiler's
+//!   verdict when the user would be refused; 409 when it would displace an
+//!   object in service, or the folder does not compile); nothing is
+//!   written unless the folder with it compiles and accepts it;
 //! - `GET /upstream` → `[{"user","upstream","id","managed"}]`, never a secret;
 //! - `DELETE /upstream/{user}` → 204 (404 unknown, 409 when the user is
 //!   defined by a manifest this API did not write);
@@ -27,12 +30,16 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use postern_snapshot::{ProxyUser, Upstream, sha256_hex};
 use postern_upstreamgate::{
-    DIRECT, ListedUser, OBJECT_PREFIX, UserRequest, manifest, object_name, stored_upstream,
-    translate, user_name,
+    DIRECT, ListedUser, OBJECT_PREFIX, UserObjects, UserRequest, check, manifest, object_name,
+    stored_upstream, translate, user_name,
 };
 use subtle::ConstantTimeEq;
 
 use crate::runtime::Runtime;
+use crate::standalone;
+
+/// Where a manifest without a namespace puts its objects.
+const STANDALONE_NAMESPACE: &str = "default";
 
 const MAX_BODY: usize = 64 * 1024;
 
@@ -132,8 +139,15 @@ impl UpstreamApi {
             Ok(objects) => objects,
             Err(e) => return reply_owned(StatusCode::BAD_REQUEST, format!("{e}\n")),
         };
-        let path = dir.join(file_name(&objects.name));
-        match write_atomically(&path, &manifest(&objects)) {
+        let file = file_name(&objects.name);
+        let text = manifest(&objects);
+        // The folder compiled with this file in it must accept the user:
+        // otherwise the write would be answered 204 and then refused.
+        if let Some(refusal) = refusal_with(dir, &file, &objects) {
+            return refusal;
+        }
+        let path = dir.join(&file);
+        match write_atomically(&path, &text) {
             Ok(()) => {
                 tracing::info!(user = %request.user, "UpstreamGate API: user written to the manifests folder");
                 empty(StatusCode::NO_CONTENT)
@@ -180,6 +194,46 @@ impl UpstreamApi {
 }
 
 /// A `GET /upstream` entry for a compiled user.
+/// Asks the compiler about the manifests folder with `file` written for
+/// `objects` (`None`: it may be written). 422 with the verdict when the
+/// user would be refused; 409 when an object in service would be (a user
+/// name already taken), or when the folder does not compile at all (another
+/// file is broken, so nothing written here would take effect).
+fn refusal_with(dir: &Path, file: &str, objects: &UserObjects) -> Option<Response<Full<Bytes>>> {
+    let mut files = match standalone::read_files(dir, standalone::Limits::NONE) {
+        Ok(files) => files,
+        Err(e) => {
+            return Some(reply_owned(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot read the manifests folder: {e}\n"),
+            ));
+        }
+    };
+    // The file is this API's own: what it holds now is replaced.
+    files.retain(|f| f.name != file);
+    let inputs = match standalone::file_inputs(&files, standalone::Limits::NONE) {
+        Ok(inputs) => inputs,
+        Err(e) => {
+            return Some(reply_owned(
+                StatusCode::CONFLICT,
+                format!(
+                    "the manifests folder does not compile, so no user can be added until it is fixed: {e}\n"
+                ),
+            ));
+        }
+    };
+    check(inputs, objects, STANDALONE_NAMESPACE)
+        .err()
+        .map(|refusal| {
+            let status = if refusal.is_conflict() {
+                StatusCode::CONFLICT
+            } else {
+                StatusCode::UNPROCESSABLE_ENTITY
+            };
+            reply_owned(status, format!("{refusal}\n"))
+        })
+}
+
 fn listed(user: &ProxyUser) -> ListedUser {
     ListedUser {
         user: user.user.clone(),

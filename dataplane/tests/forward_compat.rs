@@ -3,7 +3,9 @@
 //! removed from) the manifests folder, applied live and kept over a restart.
 
 use postern_harness::peers::microsocks;
-use postern_harness::{PATIENCE, Postern, call, curl, http_target, tmp_dir, user_yaml, wait_for};
+use postern_harness::{
+    LOOPBACK_ALLOWED, PATIENCE, Postern, call, curl, http_target, tmp_dir, user_yaml, wait_for,
+};
 
 const TOKEN: &str = "s3cret-admin-token";
 
@@ -15,7 +17,7 @@ async fn upstreamgate_scripts_keep_working() {
     let token_flag = format!("--admin-token-file={}", token_file.display());
     let files = [(
         "alice.yaml",
-        user_yaml("alice", "pw", "direct://", None, ""),
+        user_yaml("alice", "pw", "direct://", None, LOOPBACK_ALLOWED),
     )];
     let p = Postern::standalone_with("compat", &files)
         .json_logs()
@@ -55,6 +57,15 @@ async fn upstreamgate_scripts_keep_working() {
         405
     );
 
+    // Answered with the compiler's verdict, not 204 then refused: alice is
+    // defined by another manifest, so a second alice is a conflict (409,
+    // naming it) and nothing is written.
+    let alice = r#"{"user":"alice","password":"pw3","upstream":"direct://"}"#;
+    let (status, body) = call(p.admin, "POST", "/upstream", Some(TOKEN), alice).await;
+    assert_eq!(status, 409, "a duplicate user: {body}");
+    assert!(body.contains("alice"), "{body}");
+    assert!(!p.manifests().join("upstreamgate-alice.yaml").exists());
+
     // A user with inline upstream credentials, through microsocks when installed.
     let socks = microsocks(Some(("su", "sp")), Some("127.0.0.8")).await;
     let (upstream, via) = match &socks {
@@ -68,7 +79,17 @@ async fn upstreamgate_scripts_keep_working() {
             .0,
         204
     );
-    assert!(p.manifests().join("upstreamgate-bob.yaml").is_file());
+    let bob_file = p.manifests().join("upstreamgate-bob.yaml");
+    assert!(bob_file.is_file());
+    // A user of the API is denied loopback, as every user is by default...
+    wait_for("bob to be served", PATIENCE, || async {
+        let out = curl(&["-x", &p.proxy_url("bob", "pw2"), &url]).await;
+        (out.status == 403).then_some(out)
+    })
+    .await;
+    // ...until the admin grants it (the targets here listen on loopback).
+    let granted = allow_loopback(&std::fs::read_to_string(&bob_file).expect("bob's manifest"));
+    p.write("upstreamgate-bob.yaml", &granted);
     let out = wait_for("bob to work", PATIENCE, || async {
         let out = curl(&["-x", &p.proxy_url("bob", "pw2"), &url]).await;
         (out.status == 200).then_some(out)
@@ -130,7 +151,10 @@ async fn upstreamgate_scripts_keep_working() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_token_the_api_is_closed() {
-    let files = [("a.yaml", user_yaml("alice", "pw", "direct://", None, ""))];
+    let files = [(
+        "a.yaml",
+        user_yaml("alice", "pw", "direct://", None, LOOPBACK_ALLOWED),
+    )];
     let p = Postern::standalone_with("compat-closed", &files)
         .json_logs()
         .start()
@@ -142,4 +166,12 @@ async fn without_a_token_the_api_is_closed() {
     );
     assert_eq!(call(p.admin, "GET", "/upstream", None, "").await.0, 401);
     assert!(!p.manifests().join("upstreamgate-eve.yaml").exists());
+}
+
+/// The API's manifest (JSON documents) with the UserUpstream allowed loopback.
+fn allow_loopback(manifest: &str) -> String {
+    let (head, user) = manifest.rsplit_once("---\n").expect("documents");
+    let mut user: serde_json::Value = serde_json::from_str(user).expect("JSON document");
+    user["spec"]["allowInternalNetworks"] = serde_json::json!(["127.0.0.0/8"]);
+    format!("{head}---\n{user:#}\n")
 }

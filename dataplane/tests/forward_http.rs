@@ -2,8 +2,8 @@
 //! through CONNECT and absolute-form, and every refusal's status.
 
 use postern_harness::{
-    Ca, PATIENCE, Postern, closed_port, curl, echo_roundtrip, echo_target, field, http_target,
-    open_tunnel, raw, tls_target, tmp_dir, user_yaml, wait_for,
+    Ca, LOOPBACK_ALLOWED, PATIENCE, Postern, closed_port, curl, echo_roundtrip, echo_target, field,
+    http_target, open_tunnel, raw, tls_target, tmp_dir, user_yaml, wait_for,
 };
 
 const LIMITS: &str = "  maxConnections: 1\n";
@@ -12,7 +12,7 @@ async fn start() -> Postern {
     let files = [
         (
             "alice.yaml",
-            user_yaml("alice", "pw", "direct://", None, ""),
+            user_yaml("alice", "pw", "direct://", None, LOOPBACK_ALLOWED),
         ),
         (
             "carol.yaml",
@@ -21,9 +21,10 @@ async fn start() -> Postern {
                 "pw3",
                 "direct://",
                 None,
-                &format!(
-                    "{LIMITS}  destinations: {{deny: [\"*.denied.test:*\", \"127.0.0.2\"]}}\n"
-                ),
+                &(LOOPBACK_ALLOWED.to_string()
+                    + &format!(
+                        "{LIMITS}  destinations: {{deny: [\"*.denied.test:*\", \"127.0.0.2\"]}}\n"
+                    )),
             ),
         ),
         (
@@ -33,7 +34,8 @@ async fn start() -> Postern {
                 "pw4",
                 "direct://",
                 None,
-                "  destinations: {deny: [\"127.0.0.0/8\", \"::1\"]}\n",
+                &(LOOPBACK_ALLOWED.to_string()
+                    + "  destinations: {deny: [\"127.0.0.0/8\", \"::1\"]}\n"),
             ),
         ),
     ];

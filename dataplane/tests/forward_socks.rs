@@ -4,7 +4,7 @@
 //! unsupported command).
 
 use postern_harness::peers::microsocks;
-use postern_harness::{PATIENCE, Postern, curl, field, http_target, user_yaml};
+use postern_harness::{LOOPBACK_ALLOWED, PATIENCE, Postern, curl, field, http_target, user_yaml};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -21,7 +21,7 @@ async fn curl_over_socks5_direct_and_through_an_upstream() {
                 "pw",
                 "direct://",
                 None,
-                "  destinations: {deny: [\"*.denied.test\"]}\n",
+                &(LOOPBACK_ALLOWED.to_string() + "  destinations: {deny: [\"*.denied.test\"]}\n"),
             ),
         ),
         (
@@ -31,7 +31,7 @@ async fn curl_over_socks5_direct_and_through_an_upstream() {
                 "pw2",
                 &format!("socks5://{ms_addr}"),
                 Some(("u", "p")),
-                "",
+                LOOPBACK_ALLOWED,
             ),
         ),
     ];
@@ -77,7 +77,10 @@ async fn curl_over_socks5_direct_and_through_an_upstream() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn never_an_open_socks_proxy() {
-    let files = [("a.yaml", user_yaml("alice", "pw", "direct://", None, ""))];
+    let files = [(
+        "a.yaml",
+        user_yaml("alice", "pw", "direct://", None, LOOPBACK_ALLOWED),
+    )];
     let p = Postern::standalone_with("socks-closed", &files)
         .json_logs()
         .start()

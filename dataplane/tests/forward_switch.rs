@@ -7,8 +7,8 @@
 
 use postern_harness::peers::microsocks;
 use postern_harness::{
-    PATIENCE, Postern, closed_within, curl, echo_roundtrip, echo_target, field, http_target,
-    open_tunnel, user_yaml, wait_for,
+    LOOPBACK_ALLOWED, PATIENCE, Postern, closed_within, curl, echo_roundtrip, echo_target, field,
+    http_target, open_tunnel, user_yaml, wait_for,
 };
 
 /// How long after the apply the cut may come: immediate on an idle
@@ -37,11 +37,23 @@ async fn switching_a_user_cuts_only_its_tunnels() {
     let files = [
         (
             "alice.yaml",
-            user_yaml("alice", "pw", &format!("socks5://{old_addr}"), None, ""),
+            user_yaml(
+                "alice",
+                "pw",
+                &format!("socks5://{old_addr}"),
+                None,
+                LOOPBACK_ALLOWED,
+            ),
         ),
         (
             "bob.yaml",
-            user_yaml("bob", "pw2", &format!("socks5://{old_addr}"), None, ""),
+            user_yaml(
+                "bob",
+                "pw2",
+                &format!("socks5://{old_addr}"),
+                None,
+                LOOPBACK_ALLOWED,
+            ),
         ),
     ];
     let p = Postern::standalone_with("switch", &files)
@@ -71,7 +83,7 @@ async fn switching_a_user_cuts_only_its_tunnels() {
             "pw",
             &format!("socks5://{new_addr}"),
             Some(("su", "sp")),
-            "",
+            LOOPBACK_ALLOWED,
         ),
     );
     assert!(
@@ -124,7 +136,7 @@ async fn switching_a_user_cuts_only_its_tunnels() {
             "pw-new",
             &format!("socks5://{new_addr}"),
             Some(("su", "sp")),
-            "",
+            LOOPBACK_ALLOWED,
         ),
     );
     assert!(
@@ -138,7 +150,7 @@ async fn switching_a_user_cuts_only_its_tunnels() {
     // A new user works as soon as its manifest is applied.
     p.write(
         "carol.yaml",
-        &user_yaml("carol", "pw3", "direct://", None, ""),
+        &user_yaml("carol", "pw3", "direct://", None, LOOPBACK_ALLOWED),
     );
     let carol = wait_for("carol to work", PATIENCE, || async {
         let out = curl(&["-x", &p.proxy_url("carol", "pw3"), &url]).await;
@@ -180,7 +192,10 @@ async fn switching_a_user_cuts_only_its_tunnels() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_closed_tunnels_leave_no_trace() {
-    let files = [("a.yaml", user_yaml("alice", "pw", "direct://", None, ""))];
+    let files = [(
+        "a.yaml",
+        user_yaml("alice", "pw", "direct://", None, LOOPBACK_ALLOWED),
+    )];
     let p = Postern::standalone_with("leak", &files)
         .json_logs()
         .start()

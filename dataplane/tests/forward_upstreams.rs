@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use postern_harness::peers::{dante, microsocks, tinyproxy};
 use postern_harness::{
-    Ca, PATIENCE, Postern, blackhole, closed_port, curl, field, http_target, raw, tls_front,
-    tmp_dir, user_yaml,
+    Ca, LOOPBACK_ALLOWED, PATIENCE, Postern, blackhole, closed_port, curl, field, http_target, raw,
+    tls_front, tmp_dir, user_yaml,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -26,7 +26,13 @@ async fn socks5_upstream_without_and_with_auth() {
     let files = [
         (
             "a.yaml",
-            user_yaml("alice", "pw", &format!("socks5://{open_addr}"), None, ""),
+            user_yaml(
+                "alice",
+                "pw",
+                &format!("socks5://{open_addr}"),
+                None,
+                LOOPBACK_ALLOWED,
+            ),
         ),
         (
             "b.yaml",
@@ -35,7 +41,7 @@ async fn socks5_upstream_without_and_with_auth() {
                 "pw2",
                 &format!("socks5://{authed_addr}"),
                 Some(("sockuser", "sockpw")),
-                "",
+                LOOPBACK_ALLOWED,
             ),
         ),
         (
@@ -45,7 +51,7 @@ async fn socks5_upstream_without_and_with_auth() {
                 "pw3",
                 &format!("socks5://{authed_addr}"),
                 Some(("sockuser", "nope")),
-                "",
+                LOOPBACK_ALLOWED,
             ),
         ),
     ];
@@ -89,7 +95,13 @@ async fn dante_as_a_second_socks5_upstream() {
     };
     let files = [(
         "a.yaml",
-        user_yaml("alice", "pw", &format!("socks5://{dante_addr}"), None, ""),
+        user_yaml(
+            "alice",
+            "pw",
+            &format!("socks5://{dante_addr}"),
+            None,
+            LOOPBACK_ALLOWED,
+        ),
     )];
     let p = Postern::standalone_with("dante-up", &files)
         .json_logs()
@@ -126,7 +138,7 @@ async fn http_connect_upstream_with_basic_auth() {
                 "pw",
                 &format!("http://{tiny_addr}"),
                 Some(("tpuser", "tppw")),
-                "",
+                LOOPBACK_ALLOWED,
             ),
         ),
         (
@@ -136,7 +148,7 @@ async fn http_connect_upstream_with_basic_auth() {
                 "pw2",
                 &format!("http://{tiny_addr}"),
                 Some(("tpuser", "wrong")),
-                "",
+                LOOPBACK_ALLOWED,
             ),
         ),
     ];
@@ -209,7 +221,7 @@ async fn https_upstream_is_verified_tls() {
             "pw",
             &format!("https://localhost:{}", front.port()),
             Some(("tpuser", "tppw")),
-            "",
+            LOOPBACK_ALLOWED,
         ),
     )];
     let target = http_target().await;
@@ -242,7 +254,7 @@ async fn https_upstream_is_verified_tls() {
         "pw3",
         &format!("https://localhost:{}", front.port()),
         Some(("tpuser", "tppw")),
-        "  upstreamCaSecretRef: {name: carol-ca}\n",
+        &(LOOPBACK_ALLOWED.to_string() + "  upstreamCaSecretRef: {name: carol-ca}\n"),
     );
     let carol_ca = format!(
         "apiVersion: v1\nkind: Secret\nmetadata: {{name: carol-ca}}\nstringData:\n  ca.crt: {}\n",
@@ -276,15 +288,33 @@ async fn dead_and_silent_upstreams_give_502_and_504() {
     let files = [
         (
             "a.yaml",
-            user_yaml("silent-socks", "pw", &format!("socks5://{hole}"), None, ""),
+            user_yaml(
+                "silent-socks",
+                "pw",
+                &format!("socks5://{hole}"),
+                None,
+                LOOPBACK_ALLOWED,
+            ),
         ),
         (
             "b.yaml",
-            user_yaml("silent-http", "pw", &format!("http://{hole}"), None, ""),
+            user_yaml(
+                "silent-http",
+                "pw",
+                &format!("http://{hole}"),
+                None,
+                LOOPBACK_ALLOWED,
+            ),
         ),
         (
             "c.yaml",
-            user_yaml("dead", "pw", &format!("socks5://{closed}"), None, ""),
+            user_yaml(
+                "dead",
+                "pw",
+                &format!("socks5://{closed}"),
+                None,
+                LOOPBACK_ALLOWED,
+            ),
         ),
     ];
     let p = Postern::standalone_with("dead-up", &files)

@@ -216,3 +216,89 @@ async fn a_configmap_style_symlink_swap_is_applied() {
         .await;
     assert_eq!(v2, expected_version(&gen2));
 }
+
+/// `n` small OAuthClient documents in one text.
+fn many_clients(prefix: &str, n: usize) -> String {
+    (0..n)
+        .map(|i| {
+            format!(
+                "apiVersion: postern.io/v1alpha1\nkind: OAuthClient\nmetadata: {{name: {prefix}-{i}}}\n\
+                 spec: {{redirectUris: [\"https://app.example.com/cb\"], grantTypes: [authorization_code]}}\n"
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("---\n")
+}
+
+#[tokio::test]
+async fn a_folder_over_its_bounds_is_refused_whole_and_costs_little() {
+    let dir = Manifests::example("bounded").path().to_path_buf();
+    let p = Postern::standalone(&dir)
+        .args(["--manifests-max-bytes", "4000000"])
+        .args(["--manifests-max-documents", "2000"])
+        .start()
+        .await;
+    let v1 = p.snapshot_until("a snapshot", PATIENCE, version).await;
+    let pid = p.pid();
+    let rss_before = postern_harness::memory::rss_kib(pid).expect("rss");
+
+    // 50 MB of small manifests, in 50 files: over the byte bound, refused
+    // before a byte of it is parsed.
+    let file = many_clients("flood", 6_000);
+    assert!(file.len() > 1_000_000);
+    let mut written = 0;
+    for n in 0..50 {
+        std::fs::write(dir.join(format!("flood-{n}.yaml")), &file).expect("write");
+        written += file.len();
+    }
+    assert!(written > 50_000_000);
+    let error = p
+        .snapshot_until("lastError", PATIENCE, |v| {
+            v["lastError"].is_object().then(|| v["lastError"].clone())
+        })
+        .await;
+    let message = error["message"].as_str().unwrap_or_default();
+    assert!(message.contains("--manifests-max-bytes"), "{error}");
+    assert_eq!(version(&p.snapshot().await), Some(v1.clone()));
+    let peak = postern_harness::memory::peak_rss_kib(pid).expect("peak");
+    assert!(
+        peak < rss_before + 64 * 1024,
+        "peak RSS {peak} KiB against {rss_before} KiB before the flood"
+    );
+    for n in 0..50 {
+        std::fs::remove_file(dir.join(format!("flood-{n}.yaml"))).expect("remove");
+    }
+    p.snapshot_until("lastError cleared", PATIENCE, |v| {
+        v["lastError"].is_null().then_some(())
+    })
+    .await;
+
+    // Under the byte bound but over the document bound: refused too,
+    // naming the flag, and the last good snapshot still serves.
+    std::fs::write(dir.join("many.yaml"), many_clients("many", 2_500)).expect("write");
+    let error = p
+        .snapshot_until("lastError", PATIENCE, |v| {
+            v["lastError"].is_object().then(|| v["lastError"].clone())
+        })
+        .await;
+    assert!(
+        error["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("--manifests-max-documents")),
+        "{error}"
+    );
+    assert_eq!(version(&p.snapshot().await), Some(v1));
+    // Within both bounds: applied.
+    std::fs::write(dir.join("many.yaml"), many_clients("many", 500)).expect("write");
+    let view = p
+        .snapshot_until("the bounded folder applied", PATIENCE, |v| {
+            v["lastError"].is_null().then(|| v.clone())
+        })
+        .await;
+    assert!(
+        view["summary"]["oauthClients"]
+            .as_u64()
+            .is_some_and(|n| n > 500),
+        "{view}"
+    );
+}

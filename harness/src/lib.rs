@@ -36,7 +36,8 @@ pub use curl::{Curl, curl, curl_blocking, fetch};
 pub use dirs::{binary, closed_port, free_addr, free_port, in_ci, loopback, repo_root, tmp_dir};
 pub use http::{HttpResponse, call, http_get, raw, request};
 pub use manifests::{
-    Manifests, documents, indent, prefix_route_yaml, target_yaml, tls_secret, user_yaml,
+    LOOPBACK_ALLOWED, Manifests, documents, indent, prefix_route_yaml, target_yaml, tls_secret,
+    user_yaml,
 };
 pub use operator::{Operator, OperatorBuilder};
 pub use peers::{peer, python_with};

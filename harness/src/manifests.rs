@@ -76,6 +76,11 @@ impl Manifests {
     }
 }
 
+/// A `spec_extra` for [`user_yaml`]: the user may reach loopback (the
+/// tests' targets and peers listen there), which every user is denied by
+/// default. The gateway's own ports stay denied.
+pub const LOOPBACK_ALLOWED: &str = "  allowInternalNetworks: [\"127.0.0.0/8\", \"::1\"]\n";
+
 /// A Secret with the user's password and a UserUpstream. `spec_extra` is
 /// appended to the spec (two-space indented YAML lines).
 pub fn user_yaml(

@@ -23,6 +23,8 @@ const TAIL: usize = 200;
 pub struct Launch {
     name: String,
     program: PathBuf,
+    /// A command that runs the program (`prlimit ... --`), if any.
+    wrapper: Vec<OsString>,
     args: Vec<OsString>,
     envs: Vec<(OsString, Option<OsString>)>,
     dir: PathBuf,
@@ -37,6 +39,7 @@ impl Launch {
         Launch {
             name: name.into(),
             program: program.into(),
+            wrapper: Vec::new(),
             args: Vec::new(),
             envs: Vec::new(),
             log: dir.join("log"),
@@ -54,6 +57,17 @@ impl Launch {
     /// Another program, same arguments (`$POSTERN_BIN` in benchmarks).
     pub fn program(mut self, program: impl Into<PathBuf>) -> Launch {
         self.program = program.into();
+        self
+    }
+
+    /// Runs the program through `wrapper` (its words, then the program and
+    /// its arguments), as `prlimit --nofile=N:N --` does.
+    pub fn wrapped<I, S>(mut self, wrapper: I) -> Launch
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.wrapper = wrapper.into_iter().map(|w| w.as_ref().into()).collect();
         self
     }
 
@@ -111,7 +125,14 @@ impl Launch {
         let file = std::fs::File::create(&self.log)
             .unwrap_or_else(|e| panic!("log file {}: {e}", self.log.display()));
         let err = file.try_clone().unwrap_or_else(|e| panic!("log file: {e}"));
-        let mut command = Command::new(&self.program);
+        let mut command = match self.wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut command = Command::new(first);
+                command.args(rest).arg(&self.program);
+                command
+            }
+            None => Command::new(&self.program),
+        };
         command
             .args(&self.args)
             .stdin(Stdio::null())

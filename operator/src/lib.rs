@@ -173,6 +173,7 @@ pub async fn run_with(config: Config, client: Client, shutdown: CancellationToke
         client.clone(),
         config.upstream_api_namespace.clone(),
         config.namespace.clone(),
+        index.clone(),
     );
     let admin = Admin {
         metrics: metrics.clone(),

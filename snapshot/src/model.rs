@@ -300,6 +300,11 @@ pub struct ProxyUser {
     pub password: PasswordHash,
     pub upstream: Upstream,
     pub destinations: DestinationRules,
+    /// CIDRs (normalised, e.g. `127.0.0.0/8`) punched into the data plane's
+    /// default deny of internal networks for this user. Defaulted so a data
+    /// plane reads snapshots of an operator that predates it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_internal_networks: Vec<String>,
     pub max_connections: Option<u32>,
     /// Changes whenever the password, upstream or its credentials change:
     /// the data plane cuts the user's open tunnels when it does.

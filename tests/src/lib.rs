@@ -8,16 +8,25 @@
 //! Without the rig a test prints why it skips and passes, except under
 //! `CI=true`, where a missing part fails the test: CI never skips silently.
 //!
+//! The fault tests (`tests/faults.rs`, `tests/faults_apiserver.rs`) add a
+//! [`relay::Relay`] between data planes and the operator (to switch
+//! operators and cut the sync stream) and a private, restartable
+//! [`apiserver::Apiserver`] on the rig's etcd, so no fault reaches a test
+//! running beside them.
+//!
 //! Each test works in its own namespace ([`TestNamespace`]) and starts the
 //! operator with `--namespace` and `--lease-namespace` set to it, so tests
 //! running in parallel neither see each other's objects nor compete for
 //! one Lease.
 
+pub mod apiserver;
 pub mod crds;
 pub mod namespace;
 pub mod process;
+pub mod relay;
 pub mod resources;
 pub mod rig;
+pub mod serving;
 pub mod spine;
 
 pub use crds::install_crds;

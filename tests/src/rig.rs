@@ -63,6 +63,14 @@ impl Rig {
         &self.kubeconfig
     }
 
+    /// The same rig with another API server in place of its own (a
+    /// private one a test runs on the rig's etcd, see [`crate::apiserver`]).
+    pub fn with_kubeconfig(&self, kubeconfig: PathBuf) -> Rig {
+        let mut env = self.env.clone();
+        env.insert("KUBECONFIG".into(), kubeconfig.display().to_string());
+        Rig { env, kubeconfig }
+    }
+
     /// A client for the rig's API server. Built from the file, never from
     /// the process environment: tests run in parallel threads.
     pub async fn client(&self) -> Client {

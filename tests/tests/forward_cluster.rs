@@ -32,6 +32,8 @@ async fn users_are_served_and_a_rotation_cuts_only_that_users_tunnels() {
                     "user": user,
                     "passwordSecretRef": {"name": format!("{user}-pw"), "key": "password"},
                     "upstream": "direct://",
+                    // The targets are on loopback, which users are denied by default.
+                    "allowInternalNetworks": ["127.0.0.0/8"],
                 }}),
             )
             .await;
@@ -54,6 +56,20 @@ async fn users_are_served_and_a_rotation_cuts_only_that_users_tunnels() {
         err.contains("upstreamCaSecretRef applies only to https://"),
         "{err}"
     );
+    // The schema refuses what is no network at all.
+    let refused = create(
+        &spine.client,
+        ns,
+        json!({"kind": "UserUpstream", "metadata": {"name": "dave"}, "spec": {
+            "user": "dave",
+            "passwordSecretRef": {"name": "alice-pw"},
+            "upstream": "direct://",
+            "allowInternalNetworks": ["localhost"],
+        }}),
+    )
+    .await;
+    let err = refused.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(err.contains("allowInternalNetworks"), "{err}");
 
     let dp = spine.dataplane();
     let target = text_target(|_| "hello".to_string()).await;

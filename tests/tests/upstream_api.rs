@@ -87,7 +87,9 @@ async fn the_operator_serves_the_upstreamgate_api() {
         .await;
     users_served(&spine, 2).await;
 
-    // A direct user is usable at once through the data plane.
+    // A direct user is served at once through the data plane: let past
+    // authentication, then refused the test's loopback target (users of
+    // this API get the default deny of internal networks).
     let carol = r#"{"user":"carol","password":"pw3","upstream":"direct://"}"#;
     assert_eq!(
         status(admin, "POST", "/upstream", Some(TOKEN), carol).await,
@@ -97,7 +99,7 @@ async fn the_operator_serves_the_upstreamgate_api() {
     let echo = echo_target().await;
     assert_eq!(
         connect_status(spine.dataplane().proxy, "carol", "pw3", echo).await,
-        200
+        403
     );
     assert_eq!(
         connect_status(spine.dataplane().proxy, "carol", "nope", echo).await,

@@ -6,13 +6,15 @@
 //! accepted or refused alike and gets the same object names, Secret keys,
 //! spec and listing.
 //!
-//! Nothing here does IO or knows about kube, compile or the snapshot; how
-//! the resources are stored, and who may call the API, is the server's
-//! business.
+//! Nothing here does IO or knows about kube or the snapshot; the compiler
+//! is asked only for its verdict on what would be written ([`check`]).
+//! How the resources are stored, and who may call the API, is the
+//! server's business.
 
 mod manifest;
 mod names;
 mod upstream;
+mod verdict;
 
 use postern_api::{LocalRef, SecretKeyRef, UserUpstreamSpec};
 use serde::{Deserialize, Serialize};
@@ -23,6 +25,7 @@ pub use names::{CREDENTIALS_SUFFIX, OBJECT_PREFIX, credentials_name, object_name
 /// (`DELETE /upstream/{user}`).
 pub use postern_api::user_name;
 pub use upstream::{DIRECT, public_upstream, stored_upstream};
+pub use verdict::{Refusal, check};
 
 /// `POST /upstream`: the body UpstreamGate's scripts send.
 #[derive(Clone, Debug, Deserialize)]

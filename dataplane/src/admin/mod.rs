@@ -8,13 +8,14 @@ mod view;
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -23,6 +24,8 @@ use futures::future::BoxFuture;
 use crate::Result;
 use crate::feature::Feature;
 use crate::listeners::{Listener, Listeners};
+use crate::net::admission::Admission;
+use crate::net::{Acceptor, Caps, Connections};
 use crate::runtime::Runtime;
 use crate::upstreamgate::UpstreamApi;
 
@@ -35,13 +38,29 @@ const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=
 pub struct Admin {
     runtime: Arc<Runtime>,
     upstream_api: Arc<UpstreamApi>,
+    admission: Admission,
 }
 
+/// The admin listener's own caps, outside the traffic budget: probes and
+/// scrapes keep answering when the traffic listeners are full.
+const ADMIN_CAPS: Caps = Caps {
+    per_listener: 256,
+    per_client: 64,
+};
+/// A request head, or the next one on a kept-alive connection, must arrive
+/// within this: idle admin connections cannot hold the listener's places.
+const ADMIN_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
 impl Admin {
-    pub fn new(runtime: Arc<Runtime>, upstream_api: Arc<UpstreamApi>) -> Self {
+    pub fn new(
+        runtime: Arc<Runtime>,
+        upstream_api: Arc<UpstreamApi>,
+        connections: &Arc<Connections>,
+    ) -> Self {
         Admin {
             runtime,
             upstream_api,
+            admission: connections.listener("admin", ADMIN_CAPS, false),
         }
     }
 }
@@ -66,6 +85,7 @@ impl Feature for Admin {
                 listener,
                 self.runtime.clone(),
                 self.upstream_api.clone(),
+                self.admission.clone(),
                 shutdown,
             )
             .await
@@ -78,22 +98,12 @@ pub async fn serve(
     listener: TcpListener,
     runtime: Arc<Runtime>,
     upstream_api: Arc<UpstreamApi>,
+    admission: Admission,
     shutdown: CancellationToken,
 ) -> Result<()> {
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                // Out of file descriptors, a connection reset before accept:
-                // none of it is fatal, so pause and keep serving.
-                Err(e) => {
-                    tracing::warn!(error = %e, "admin accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = shutdown.cancelled() => return Ok(()),
-        };
+    let mut acceptor = Acceptor::new(listener, admission);
+    while let Some(accepted) = acceptor.next(&shutdown).await {
+        let (stream, peer, permit) = (accepted.stream, accepted.peer, accepted.permit);
         let (runtime, api) = (runtime.clone(), upstream_api.clone());
         let service = service_fn(move |req: Request<Incoming>| {
             let (runtime, api) = (runtime.clone(), api.clone());
@@ -107,12 +117,16 @@ pub async fn serve(
         });
         tokio::spawn(async move {
             let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(ADMIN_HEADER_TIMEOUT)
                 .serve_connection(TokioIo::new(stream), service);
             if let Err(e) = conn.await {
                 tracing::debug!(%peer, error = %e, "admin connection ended");
             }
+            drop(permit);
         });
     }
+    Ok(())
 }
 
 /// Routes one admin request.

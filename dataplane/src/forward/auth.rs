@@ -78,6 +78,7 @@ mod tests {
                 password: PasswordHash::new("salt", b"s3cret:with:colons"),
                 upstream: Upstream::Direct,
                 destinations: DestinationRules::default(),
+                allow_internal_networks: Vec::new(),
                 max_connections: None,
                 revision: "r1".into(),
             }],

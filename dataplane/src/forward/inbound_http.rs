@@ -24,6 +24,8 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use subtle::ConstantTimeEq;
 use tokio::net::TcpStream;
 
+use crate::net::admission::Permit;
+
 use super::auth::{self, Presented};
 use super::errors::ForwardError;
 use super::relay::{self, Bytes as Counters, Outcome, Watch};
@@ -36,21 +38,19 @@ use super::{Admitted, Forward};
 /// The last credentials this connection proved, and whose they were.
 type AuthCache = Arc<Mutex<Option<(HeaderValue, Arc<UserEntry>)>>>;
 
-/// Serves one client connection until it closes or the proxy shuts down.
-pub async fn serve(fwd: Arc<Forward>, tcp: TcpStream, peer: SocketAddr) {
+/// Serves one client connection until it closes or the proxy shuts down;
+/// its `permit` is held as long, and by a tunnel it opens.
+pub async fn serve(fwd: Arc<Forward>, tcp: TcpStream, peer: SocketAddr, permit: Permit) {
     let cache: AuthCache = Arc::default();
+    let permit = Arc::new(permit);
     let service = {
         let fwd = fwd.clone();
         hyper::service::service_fn(move |req| {
-            let (fwd, cache) = (fwd.clone(), cache.clone());
-            async move { Ok::<_, Infallible>(handle(&fwd, req, &cache).await) }
+            let (fwd, cache, permit) = (fwd.clone(), cache.clone(), permit.clone());
+            async move { Ok::<_, Infallible>(handle(&fwd, req, &cache, permit).await) }
         })
     };
-    let config = fwd.config();
-    let conn = hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(config.handshake_timeout)
-        .max_buf_size(config.max_header_bytes)
+    let conn = http1(fwd.config())
         .serve_connection(TokioIo::new(tcp), service)
         .with_upgrades();
     tokio::pin!(conn);
@@ -66,7 +66,22 @@ pub async fn serve(fwd: Arc<Forward>, tcp: TcpStream, peer: SocketAddr) {
     }
 }
 
-async fn handle(fwd: &Arc<Forward>, req: Request<Incoming>, cache: &AuthCache) -> Response<Body> {
+/// The HTTP/1 server of the proxy port: head timeout and size limit.
+pub(crate) fn http1(config: &super::ForwardConfig) -> hyper::server::conn::http1::Builder {
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.handshake_timeout)
+        .max_buf_size(config.max_header_bytes);
+    builder
+}
+
+async fn handle(
+    fwd: &Arc<Forward>,
+    req: Request<Incoming>,
+    cache: &AuthCache,
+    permit: Arc<Permit>,
+) -> Response<Body> {
     let inbound = if req.method() == Method::CONNECT {
         "connect"
     } else {
@@ -89,14 +104,14 @@ async fn handle(fwd: &Arc<Forward>, req: Request<Incoming>, cache: &AuthCache) -
         *lock(cache) = Some((value.clone(), admitted.user.clone()));
     }
     if inbound == "connect" {
-        open_tunnel(fwd, req, admitted, target).await
+        open_tunnel(fwd, req, admitted, target, permit).await
     } else {
         super::plain::forward(fwd, req, admitted, target).await
     }
 }
 
 /// The CONNECT authority, or the host of an `http://` absolute-form URI.
-fn request_target(req: &Request<Incoming>) -> Result<Target, ForwardError> {
+pub(crate) fn request_target<B>(req: &Request<B>) -> Result<Target, ForwardError> {
     let uri = req.uri();
     let authority = uri.authority().map(|a| a.as_str());
     if req.method() == Method::CONNECT {
@@ -145,6 +160,7 @@ async fn open_tunnel(
     mut req: Request<Incoming>,
     admitted: Admitted,
     target: Target,
+    permit: Arc<Permit>,
 ) -> Response<Body> {
     let upstream = match fwd.dial(&admitted, &target).await {
         Ok(s) => s,
@@ -154,7 +170,15 @@ async fn open_tunnel(
     let record = fwd.record("connect", &admitted, &target);
     let fwd = fwd.clone();
     tokio::spawn(async move {
-        let Admitted { user, lease, .. } = admitted;
+        // Named, so the block takes them whole: the tunnel holds the client's
+        // place and its upstream descriptor until it ends.
+        let _permit = permit;
+        let Admitted {
+            user,
+            lease,
+            _descriptor: descriptor,
+            ..
+        } = admitted;
         let bytes = Counters::default();
         let outcome = match on_upgrade.await {
             Ok(upgraded) => {
@@ -176,6 +200,7 @@ async fn open_tunnel(
             Err(e) => Outcome::Failed(format!("upgrade failed: {e}")),
         };
         fwd.finish(&record, &outcome, &bytes, lease);
+        drop(descriptor);
     });
     let mut resp = Response::new(empty());
     *resp.status_mut() = StatusCode::OK;

@@ -7,8 +7,10 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+use crate::net::admission::Permit;
 
 use super::Forward;
 use super::auth::Presented;
@@ -26,15 +28,16 @@ const REPLY_COMMAND: u8 = 7;
 const REPLY_ADDRESS_TYPE: u8 = 8;
 
 /// Why a handshake stopped before a request could be answered.
-enum Stop {
+pub(crate) enum Stop {
     /// The client is not speaking SOCKS5, went away or took too long.
     Gone,
     /// Refused with this reply code already sent.
     Replied(ForwardError),
 }
 
-/// Serves one client connection.
-pub async fn serve(fwd: Arc<Forward>, mut tcp: TcpStream, peer: SocketAddr) {
+/// Serves one client connection, holding its `permit` until it closes.
+pub async fn serve(fwd: Arc<Forward>, mut tcp: TcpStream, peer: SocketAddr, permit: Permit) {
+    let _permit = permit;
     let handshake = tokio::time::timeout(fwd.config().handshake_timeout, handshake(&fwd, &mut tcp));
     let (presented, user, target) = match handshake.await {
         Ok(Ok(found)) => found,
@@ -78,10 +81,11 @@ pub async fn serve(fwd: Arc<Forward>, mut tcp: TcpStream, peer: SocketAddr) {
 }
 
 /// Greeting, RFC 1929 sub-negotiation and the request: the credentials, their
-/// user and the destination.
-async fn handshake(
+/// user and the destination. Generic over the stream so that the fuzzing
+/// surface ([`crate::fuzzing`]) drives it from memory.
+pub(crate) async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     fwd: &Forward,
-    tcp: &mut TcpStream,
+    tcp: &mut S,
 ) -> Result<(Presented, Arc<super::table::UserEntry>, Target), Stop> {
     let gone = |_| Stop::Gone;
     let [version, n] = read_array(tcp).await.map_err(gone)?;
@@ -110,7 +114,7 @@ async fn handshake(
 }
 
 /// RFC 1929: VER=1, ULEN, UNAME, PLEN, PASSWD.
-async fn read_credentials(tcp: &mut TcpStream) -> std::io::Result<Presented> {
+async fn read_credentials<S: AsyncRead + Unpin>(tcp: &mut S) -> std::io::Result<Presented> {
     let [_version, ulen] = read_array(tcp).await?;
     let user = read_vec(tcp, ulen as usize).await?;
     let [plen] = read_array(tcp).await?;
@@ -123,7 +127,7 @@ async fn read_credentials(tcp: &mut TcpStream) -> std::io::Result<Presented> {
 }
 
 /// VER, CMD, RSV, ATYP, DST.ADDR, DST.PORT; CONNECT only.
-async fn read_request(tcp: &mut TcpStream) -> Result<Target, Stop> {
+async fn read_request<S: AsyncRead + AsyncWrite + Unpin>(tcp: &mut S) -> Result<Target, Stop> {
     let gone = |_| Stop::Gone;
     let [version, cmd, _rsv, atyp] = read_array(tcp).await.map_err(gone)?;
     if version != VERSION {
@@ -131,10 +135,10 @@ async fn read_request(tcp: &mut TcpStream) -> Result<Target, Stop> {
     }
     let host = match atyp {
         1 => Some(Host::Ip(IpAddr::V4(Ipv4Addr::from(
-            read_array::<4>(tcp).await.map_err(gone)?,
+            read_array::<4, _>(tcp).await.map_err(gone)?,
         )))),
         4 => Some(Host::Ip(IpAddr::V6(Ipv6Addr::from(
-            read_array::<16>(tcp).await.map_err(gone)?,
+            read_array::<16, _>(tcp).await.map_err(gone)?,
         )))),
         3 => {
             let [len] = read_array(tcp).await.map_err(gone)?;
@@ -171,18 +175,18 @@ async fn refuse(fwd: &Forward, tcp: &mut TcpStream, user: &str, dest: &str, e: F
 }
 
 /// A reply with an unspecified bound address.
-async fn reply(tcp: &mut TcpStream, code: u8) -> std::io::Result<()> {
+async fn reply<S: AsyncWrite + Unpin>(tcp: &mut S, code: u8) -> std::io::Result<()> {
     tcp.write_all(&[VERSION, code, 0, 1, 0, 0, 0, 0, 0, 0])
         .await
 }
 
-async fn read_array<const N: usize>(tcp: &mut TcpStream) -> std::io::Result<[u8; N]> {
+async fn read_array<const N: usize, S: AsyncRead + Unpin>(tcp: &mut S) -> std::io::Result<[u8; N]> {
     let mut buf = [0u8; N];
     tcp.read_exact(&mut buf).await?;
     Ok(buf)
 }
 
-async fn read_vec(tcp: &mut TcpStream, n: usize) -> std::io::Result<Vec<u8>> {
+async fn read_vec<S: AsyncRead + Unpin>(tcp: &mut S, n: usize) -> std::io::Result<Vec<u8>> {
     let mut buf = vec![0u8; n];
     tcp.read_exact(&mut buf).await?;
     Ok(buf)

@@ -6,9 +6,11 @@
 //! before its client names the destination):
 //! 1. parse the destination ([`target`]) — 400 when it is not one;
 //! 2. authenticate ([`auth`]) — 407; one SHA-256 per connection;
-//! 3. judge the destination against the user's rules ([`rules`]) — 403;
+//! 3. judge the destination against the user's rules ([`rules`]) and the
+//!    gateway's [`guard`] (loopback, link-local, the gateway itself) — 403;
 //! 4. admit into the per-user [`registry`] — 429 at `maxConnections`;
-//! 5. open the stream through the upstream ([`upstream`]) — 502/504;
+//! 5. open the stream through the upstream ([`upstream`]), every address
+//!    judged again as it is dialled — 403/502/504;
 //! 6. relay bytes until done, cut, idle or shutdown ([`relay`]), then
 //!    log one line and settle the metrics.
 //!
@@ -20,8 +22,9 @@
 
 pub mod auth;
 pub mod errors;
-mod inbound_http;
-mod inbound_socks;
+pub mod guard;
+pub(crate) mod inbound_http;
+pub(crate) mod inbound_socks;
 pub mod metrics;
 mod plain;
 pub mod registry;
@@ -44,6 +47,8 @@ use futures::future::BoxFuture;
 
 use crate::feature::Feature;
 use crate::listeners::{Listener, Listeners};
+use crate::net::admission::{Admission, Permit, Slot};
+use crate::net::{Acceptor, Caps, Connections};
 use auth::Presented;
 use errors::{ConfigError, ForwardError};
 use metrics::ForwardMetrics;
@@ -67,6 +72,9 @@ pub struct ForwardConfig {
     pub max_header_bytes: usize,
     /// Extra CA certificates (PEM) trusted for `https://` upstreams.
     pub upstream_ca_files: Vec<PathBuf>,
+    /// Networks no user reaches unless its `allowInternalNetworks` says so,
+    /// besides loopback, unspecified and link-local ([`guard`]).
+    pub deny_cidrs: Vec<ipnet::IpNet>,
 }
 
 impl Default for ForwardConfig {
@@ -77,6 +85,7 @@ impl Default for ForwardConfig {
             handshake_timeout: Duration::from_secs(30),
             max_header_bytes: 32 * 1024,
             upstream_ca_files: Vec::new(),
+            deny_cidrs: Vec::new(),
         }
     }
 }
@@ -88,6 +97,9 @@ pub struct Forward {
     dialer: upstream::Dialer,
     metrics: ForwardMetrics,
     shutdown: CancellationToken,
+    /// Admission of `--proxy-addr` and `--socks-addr`.
+    admission: [Admission; 2],
+    connections: Arc<Connections>,
 }
 
 /// A connection let in: its user, the rules' verdict and its registry lease.
@@ -95,13 +107,18 @@ pub(crate) struct Admitted {
     pub user: Arc<UserEntry>,
     pub verdict: NameVerdict,
     pub lease: Lease,
+    /// The upstream socket's descriptor, drawn from the process's budget.
+    pub _descriptor: Slot,
 }
 
 impl Forward {
-    /// Builds the proxy; `shutdown` stops its listeners and closes its tunnels.
+    /// Builds the proxy; `shutdown` stops its listeners and closes its
+    /// tunnels. Its listeners draw on `connections`' budget, within `caps`.
     pub fn new(
         mut config: ForwardConfig,
         shutdown: CancellationToken,
+        connections: &Arc<Connections>,
+        caps: Caps,
     ) -> Result<Arc<Forward>, ConfigError> {
         config.max_header_bytes = config.max_header_bytes.max(8192);
         Ok(Arc::new(Forward {
@@ -110,6 +127,11 @@ impl Forward {
             registry: Registry::default(),
             metrics: ForwardMetrics::default(),
             shutdown,
+            admission: [
+                connections.listener("proxy", caps, true),
+                connections.listener("socks", caps, true),
+            ],
+            connections: connections.clone(),
         }))
     }
 
@@ -135,42 +157,37 @@ impl Forward {
 
     /// Serves HTTP CONNECT and absolute-form HTTP until shutdown.
     async fn serve_http(self: Arc<Self>, listener: TcpListener) {
-        self.accept_loop(listener, "proxy", |fwd, tcp, peer| {
-            tokio::spawn(inbound_http::serve(fwd, tcp, peer));
-        })
-        .await;
+        let admission = self.admission[0].clone();
+        self.accept_loop(listener, admission, inbound_http::serve)
+            .await;
     }
 
     /// Serves SOCKS5 with username/password until shutdown.
     async fn serve_socks(self: Arc<Self>, listener: TcpListener) {
-        self.accept_loop(listener, "socks", |fwd, tcp, peer| {
-            tokio::spawn(inbound_socks::serve(fwd, tcp, peer));
-        })
-        .await;
+        let admission = self.admission[1].clone();
+        self.accept_loop(listener, admission, inbound_socks::serve)
+            .await;
     }
 
-    async fn accept_loop(
+    async fn accept_loop<F>(
         self: Arc<Self>,
         listener: TcpListener,
-        name: &'static str,
-        spawn: impl Fn(Arc<Forward>, tokio::net::TcpStream, std::net::SocketAddr),
-    ) {
-        loop {
-            let accepted = tokio::select! {
-                a = listener.accept() => a,
-                () = self.shutdown.cancelled() => return,
-            };
-            match accepted {
-                Ok((tcp, peer)) => {
-                    let _ = tcp.set_nodelay(true);
-                    spawn(self.clone(), tcp, peer);
-                }
-                Err(e) => {
-                    // Out of file descriptors and the like: back off, don't spin.
-                    tracing::warn!(listener = name, error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
+        admission: Admission,
+        serve: impl Fn(Arc<Forward>, tokio::net::TcpStream, std::net::SocketAddr, Permit) -> F,
+    ) where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let mut acceptor = Acceptor::new(listener, admission);
+        while let Some(accepted) = acceptor.next(&self.shutdown).await {
+            let _ = accepted.stream.set_nodelay(true);
+            // The permit goes with the connection, and on into a tunnel
+            // that outlives the HTTP exchange that opened it.
+            tokio::spawn(serve(
+                self.clone(),
+                accepted.stream,
+                accepted.peer,
+                accepted.permit,
+            ));
         }
     }
 
@@ -193,6 +210,10 @@ impl Forward {
         for _ in 0..3 {
             let direct = matches!(user.upstream, Upstream::Direct);
             let verdict = user.rules.check(target, direct)?;
+            self.dialer
+                .guard()
+                .judge_named(target, &user.internal_allow, direct)
+                .map_err(|reason| ForwardError::guarded(target, None, reason))?;
             let active = self
                 .metrics
                 .active
@@ -200,6 +221,9 @@ impl Forward {
                 .clone();
             match self.registry.open(&user, active) {
                 Ok(lease) => {
+                    let Some(descriptor) = self.connections.extra("proxy") else {
+                        return Err(ForwardError::Capacity);
+                    };
                     self.metrics
                         .registry_users
                         .set(self.registry.slot_count() as i64);
@@ -207,6 +231,7 @@ impl Forward {
                         user,
                         verdict,
                         lease,
+                        _descriptor: descriptor,
                     });
                 }
                 Err(OpenError::Limit(n)) => return Err(ForwardError::Limit(n)),
@@ -252,7 +277,7 @@ impl Forward {
                 inbound,
                 destination,
                 outcome = err.metric_label(),
-                error = %err,
+                error = %err.log_detail(),
                 "tunnel refused"
             );
         } else {
@@ -262,7 +287,7 @@ impl Forward {
                 user,
                 destination,
                 outcome = err.metric_label(),
-                error = %err,
+                error = %err.log_detail(),
                 "tunnel refused"
             );
         }
@@ -339,6 +364,9 @@ impl Feature for Forward {
         _shutdown: CancellationToken,
     ) -> BoxFuture<'static, crate::Result<()>> {
         Box::pin(async move {
+            self.dialer
+                .guard()
+                .set_listeners(listeners.every_bound().to_vec());
             let proxy = listeners.take(Listener::Proxy)?;
             let socks = listeners.take(Listener::Socks)?;
             // Both loops end on the token given to `Forward::new`, which

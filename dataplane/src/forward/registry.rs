@@ -169,6 +169,7 @@ mod tests {
             password: PasswordHash::new("s", b"pw"),
             upstream: Upstream::Direct,
             destinations: DestinationRules::default(),
+            allow_internal_networks: Vec::new(),
             max_connections: max,
             revision: revision.into(),
         }

@@ -6,10 +6,12 @@
 //! of characters, case-insensitively. Deny wins over allow; an empty allow
 //! list allows everything not denied.
 //!
-//! Link-local and cloud metadata destinations (169.254.0.0/16, fe80::/10,
-//! fd00:ec2::254, `metadata.google.internal`) are denied unless an allow rule
-//! names them explicitly: a CIDR inside those ranges or the exact address or
-//! name, not a wildcard.
+//! Cloud metadata names (`metadata.google.internal`) are denied unless an
+//! allow rule names them exactly, not by a wildcard. Addresses no user
+//! reaches by default (loopback, link-local, the gateway itself) are the
+//! [`super::guard`]'s to judge; an allow CIDR wholly inside link-local
+//! (`169.254.169.254`) still exempts the user there, as it always has
+//! ([`Rules::link_local_allows`]).
 //!
 //! Checking runs in two stages. [`Rules::check`] judges the destination as
 //! the client named it. When we resolve the name ourselves (`direct`),
@@ -23,6 +25,7 @@ use ipnet::IpNet;
 use postern_snapshot::DestinationRules;
 
 use super::errors::ForwardError;
+use super::guard::is_link_local;
 use super::target::{Host, Target};
 
 /// Names denied unless allowed by exact name.
@@ -68,10 +71,8 @@ impl Rules {
         if self.deny.iter().any(|r| r.matches(target)) {
             return denied();
         }
-        let sensitive = match &target.host {
-            Host::Ip(ip) => is_sensitive(ip.to_canonical()),
-            Host::Name(n) => SENSITIVE_NAMES.contains(&n.as_str()),
-        };
+        let sensitive =
+            matches!(&target.host, Host::Name(n) if SENSITIVE_NAMES.contains(&n.as_str()));
         if sensitive && !self.explicitly_allows(target) {
             return denied();
         }
@@ -95,9 +96,6 @@ impl Rules {
         if self.deny.iter().any(|r| r.matches(&as_target)) {
             return false;
         }
-        if is_sensitive(ip) && !self.explicitly_allows(&as_target) {
-            return false;
-        }
         verdict.allowed_by_name
             || self
                 .allow
@@ -107,17 +105,25 @@ impl Rules {
 
     /// An allow rule naming this sensitive destination without a wildcard.
     fn explicitly_allows(&self, target: &Target) -> bool {
-        self.allow.iter().any(|rule| match (rule, &target.host) {
-            (Rule::Net(net), Host::Ip(ip)) => {
-                let ip = ip.to_canonical();
-                net.contains(&ip) && is_sensitive_net(net)
-            }
-            (Rule::HostPort { host, port }, _) => {
+        self.allow.iter().any(|rule| match rule {
+            Rule::HostPort { host, port } => {
                 !host.contains('*')
                     && *host == target.host_str()
                     && port.is_none_or(|p| p == target.port)
             }
-            _ => false,
+            Rule::Net(_) => false,
+        })
+    }
+
+    /// Allow CIDRs wholly inside link-local (metadata) space: they exempt
+    /// the user from the guard's link-local deny, as `allowInternalNetworks`
+    /// does.
+    pub fn link_local_allows(&self) -> impl Iterator<Item = IpNet> + '_ {
+        self.allow.iter().filter_map(|rule| match rule {
+            Rule::Net(net) if is_link_local(net.network()) && is_link_local(net.broadcast()) => {
+                Some(*net)
+            }
+            _ => None,
         })
     }
 }
@@ -163,22 +169,6 @@ impl Rule {
             }
         }
     }
-}
-
-/// Link-local and cloud metadata addresses.
-fn is_sensitive(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => v4.is_link_local(),
-        IpAddr::V6(v6) => {
-            (v6.segments()[0] & 0xffc0) == 0xfe80
-                || v6 == std::net::Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254)
-        }
-    }
-}
-
-/// A network wholly inside the sensitive ranges.
-fn is_sensitive_net(net: &IpNet) -> bool {
-    is_sensitive(net.network()) && is_sensitive(net.broadcast())
 }
 
 /// `*` matches any run of bytes (dots included); everything else literally.
@@ -228,17 +218,11 @@ mod tests {
     }
 
     #[test]
-    fn empty_rules_allow_all_but_metadata() {
+    fn empty_rules_allow_all_but_metadata_names() {
         let r = Rules::default();
         assert!(r.check(&t("example.com:443"), false).is_ok());
         assert!(r.check(&t("10.1.2.3:22"), false).is_ok());
-        for bad in [
-            "169.254.169.254:80",
-            "[fd00:ec2::254]:80",
-            "[fe80::1]:80",
-            "[::ffff:169.254.1.1]:80",
-            "metadata.google.internal:80",
-        ] {
+        for bad in ["metadata.google.internal:80", "metadata.goog:80"] {
             assert!(
                 matches!(r.check(&t(bad), true), Err(ForwardError::Denied(_))),
                 "{bad}"
@@ -250,29 +234,27 @@ mod tests {
     fn metadata_needs_an_explicit_allow() {
         assert!(
             rules(&["*"], &[])
-                .check(&t("169.254.169.254:80"), false)
+                .check(&t("metadata.google.internal:80"), false)
                 .is_err()
-        );
-        assert!(
-            rules(&["0.0.0.0/0"], &[])
-                .check(&t("169.254.169.254:80"), false)
-                .is_err()
-        );
-        assert!(
-            rules(&["169.254.169.254"], &[])
-                .check(&t("169.254.169.254:80"), false)
-                .is_ok()
-        );
-        assert!(
-            rules(&["169.254.0.0/16"], &[])
-                .check(&t("169.254.169.254:80"), false)
-                .is_ok()
         );
         assert!(
             rules(&["metadata.google.internal:80"], &[])
                 .check(&t("metadata.google.internal:80"), false)
                 .is_ok()
         );
+        // Link-local allow CIDRs exempt the user from the guard; wider ones do not.
+        let exempt = |allow: &[&str]| -> Vec<String> {
+            rules(allow, &[])
+                .link_local_allows()
+                .map(|n| n.to_string())
+                .collect()
+        };
+        assert_eq!(exempt(&["169.254.169.254"]), ["169.254.169.254/32"]);
+        assert_eq!(
+            exempt(&["169.254.0.0/16", "fe80::/10"]),
+            ["169.254.0.0/16", "fe80::/10"]
+        );
+        assert!(exempt(&["0.0.0.0/0", "*", "10.0.0.0/8"]).is_empty());
     }
 
     #[test]
@@ -292,7 +274,7 @@ mod tests {
         let r = rules(&[], &["127.0.0.0/8"]);
         let v = r.check(&t("localhost:80"), true).expect("name passes");
         assert!(!r.admits(v, "127.0.0.1".parse().expect("ip"), 80));
-        assert!(!r.admits(v, "169.254.169.254".parse().expect("ip"), 80));
+        assert!(!r.admits(v, "::ffff:127.0.0.1".parse().expect("ip"), 80));
         assert!(r.admits(v, "192.0.2.1".parse().expect("ip"), 80));
         // A CIDR allow admits a name whose address falls inside it, but only
         // when we resolve the name ourselves.

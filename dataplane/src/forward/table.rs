@@ -4,8 +4,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use ipnet::IpNet;
 use postern_snapshot::{PasswordHash, ProxyUser, Snapshot, Upstream};
 
+use super::guard::canonical_net;
 use super::rules::Rules;
 
 /// Every proxy user of one snapshot.
@@ -25,6 +27,9 @@ pub struct UserEntry {
     pub revision: String,
     pub upstream: Upstream,
     pub rules: Rules,
+    /// Holes in the guard's default deny: `allowInternalNetworks`, and the
+    /// link-local allow CIDRs of the destination rules.
+    pub internal_allow: Vec<IpNet>,
     pub max_connections: Option<u32>,
     pub(super) password: PasswordHash,
 }
@@ -53,12 +58,23 @@ impl Table {
 
 impl UserEntry {
     fn new(u: &ProxyUser) -> UserEntry {
+        let rules = Rules::compile(&u.destinations);
+        // Compile refused unparsable entries; one that slips through
+        // exempts nothing.
+        let internal_allow = u
+            .allow_internal_networks
+            .iter()
+            .filter_map(|n| n.parse::<IpNet>().ok())
+            .chain(rules.link_local_allows())
+            .map(canonical_net)
+            .collect();
         UserEntry {
             user: u.user.clone(),
             id: u.id.clone(),
             revision: u.revision.clone(),
             upstream: u.upstream.clone(),
-            rules: Rules::compile(&u.destinations),
+            rules,
+            internal_allow,
             max_connections: u.max_connections,
             password: u.password.clone(),
         }

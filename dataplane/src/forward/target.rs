@@ -60,11 +60,18 @@ impl Target {
 
 impl Host {
     /// An IP literal or a valid DNS name (lowercased); `None` otherwise.
+    /// The shorthand IPv4 forms resolvers accept (`127.1`, `2130706433`,
+    /// `0x7f.0.0.1`, `0177.0.0.1`) are IPs too, so that an upstream which
+    /// resolves them cannot be handed loopback as a "name"; all-numeric
+    /// names that are no IPv4 address (`1.2.3.4.5`) are refused.
     pub fn parse(text: &str) -> Option<Host> {
         if let Ok(ip) = text.parse::<IpAddr>() {
             return Some(Host::Ip(ip));
         }
         let name = text.strip_suffix('.').unwrap_or(text);
+        if !name.is_empty() && name.split('.').all(is_number_form) {
+            return shorthand_ipv4(name).map(|v4| Host::Ip(IpAddr::V4(v4)));
+        }
         let valid = !name.is_empty()
             && name.len() <= 253
             && name.split('.').all(|label| {
@@ -76,6 +83,49 @@ impl Host {
             });
         valid.then(|| Host::Name(name.to_ascii_lowercase()))
     }
+}
+
+/// A label `inet_aton` reads as a number: decimal, `0x` hex or `0` octal.
+fn is_number_form(label: &str) -> bool {
+    let lower = label.to_ascii_lowercase();
+    match lower.strip_prefix("0x") {
+        Some(hex) => hex.bytes().all(|b| b.is_ascii_hexdigit()),
+        None => !label.is_empty() && label.bytes().all(|b| b.is_ascii_digit()),
+    }
+}
+
+/// `a`, `a.b`, `a.b.c` or `a.b.c.d` as `inet_aton` reads them: the last part
+/// fills the remaining bytes.
+fn shorthand_ipv4(text: &str) -> Option<std::net::Ipv4Addr> {
+    let parts = text
+        .split('.')
+        .map(|p| {
+            let lower = p.to_ascii_lowercase();
+            if let Some(hex) = lower.strip_prefix("0x") {
+                if hex.is_empty() {
+                    return Some(0);
+                }
+                u32::from_str_radix(hex, 16).ok()
+            } else if p.len() > 1 && p.starts_with('0') {
+                u32::from_str_radix(&p[1..], 8).ok()
+            } else {
+                p.parse::<u32>().ok()
+            }
+        })
+        .collect::<Option<Vec<u32>>>()?;
+    let (last, leading) = parts.split_last()?;
+    if leading.len() > 3 || leading.iter().any(|&p| p > 255) {
+        return None;
+    }
+    let last_bytes = 4 - leading.len();
+    if last_bytes < 4 && *last >= 1 << (8 * last_bytes) {
+        return None;
+    }
+    let value = leading
+        .iter()
+        .enumerate()
+        .fold(*last, |acc, (i, &p)| acc | (p << (8 * (3 - i))));
+    Some(std::net::Ipv4Addr::from(value))
 }
 
 impl fmt::Display for Target {
@@ -100,6 +150,36 @@ mod tests {
         assert_eq!(t.to_string(), "[::1]:8080");
         let t = Target::parse("10.0.0.1", Some(80)).expect("valid");
         assert_eq!(t.to_string(), "10.0.0.1:80");
+    }
+
+    #[test]
+    fn shorthand_ipv4_is_an_ip() {
+        for (text, ip) in [
+            ("127.1", "127.0.0.1"),
+            ("2130706433", "127.0.0.1"),
+            ("0x7f.0.0.1", "127.0.0.1"),
+            ("0x7F000001", "127.0.0.1"),
+            ("0177.0.0.1", "127.0.0.1"),
+            ("127.0.1", "127.0.0.1"),
+            ("0", "0.0.0.0"),
+            ("169.254.43518", "169.254.169.254"),
+        ] {
+            let t = Target::parse(&format!("{text}:80"), None).expect(text);
+            assert_eq!(t.host, Host::Ip(ip.parse().expect("ip")), "{text}");
+        }
+        for bad in [
+            "1.2.3.4.5:80",
+            "256.1:80",
+            "4294967296:80",
+            "127.16777216:80",
+            "09:80",
+        ] {
+            assert!(Target::parse(bad, None).is_err(), "{bad}");
+        }
+        assert_eq!(
+            Target::parse("1.example:80", None).map(|t| t.host),
+            Ok(Host::Name("1.example".into()))
+        );
     }
 
     #[test]

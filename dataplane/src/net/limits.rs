@@ -32,6 +32,17 @@ pub fn raise_fd_limit() -> Option<(u64, u64)> {
     None
 }
 
+/// The soft `RLIMIT_NOFILE` now (`None`: unknown or unlimited).
+#[cfg(target_os = "linux")]
+pub fn fd_limit() -> Option<u64> {
+    rustix::process::getrlimit(rustix::process::Resource::Nofile).current
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn fd_limit() -> Option<u64> {
+    None
+}
+
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
     use rustix::process::{Resource, getrlimit};

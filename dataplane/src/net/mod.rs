@@ -1,12 +1,21 @@
 //! The IO toolbox every feature shares: a stream that replays bytes read
 //! ahead of it ([`Prefixed`]), the hop-by-hop header rules
 //! ([`strip_hop_by_hop`]), the canonical form of request paths
-//! ([`path::normalise`]) and the open-file limit ([`limits`]). Nothing here knows about snapshots or features.
+//! ([`path::normalise`]), the open-file limit ([`limits`]), and who may
+//! hold a connection ([`admission`]) taken by the one accept step every
+//! listener uses ([`Acceptor`]). Nothing here knows about snapshots or
+//! features.
 
+mod accept;
+pub mod admission;
 mod hop_by_hop;
 pub mod limits;
 pub mod path;
+#[cfg(test)]
+mod path_props;
 mod prefixed;
 
+pub use accept::{Accepted, Acceptor};
+pub use admission::{Caps, Connections};
 pub use hop_by_hop::strip_hop_by_hop;
 pub use prefixed::Prefixed;

@@ -167,7 +167,12 @@ async fn proxy<'t>(
     };
     // 6. response filter
     if let Some(on_client) = on_client_upgrade {
-        upgrade::splice(on_client, &mut response, &shared.metrics);
+        upgrade::splice(
+            on_client,
+            &mut response,
+            &shared.metrics,
+            conn.permit.clone(),
+        );
     }
     let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
     let (mut parts, body) = response.into_parts();

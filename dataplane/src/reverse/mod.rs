@@ -19,17 +19,21 @@ mod connector;
 mod errors;
 mod handler;
 mod headers;
+mod idle;
 mod listener;
 pub mod metrics;
 pub(crate) mod phases;
-mod proxy_protocol;
+pub(crate) mod proxy_protocol;
 pub(crate) mod router;
-mod tables;
+#[cfg(test)]
+mod router_props;
+pub(crate) mod tables;
 mod upgrade;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use ipnet::IpNet;
@@ -45,6 +49,8 @@ use postern_snapshot::Snapshot;
 
 use crate::feature::Feature;
 use crate::listeners::{Listener, Listeners};
+use crate::net::admission::{Admission, Permit};
+use crate::net::{Caps, Connections};
 pub(crate) use phases::Hooks;
 use proxy_protocol::Trusted;
 use tables::Live;
@@ -93,6 +99,18 @@ pub struct ReverseArgs {
         value_name = "PORT"
     )]
     pub https_redirect_port: u16,
+    /// A TLS handshake that takes longer is dropped.
+    #[arg(long, env = "POSTERN_TLS_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = crate::cli::parse_duration, value_name = "DURATION")]
+    pub tls_handshake_timeout: Duration,
+    /// A client must send a whole request head within this, from the
+    /// connection's start (or the end of the previous request); slower
+    /// ones are closed (slowloris).
+    #[arg(long, env = "POSTERN_REQUEST_HEADER_TIMEOUT", default_value = "30s", value_parser = crate::cli::parse_duration, value_name = "DURATION")]
+    pub request_header_timeout: Duration,
+    /// A connection with no request in flight for this long is closed
+    /// (HTTP/1.1 keep-alive and HTTP/2 alike; HTTP/2 gets a GOAWAY).
+    #[arg(long, env = "POSTERN_CLIENT_IDLE_TIMEOUT", default_value = "60s", value_parser = crate::cli::parse_duration, value_name = "DURATION")]
+    pub client_idle_timeout: Duration,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -131,6 +149,9 @@ pub struct ConnInfo {
     pub tls: bool,
     /// The server name the TLS client asked for, if any.
     pub sni: Option<String>,
+    /// The connection's place under the caps, shared with an upgraded
+    /// connection that outlives the HTTP one.
+    pub(crate) permit: Option<Arc<Permit>>,
 }
 
 /// What every connection and request of the reverse proxy shares.
@@ -140,18 +161,25 @@ pub struct Shared {
     redirect_port: u16,
     metrics: ReverseMetrics,
     hooks: Hooks,
+    timeouts: listener::Timeouts,
 }
 
 /// The reverse proxy, configured and ready to serve.
 pub struct Reverse {
     shared: Arc<Shared>,
     args: ReverseArgs,
+    admission: [Admission; 2],
 }
 
 impl Reverse {
     /// Reads the default certificate, if any, and takes the capabilities'
     /// phase hooks. Fails on unreadable files.
-    pub(crate) fn new(args: &ReverseArgs, hooks: Hooks) -> Result<Reverse, ConfigError> {
+    pub(crate) fn new(
+        args: &ReverseArgs,
+        hooks: Hooks,
+        connections: &Arc<Connections>,
+        caps: Caps,
+    ) -> Result<Reverse, ConfigError> {
         let default_cert = match (&args.default_cert, &args.default_key) {
             (Some(cert), Some(key)) => {
                 let read = |path: &PathBuf| {
@@ -170,10 +198,19 @@ impl Reverse {
             redirect_port: args.https_redirect_port,
             metrics: ReverseMetrics::default(),
             hooks,
+            timeouts: listener::Timeouts {
+                handshake: args.tls_handshake_timeout,
+                header: args.request_header_timeout,
+                idle: args.client_idle_timeout,
+            },
         };
         Ok(Reverse {
             shared: Arc::new(shared),
             args: args.clone(),
+            admission: [
+                connections.listener("http", caps, true),
+                connections.listener("https", caps, true),
+            ],
         })
     }
 
@@ -194,15 +231,18 @@ impl Reverse {
         shutdown: CancellationToken,
     ) -> Result<(), ConfigError> {
         let acceptor = listener::tls_acceptor(&self.shared)?;
+        let [http_admission, https_admission] = self.admission.clone();
         let plain = listener::ListenerSpec {
             name: "http",
             tls: None,
             proxy_protocol: self.proxied(ReverseListener::Http),
+            admission: http_admission,
         };
         let secure = listener::ListenerSpec {
             name: "https",
             tls: Some(acceptor),
             proxy_protocol: self.proxied(ReverseListener::Https),
+            admission: https_admission,
         };
         tokio::join!(
             listener::run(http, plain, self.shared.clone(), shutdown.clone()),

@@ -19,6 +19,8 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 const MAX_HEADER: usize = 4096;
 /// How long a trusted peer may take to send its header.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest v1 line, CRLF included.
+const V1_MAX: usize = 107;
 
 /// Why a trusted peer's connection was dropped.
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +96,14 @@ enum Parsed {
 }
 
 fn parse(buf: &[u8]) -> Parsed {
+    // A v1 header is one line: judge it only once its CRLF is in. `ppp`
+    // calls some prefixes of a valid line invalid rather than incomplete
+    // (one ending in the space before the destination port), which would
+    // drop a header that TCP happened to split there.
+    let v1_line_open = buf.starts_with(b"PROXY ") && !buf.windows(2).any(|w| w == b"\r\n");
+    if v1_line_open && buf.len() < V1_MAX {
+        return Parsed::Incomplete;
+    }
     let result = HeaderResult::parse(buf);
     if result.is_incomplete() {
         return Parsed::Incomplete;
@@ -216,6 +226,58 @@ mod tests {
         let (announced, rest) = read_header(&mut io).await.expect("parses");
         assert_eq!(announced, None);
         assert_eq!(rest, b"rest");
+    }
+
+    /// Hands out one part per read, as TCP segments arrive.
+    struct Parts(Vec<Vec<u8>>);
+
+    impl AsyncRead for Parts {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<io::Result<()>> {
+            if !self.0.is_empty() {
+                let part = self.0.remove(0);
+                buf.put_slice(&part);
+            }
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    /// A header split across reads at any byte parses as it does whole
+    /// (found by the proxy_protocol fuzz target: a v1 line cut after the
+    /// space before the destination port was refused).
+    #[tokio::test]
+    async fn a_header_split_anywhere_still_parses() {
+        let (c, s) = (addr("192.0.2.7:5555"), addr("10.0.0.1:443"));
+        let (c6, s6) = (addr("[2001:db8::7]:5555"), addr("[2001:db8::1]:443"));
+        for (version, c, s) in [
+            (ProxyProtocol::V1, c, s),
+            (ProxyProtocol::V1, c6, s6),
+            (ProxyProtocol::V2, c, s),
+        ] {
+            let header = outbound(version, c, s);
+            for cut in 1..header.len() {
+                let (first, second) = header.split_at(cut);
+                let mut io = Parts(vec![first.to_vec(), second.to_vec(), b"GET".to_vec()]);
+                let (announced, _) = read_header(&mut io)
+                    .await
+                    .unwrap_or_else(|e| panic!("{version:?} cut at {cut}: {e}"));
+                assert_eq!(announced, Some((c, s)), "{version:?} cut at {cut}");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_v1_line_without_its_crlf_is_refused_past_its_longest() {
+        let mut long = b"PROXY TCP4 ".to_vec();
+        long.resize(200, b'1');
+        let mut io = &long[..];
+        assert!(matches!(
+            read_header(&mut io).await,
+            Err(HeaderError::Invalid(_))
+        ));
     }
 
     #[tokio::test]

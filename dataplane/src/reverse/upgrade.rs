@@ -2,6 +2,8 @@
 //! to the backend with its Upgrade headers; when the backend answers 101,
 //! both upgraded connections are spliced together until either closes.
 
+use std::sync::Arc;
+
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
@@ -9,6 +11,7 @@ use hyper_util::rt::TokioIo;
 use http::{Request, Response, StatusCode, Version, header};
 
 use super::metrics::ReverseMetrics;
+use crate::net::admission::Permit;
 
 /// True for an HTTP/1.1 request asking to switch protocols.
 pub fn requested<B>(req: &Request<B>) -> bool {
@@ -24,14 +27,21 @@ pub fn requested<B>(req: &Request<B>) -> bool {
 }
 
 /// When the backend switched protocols, splices the client's upgraded
-/// connection to the backend's in the background.
-pub fn splice(client: OnUpgrade, response: &mut Response<Incoming>, metrics: &ReverseMetrics) {
+/// connection to the backend's in the background, holding the client
+/// connection's `permit` (its place under the connection caps) until then.
+pub fn splice(
+    client: OnUpgrade,
+    response: &mut Response<Incoming>,
+    metrics: &ReverseMetrics,
+    permit: Option<Arc<Permit>>,
+) {
     if response.status() != StatusCode::SWITCHING_PROTOCOLS {
         return;
     }
     let backend = hyper::upgrade::on(response);
     let gauge = metrics.upgraded.clone();
     tokio::spawn(async move {
+        let _permit = permit;
         let (client, backend) = tokio::join!(client, backend);
         let (client, backend) = match (client, backend) {
             (Ok(c), Ok(b)) => (c, b),

@@ -23,6 +23,25 @@ pub struct FileError {
     pub message: String,
 }
 
+/// How much of a folder is read at all: a folder beyond either bound is
+/// refused whole (the last good snapshot keeps serving) before its files
+/// are read or parsed, so a hostile or runaway folder costs little memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Total bytes of the manifest files.
+    pub max_bytes: u64,
+    /// YAML documents across the files.
+    pub max_documents: usize,
+}
+
+impl Limits {
+    /// No bounds (for checks on a folder the watcher already bounds).
+    pub const NONE: Limits = Limits {
+        max_bytes: u64::MAX,
+        max_documents: usize::MAX,
+    };
+}
+
 /// Cheap evidence of change: name, modification time and length of each
 /// file (symlinks followed, so a ConfigMap's `..data` swap shows).
 pub type Stamp = Vec<(String, Option<SystemTime>, u64)>;
@@ -57,17 +76,41 @@ pub fn stamp(dir: &Path) -> std::io::Result<Stamp> {
         .collect())
 }
 
-/// Reads every manifest file. A file that vanished in between is skipped;
+/// Reads every manifest file, refusing a folder larger than `limits`
+/// allows before reading it. A file that vanished in between is skipped;
 /// one that cannot be read or is not UTF-8 is an error naming it.
-pub fn read(dir: &Path) -> Result<Vec<ManifestFile>, FileError> {
-    let files = list(dir).map_err(|e| FileError {
+pub fn read(dir: &Path, limits: Limits) -> Result<Vec<ManifestFile>, FileError> {
+    let folder_error = |message: String| FileError {
         file: dir.display().to_string(),
-        message: e.to_string(),
-    })?;
+        message,
+    };
+    let files = list(dir).map_err(|e| folder_error(e.to_string()))?;
+    let total: u64 = files
+        .iter()
+        .map(|(_, path)| std::fs::metadata(path).map_or(0, |m| m.len()))
+        .sum();
+    if total > limits.max_bytes {
+        return Err(folder_error(format!(
+            "{total} bytes of manifests in {} files is over the limit of {} (--manifests-max-bytes)",
+            files.len(),
+            limits.max_bytes
+        )));
+    }
     let mut out = Vec::with_capacity(files.len());
+    let mut read_bytes = 0u64;
     for (name, path) in files {
         match std::fs::read_to_string(&path) {
-            Ok(text) => out.push(ManifestFile { name, text }),
+            Ok(text) => {
+                // A file that grew since it was measured counts as it is now.
+                read_bytes += text.len() as u64;
+                if read_bytes > limits.max_bytes {
+                    return Err(folder_error(format!(
+                        "the manifests grew over the limit of {} bytes while being read (--manifests-max-bytes)",
+                        limits.max_bytes
+                    )));
+                }
+                out.push(ManifestFile { name, text })
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => {
                 return Err(FileError {
@@ -92,24 +135,57 @@ pub fn content_hash(files: &[ManifestFile]) -> [u8; 32] {
     h.finalize().into()
 }
 
-/// Parses every file and compiles them together. Standalone has no cluster,
-/// so the Services known are exactly those in the manifests (none is an
-/// empty map, and a Service backend without its Service is refused).
-pub fn compile(files: &[ManifestFile]) -> Result<Output, FileError> {
+/// Parses every file and compiles them together; see [`inputs`].
+pub fn compile(files: &[ManifestFile], limits: Limits) -> Result<Output, FileError> {
+    Ok(postern_compile::compile(&inputs(files, limits)?))
+}
+
+/// Parses every file into compilation input, refusing more YAML documents
+/// than `limits` allows (counted cheaply before each file is parsed, then
+/// exactly). Standalone has no cluster, so the Services known are exactly
+/// those in the manifests (none is an empty map, and a Service backend
+/// without its Service is refused).
+pub fn inputs(files: &[ManifestFile], limits: Limits) -> Result<Inputs, FileError> {
     let mut inputs = Inputs {
         services: Some(BTreeMap::new()),
         ..Inputs::default()
     };
+    let mut documents = 0usize;
+    let too_many = |file: &str| FileError {
+        file: file.to_string(),
+        message: format!(
+            "more than {} YAML documents in the folder (--manifests-max-documents)",
+            limits.max_documents
+        ),
+    };
     for file in files {
+        if documents.saturating_add(separators(&file.text)) > limits.max_documents {
+            return Err(too_many(&file.name));
+        }
         let resources = manifest::parse_documents(&file.text).map_err(|e| FileError {
             file: file.name.clone(),
             message: e.to_string(),
         })?;
+        documents += resources.len();
+        if documents > limits.max_documents {
+            return Err(too_many(&file.name));
+        }
         for resource in resources {
             inputs.push(resource);
         }
     }
-    Ok(postern_compile::compile(&inputs))
+    Ok(inputs)
+}
+
+/// The document separators of a YAML text, a lower bound of its documents
+/// less one, found without parsing.
+fn separators(text: &str) -> usize {
+    text.lines()
+        .filter(|line| {
+            line.strip_prefix("---")
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with([' ', '\t']))
+        })
+        .count()
 }
 
 #[cfg(test)]
@@ -132,7 +208,7 @@ mod tests {
             ),
             file("b.yaml", "apiVersion: postern.io/v1alpha1\nkind: Route\n"),
         ];
-        let err = compile(&files).expect_err("b is invalid");
+        let err = compile(&files, Limits::NONE).expect_err("b is invalid");
         assert_eq!(err.file, "b.yaml");
     }
 

@@ -14,7 +14,7 @@
 //! never replaces the last good snapshot: it is logged and shown as
 //! `lastError` until fixed.
 
-mod load;
+pub(crate) mod load;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -25,7 +25,8 @@ use tokio_util::sync::CancellationToken;
 use crate::runtime::{LastError, Outcome, Rejected, Runtime};
 use crate::{Error, Result};
 
-pub use load::{FileError, ManifestFile};
+pub use load::{FileError, Limits, ManifestFile};
+pub(crate) use load::{inputs as file_inputs, read as read_files};
 
 /// How often the folder is looked at.
 pub const POLL: Duration = Duration::from_millis(250);
@@ -41,9 +42,9 @@ pub fn check_dir(dir: &Path) -> Result<PathBuf> {
 }
 
 /// Loads `dir` and applies every change until `shutdown`.
-pub async fn run(dir: PathBuf, runtime: Arc<Runtime>, shutdown: CancellationToken) {
+pub async fn run(dir: PathBuf, limits: Limits, runtime: Arc<Runtime>, shutdown: CancellationToken) {
     tracing::info!(dir = %dir.display(), "watching manifests (polling every {}ms)", POLL.as_millis());
-    let mut watcher = Watcher::new(dir, runtime);
+    let mut watcher = Watcher::new(dir, runtime, limits);
     let mut tick = tokio::time::interval(POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -71,6 +72,7 @@ pub async fn run(dir: PathBuf, runtime: Arc<Runtime>, shutdown: CancellationToke
 pub struct Watcher {
     dir: PathBuf,
     runtime: Arc<Runtime>,
+    limits: Limits,
     /// The stamp of the files last read.
     stamp: Option<load::Stamp>,
     /// A new stamp seen once: read only when the next poll sees it again, so
@@ -81,10 +83,11 @@ pub struct Watcher {
 }
 
 impl Watcher {
-    pub fn new(dir: PathBuf, runtime: Arc<Runtime>) -> Self {
+    pub fn new(dir: PathBuf, runtime: Arc<Runtime>, limits: Limits) -> Self {
         Watcher {
             dir,
             runtime,
+            limits,
             stamp: None,
             pending: None,
             hash: None,
@@ -108,7 +111,7 @@ impl Watcher {
         }
         self.pending = None;
         self.stamp = Some(stamp);
-        match load::read(&self.dir) {
+        match load::read(&self.dir, self.limits) {
             Ok(files) => {
                 let hash = load::content_hash(&files);
                 if self.hash != Some(hash) {
@@ -133,7 +136,7 @@ impl Watcher {
     }
 
     fn reload(&mut self, files: &[ManifestFile]) {
-        let output = match load::compile(files) {
+        let output = match load::compile(files, self.limits) {
             Ok(output) => output,
             Err(e) => return self.fail(e),
         };
@@ -210,7 +213,7 @@ mod tests {
         let dir = folder("settle");
         std::fs::write(dir.join("a.yaml"), OAUTH).expect("write");
         let rt = Runtime::new(Source::Manifests);
-        let mut w = Watcher::new(dir.clone(), rt.clone());
+        let mut w = Watcher::new(dir.clone(), rt.clone(), Limits::NONE);
         w.poll();
         assert_eq!(rt.version(), None, "first sight only marks the change");
         w.poll();

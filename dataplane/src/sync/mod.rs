@@ -15,7 +15,7 @@
 //! stream is plain TCP and a warning says so at start-up.
 
 pub mod backoff;
-mod session;
+pub(crate) mod session;
 pub mod tls;
 
 use std::path::PathBuf;

@@ -94,10 +94,7 @@ async fn session(
         Some(tls) => Box::new(tls.connect(stream).await?),
         None => Box::new(stream),
     };
-    let codec = LengthDelimitedCodec::builder()
-        .max_frame_length(MAX_FRAME)
-        .new_codec();
-    let mut conn = Framed::new(stream, codec);
+    let mut conn = Framed::new(stream, codec());
     let hello = ToOperator::Hello {
         protocol: PROTOCOL,
         dataplane_id: config.dataplane_id.clone(),
@@ -113,6 +110,13 @@ async fn session(
     runtime.metrics().sync_connected.set(1);
     backoff.reset();
     serve(&mut conn, runtime).await
+}
+
+/// The sync stream's framing: a 4-byte length, then that many bytes.
+pub(crate) fn codec() -> LengthDelimitedCodec {
+    LengthDelimitedCodec::builder()
+        .max_frame_length(MAX_FRAME)
+        .new_codec()
 }
 
 /// A plain client reading a TLS server's alert sees a nonsensical length
@@ -201,7 +205,12 @@ async fn handle(
 
 /// Decodes, validates and applies one snapshot frame: an ack, or a nack
 /// with the reason (the last good snapshot keeps serving).
-fn apply_frame(runtime: &Runtime, schema: u32, version: String, body: &RawValue) -> ToOperator {
+pub(crate) fn apply_frame(
+    runtime: &Runtime,
+    schema: u32,
+    version: String,
+    body: &RawValue,
+) -> ToOperator {
     let snapshot = match decode_snapshot(schema, body) {
         Ok(s) if s.version == version => s,
         Ok(s) => {
@@ -235,7 +244,7 @@ fn nack(runtime: &Runtime, version: String, reason: String, record: bool) -> ToO
     ToOperator::Nack { version, reason }
 }
 
-fn read(
+pub(crate) fn read(
     frame: Option<Result<bytes::BytesMut, std::io::Error>>,
 ) -> Result<ToDataplane, SessionError> {
     let frame = frame

@@ -169,6 +169,16 @@ impl PosternBuilder {
         self
     }
 
+    /// Starts it with the open-file limit (soft and hard) at `limit`.
+    pub fn open_file_limit(mut self, limit: u64) -> PosternBuilder {
+        self.launch = self.launch.wrapped([
+            "prlimit".to_string(),
+            format!("--nofile={limit}:{limit}"),
+            "--".into(),
+        ]);
+        self
+    }
+
     /// `--log-format json`, for [`Postern::log_lines`].
     pub fn json_logs(self) -> PosternBuilder {
         self.args(["--log-format", "json"])

@@ -3,8 +3,10 @@
 //! Same routes and status codes as the data plane's standalone version:
 //!
 //! - `POST /upstream` `{"user","password","upstream"}` → 204; 400 for bad
-//!   JSON, a bad user name or an unsupported upstream; 409 when the user is
-//!   defined by a UserUpstream this API did not write;
+//!   JSON, a bad user name or an unsupported upstream; 422 with the
+//!   compiler's verdict when the user would be refused (nothing written);
+//!   409 when the user is defined by a UserUpstream this API did not write
+//!   or would displace an object in service;
 //! - `GET /upstream` → `[{"user","upstream","id","managed"}]` for every
 //!   UserUpstream in the operator's scope, never a secret;
 //! - `DELETE /upstream/{user}` → 204; 404 unknown; 409 not written here;
@@ -25,7 +27,11 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use kube::Client;
 use postern_api::user_name;
-use postern_upstreamgate::{UserRequest, translate};
+use std::sync::{Arc, Mutex};
+
+use postern_upstreamgate::{UserObjects, UserRequest, check, translate};
+
+use crate::index::Index;
 
 use crate::token::SyncToken;
 use store::{Deleted, Store, StoreError};
@@ -37,6 +43,8 @@ pub struct UpstreamApi {
     /// `None`: every call is refused.
     token: Option<SyncToken>,
     store: Store,
+    /// What the operator watches: a POST is compiled against it first.
+    index: Arc<Mutex<Index>>,
 }
 
 /// What a request asks for, decided from the method and path alone.
@@ -66,9 +74,11 @@ impl UpstreamApi {
         client: Client,
         namespace: String,
         scope: Option<String>,
+        index: Arc<Mutex<Index>>,
     ) -> Self {
         UpstreamApi {
             token,
+            index,
             store: Store {
                 client,
                 namespace,
@@ -153,6 +163,9 @@ impl UpstreamApi {
             Ok(objects) => objects,
             Err(e) => return reply(StatusCode::BAD_REQUEST, format!("{e}\n")),
         };
+        if let Some(refused) = self.refusal(&objects) {
+            return refused;
+        }
         match self.store.post(&objects).await {
             Ok(()) => {
                 tracing::info!(user = %request.user, namespace = %self.store.namespace, name = %objects.name, "UpstreamGate API: user written");
@@ -160,6 +173,33 @@ impl UpstreamApi {
             }
             Err(error) => failed("writing the user", error),
         }
+    }
+
+    /// The compiler's verdict on the world as watched with `objects`
+    /// written (`None`: they may be): 422 when the user would be refused,
+    /// 409 when its name is taken or an object in service would be
+    /// refused, 503 before the watches have listed everything once.
+    fn refusal(&self, objects: &UserObjects) -> Option<Response<Full<Bytes>>> {
+        let inputs = {
+            let index = crate::publish::lock(&self.index);
+            if !index.synced() {
+                return Some(reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the operator has not listed its resources yet; retry shortly\n".into(),
+                ));
+            }
+            index.inputs()
+        };
+        check(inputs, objects, &self.store.namespace)
+            .err()
+            .map(|refusal| {
+                let status = if refusal.is_conflict() {
+                    StatusCode::CONFLICT
+                } else {
+                    StatusCode::UNPROCESSABLE_ENTITY
+                };
+                reply(status, format!("{refusal}\n"))
+            })
     }
 
     async fn delete(&self, user: &str) -> Response<Full<Bytes>> {
@@ -247,7 +287,14 @@ mod tests {
         // A client that is never used: authorization comes first.
         let config = kube::Config::new("http://127.0.0.1:9".parse().expect("url"));
         let client = Client::try_from(config).expect("client");
-        UpstreamApi::new(token.and_then(SyncToken::new), client, "ns".into(), None)
+        let index = Arc::new(Mutex::new(Index::new(Default::default())));
+        UpstreamApi::new(
+            token.and_then(SyncToken::new),
+            client,
+            "ns".into(),
+            None,
+            index,
+        )
     }
 
     #[tokio::test]

@@ -20,6 +20,7 @@ use tokio::net::TcpStream;
 
 use super::ForwardConfig;
 use super::errors::{ConfigError, ForwardError};
+use super::guard::Guard;
 use super::rules::NameVerdict;
 use super::table::{UserEntry, upstream_label};
 use super::target::Target;
@@ -31,6 +32,7 @@ pub use stream::{Io, Prefixed, Stream};
 pub struct Dialer {
     connect_timeout: Duration,
     tls: tls::Tls,
+    guard: Guard,
 }
 
 impl Dialer {
@@ -38,13 +40,20 @@ impl Dialer {
         Ok(Dialer {
             connect_timeout: config.connect_timeout,
             tls: tls::Tls::new(&config.upstream_ca_files)?,
+            guard: Guard::new(&config.deny_cidrs),
         })
     }
 
+    /// The guard every dialled address passes.
+    pub fn guard(&self) -> &Guard {
+        &self.guard
+    }
+
     /// A tunnel to `target` through the user's upstream. The caller has
-    /// checked the name against the user's rules (`verdict`); for `direct`,
-    /// every resolved address is checked too. Over plain TCP upstreams the
-    /// result is a [`Stream::Tcp`], which tunnels splice.
+    /// checked the name against the user's rules (`verdict`) and the guard;
+    /// for `direct`, every resolved address is checked again by both. Over
+    /// plain TCP upstreams the result is a [`Stream::Tcp`], which tunnels
+    /// splice.
     pub async fn tunnel(
         &self,
         user: &UserEntry,
@@ -59,7 +68,7 @@ impl Dialer {
             let label = upstream_label(&user.upstream);
             match &user.upstream {
                 Upstream::Direct => Ok(Stream::tcp(
-                    direct::connect(target, &user.rules, verdict).await?,
+                    direct::connect(target, user, verdict, &self.guard).await?,
                 )),
                 Upstream::Socks5 { credentials, .. } => match self.proxy(&user.upstream).await? {
                     Stream::Tcp(p) => {
@@ -113,9 +122,7 @@ impl Dialer {
             } => (host, *port, Some(ca_pem.as_deref())),
         };
         let host = host.trim_start_matches('[').trim_end_matches(']');
-        let tcp = TcpStream::connect((host, port))
-            .await
-            .map_err(|e| ForwardError::unreachable(&label, io_reason(&e)))?;
+        let tcp = self.connect_upstream(host, port, &label).await?;
         let _ = tcp.set_nodelay(true);
         match tls {
             Some(ca) => Ok(Stream::other(
@@ -123,6 +130,35 @@ impl Dialer {
             )),
             None => Ok(Stream::tcp(tcp)),
         }
+    }
+
+    /// TCP to an upstream proxy, each resolved address judged first: an
+    /// upstream that is this gateway would loop (or reach the admin port).
+    async fn connect_upstream(
+        &self,
+        host: &str,
+        port: u16,
+        label: &str,
+    ) -> Result<TcpStream, ForwardError> {
+        let addrs = tokio::net::lookup_host((host, port))
+            .await
+            .map_err(|e| ForwardError::unreachable(label, io_reason(&e)))?;
+        let mut last: Option<ForwardError> = None;
+        for addr in addrs {
+            if let Err(reason) = self.guard.judge_upstream(addr) {
+                last.get_or_insert(ForwardError::Guarded {
+                    destination: label.to_string(),
+                    address: Some(addr),
+                    reason,
+                });
+                continue;
+            }
+            match TcpStream::connect(addr).await {
+                Ok(tcp) => return Ok(tcp),
+                Err(e) => last = Some(ForwardError::unreachable(label, io_reason(&e))),
+            }
+        }
+        Err(last.unwrap_or_else(|| ForwardError::unreachable(label, "no address")))
     }
 
     async fn timed<T>(

@@ -31,19 +31,22 @@ impl Peer {
     }
 }
 
-/// The bench user: a direct upstream.
+/// The bench user: a direct upstream, allowed loopback (every peer listens there).
 const USER: &str = "apiVersion: v1\nkind: Secret\nmetadata: {name: bench-pw}\nstringData: {password: pw}\n---\n\
      apiVersion: postern.io/v1alpha1\nkind: UserUpstream\nmetadata: {name: bench}\n\
-     spec: {user: bench, passwordSecretRef: {name: bench-pw}, upstream: \"direct://\"}\n";
+     spec: {user: bench, passwordSecretRef: {name: bench-pw}, upstream: \"direct://\", \
+     allowInternalNetworks: [\"127.0.0.0/8\"]}\n";
 
 pub struct Postern;
 
 impl Postern {
     /// The release `postern standalone` (or `$POSTERN_BIN`) with one direct user.
     pub async fn start() -> Result<Peer> {
+        // The idle rows hold 9,000 tunnels from one address.
         let mut postern = postern_harness::Postern::standalone(
             Manifests::new("bench-postern").with("bench.yaml", USER),
-        );
+        )
+        .args(["--max-connections-per-client", "0"]);
         if let Some(bin) = std::env::var_os("POSTERN_BIN") {
             postern = postern.bin(PathBuf::from(bin));
         }

@@ -153,6 +153,14 @@ pub async fn postern(backend: SocketAddr, certs: &Certs, access_log: bool) -> Re
         .arg(&certs.cert)
         .arg("--default-key")
         .arg(&certs.key)
+        // The idle rows hold 10,000 connections from one address for longer
+        // than the default idle deadline.
+        .args([
+            "--max-connections-per-client",
+            "0",
+            "--client-idle-timeout",
+            "30m",
+        ])
         .env(
             "RUST_LOG",
             if access_log {
