@@ -11,6 +11,7 @@
 //! checks).
 
 pub mod admin;
+pub mod agent;
 pub mod cli;
 mod error;
 pub mod feature;
@@ -22,6 +23,7 @@ pub mod runtime;
 pub mod standalone;
 pub mod supervisor;
 pub mod sync;
+pub mod tunnel;
 pub mod upstreamgate;
 
 use std::path::PathBuf;
@@ -94,9 +96,15 @@ pub async fn run_until(command: Command, shutdown: CancellationToken) -> Result<
             )
             .await
         }
-        Command::Agent(_) => Err(Error::NotImplemented(
-            "`postern agent` (the tunnel client) is not implemented yet",
-        )),
+        Command::Agent(args) => {
+            let config = agent::AgentConfig::from_args(&args)?;
+            Ok(agent::run(config, shutdown).await?)
+        }
+        Command::Tunnel(command) => {
+            let out = tunnel::keys::run(&command).map_err(Error::Usage)?;
+            print!("{out}");
+            Ok(())
+        }
     }
 }
 
@@ -116,10 +124,12 @@ fn features(
         manifests,
         runtime.clone(),
     ));
-    let hooks = reverse::Hooks::default();
+    let tunnels = Arc::new(tunnel::Tunnels::new(&listeners.tunnel)?);
+    let mut hooks = reverse::Hooks::default();
+    hooks.upstream.push(tunnels.hook());
     let reverse = Arc::new(reverse::Reverse::new(&listeners.reverse, hooks)?);
     let admin = Arc::new(admin::Admin::new(runtime.clone(), upstream_api));
-    Ok(vec![admin, forward, reverse])
+    Ok(vec![admin, forward, reverse, tunnels])
 }
 
 /// Starts every feature under the supervisor, next to `source`, the task
