@@ -1,0 +1,78 @@
+//! Python peers (Debian's python3 with websockets, grpcio): a server
+//! script that writes its port to a file, and a client script that prints
+//! `ok` when its checks pass.
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::dirs::loopback;
+use crate::process::{Launch, Proc};
+use crate::wait::{PATIENCE, wait_for, wait_port};
+
+/// Starts a python peer that writes its port to a file; returns it and the port.
+pub async fn python_server(python: &Path, name: &str, script: &str) -> (Proc, u16) {
+    let launch = Launch::new(name, python);
+    let path = launch.write(&format!("{name}.py"), script);
+    let port_file = launch.dir().join(format!("{name}.port"));
+    let proc = launch.arg(path).arg(&port_file).spawn();
+    let what = format!("{name} to write its port");
+    let port = wait_for(&what, PATIENCE, || {
+        let port = std::fs::read_to_string(&port_file).ok();
+        async move { port?.trim().parse().ok() }
+    })
+    .await;
+    wait_port(loopback(port)).await;
+    (proc, port)
+}
+
+/// Runs a python client script with `args`; it prints `ok` on success.
+pub fn python_client(python: &Path, dir: &Path, name: &str, script: &str, args: &[&str]) {
+    let path = dir.join(format!("{name}.py"));
+    std::fs::write(&path, script).expect("script");
+    let out = Command::new("timeout")
+        .arg("60")
+        .arg(python)
+        .arg(&path)
+        .args(args)
+        .output()
+        .expect("run python");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.trim() == "ok",
+        "{name} failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A WebSocket echo server on a free port (written to `argv[1]`).
+pub const WS_ECHO_SERVER: &str = r#"
+import asyncio, sys, websockets
+async def echo(ws, path=None):
+    async for message in ws:
+        await ws.send(message)
+async def main():
+    async with websockets.serve(echo, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        with open(sys.argv[1], "w") as f:
+            f.write(str(port))
+        await asyncio.Future()
+asyncio.run(main())
+"#;
+
+/// Connects to `127.0.0.1:argv[1]` as `ws://ws.test/echo` and checks
+/// text and binary echoes; prints `ok`.
+pub const WS_ECHO_CLIENT: &str = r#"
+import asyncio, socket, sys, websockets
+async def main(port):
+    sock = socket.create_connection(("127.0.0.1", port))
+    async with websockets.connect("ws://ws.test/echo", sock=sock, open_timeout=10) as ws:
+        for i in range(3):
+            await ws.send(f"hello {i}")
+            reply = await asyncio.wait_for(ws.recv(), 5)
+            assert reply == f"hello {i}", reply
+        await ws.send(b"\x00\x01binary")
+        reply = await asyncio.wait_for(ws.recv(), 5)
+        assert reply == b"\x00\x01binary", reply
+    print("ok")
+asyncio.run(main(int(sys.argv[1])))
+"#;
