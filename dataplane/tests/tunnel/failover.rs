@@ -108,3 +108,46 @@ async fn the_agent_is_back_within_a_second_of_a_restarted_data_plane() {
     let r = rig.https("app.test", "/again", &[]).await;
     assert_eq!(r.status, 200, "{r:?}");
 }
+
+/// Sends `sig` to `pid` with kill(1).
+fn signal(pid: u32, sig: &str) {
+    let status = std::process::Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("kill");
+    assert!(status.success(), "kill -{sig} {pid}");
+}
+
+#[tokio::test]
+async fn heartbeats_find_a_frozen_agent_within_fifteen_seconds() {
+    let (a, b) = (Backend::start("a"), Backend::start("b"));
+    let rig = Rig::start(
+        "tunnel-frozen",
+        "ed25519",
+        &[host_tunnel("app", &["app.test"])],
+    )
+    .await;
+    let token = rig.key.token(&["default/app"], "1h");
+    let first = rig.agent(&token, &[&a.url()]);
+    first.wait_status("connected", 1, CONNECT).await;
+    let second = rig.agent(&token, &[&b.url()]);
+    second.wait_status("connected", 1, CONNECT).await;
+    // SIGSTOP: the socket stays open, nothing answers, not even PINGs.
+    signal(first.pid(), "STOP");
+    let frozen = Instant::now();
+    wait_for("the standby to serve", Duration::from_secs(25), || async {
+        let r = rig.https("app.test", "/", &["--max-time", "2"]).await;
+        (r.status == 200 && r.body.contains("\"b\"")).then_some(())
+    })
+    .await;
+    let took = frozen.elapsed();
+    signal(first.pid(), "CONT");
+    eprintln!("a frozen agent was replaced after {took:?}");
+    assert!(took < Duration::from_secs(17), "took {took:?}");
+    assert!(
+        rig.postern.log().contains("agent session ended"),
+        "{}",
+        rig.postern.log()
+    );
+}
