@@ -24,6 +24,12 @@ pub struct Cli {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ProxyVersion {
+    V1,
+    V2,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,
     Json,
@@ -111,6 +117,10 @@ pub struct AgentArgs {
     /// from 100 ms; refusals back off from 1 s to 60 s instead).
     #[arg(long, default_value = "500ms", value_parser = parse_duration, value_name = "DURATION")]
     pub reconnect_max: Duration,
+    /// Send a PROXY protocol header (v1 or v2) naming the public client
+    /// first on every tcp tunnel connection to the local service.
+    #[arg(long, env = "POSTERN_AGENT_PROXY_PROTOCOL", value_name = "VERSION")]
+    pub proxy_protocol: Option<ProxyVersion>,
     /// On SIGTERM, how long in-flight streams may take.
     #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
     pub drain_timeout: Duration,

@@ -105,6 +105,8 @@ pub struct Streams {
     pub locals: HashMap<String, Arc<Local>>,
     /// The control stream's body, taken by the data plane's first request.
     pub control: Mutex<Option<mpsc::Receiver<Bytes>>>,
+    /// A PROXY header first on tcp tunnel connections (`--proxy-protocol`).
+    pub proxy_protocol: Option<postern_snapshot::ProxyProtocol>,
 }
 
 /// Serves one stream.
@@ -128,10 +130,21 @@ pub async fn serve(
     if req.method() == Method::CONNECT {
         let kind = header_text(&req, H_STREAM);
         tracing::info!(tunnel = %tunnel, client = %client, kind = %kind, "stream opened");
-        return Ok(raw(req, local, tunnel).await);
+        let preamble = match streams.proxy_protocol {
+            Some(version) if kind == "tcp" => proxy_preamble(&req, version),
+            _ => None,
+        };
+        return Ok(raw(req, local, tunnel, preamble).await);
     }
-    tracing::debug!(tunnel = %tunnel, client = %client, method = %req.method(), path = req.uri().path(), "request");
-    Ok(forward(req, &local).await)
+    let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    let started = std::time::Instant::now();
+    let response = forward(req, &local).await;
+    tracing::info!(
+        tunnel = %tunnel, client = %client, method = %method, path = %path,
+        status = response.status().as_u16(), ms = started.elapsed().as_millis() as u64,
+        "request"
+    );
+    Ok(response)
 }
 
 fn header_text(req: &Request<Incoming>, name: &str) -> String {
@@ -184,9 +197,26 @@ async fn forward(req: Request<Incoming>, local: &Local) -> Response<AgentBody> {
     }
 }
 
-async fn raw(mut req: Request<Incoming>, local: Arc<Local>, tunnel: String) -> Response<AgentBody> {
+/// The PROXY header naming the stream's public client and the address it
+/// connected to, from the stream's headers.
+fn proxy_preamble(
+    req: &Request<Incoming>,
+    version: postern_snapshot::ProxyProtocol,
+) -> Option<Arc<[u8]>> {
+    let addr = |name| header_text(req, name).parse::<std::net::SocketAddr>().ok();
+    let (client, server) = (addr(H_CLIENT)?, addr(H_SERVER)?);
+    Some(crate::reverse::proxy_header(version, client, server).into())
+}
+
+async fn raw(
+    mut req: Request<Incoming>,
+    local: Arc<Local>,
+    tunnel: String,
+    preamble: Option<Arc<[u8]>>,
+) -> Response<AgentBody> {
     let uri = local.uri("/");
     let mut connector = local.connector.clone();
+    connector.preamble = preamble;
     let stream = match connector.call(uri).await {
         Ok(s) => s.into_inner(),
         Err(e) => {

@@ -46,6 +46,7 @@ pub struct AgentConfig {
     pub local_ca: Option<String>,
     pub reconnect_max: Duration,
     pub drain_timeout: Duration,
+    pub proxy_protocol: Option<postern_snapshot::ProxyProtocol>,
 }
 
 /// Why the agent cannot start.
@@ -90,6 +91,10 @@ impl AgentConfig {
             local_ca,
             reconnect_max: args.reconnect_max,
             drain_timeout: args.drain_timeout,
+            proxy_protocol: args.proxy_protocol.map(|v| match v {
+                crate::cli::ProxyVersion::V1 => postern_snapshot::ProxyProtocol::V1,
+                crate::cli::ProxyVersion::V2 => postern_snapshot::ProxyProtocol::V2,
+            }),
         };
         config.token().map_err(bad)?;
         for m in &config.mappings {
@@ -306,5 +311,6 @@ fn streams(config: &AgentConfig, welcome: &Welcome) -> Result<Arc<Streams>, Stri
     Ok(Arc::new(Streams {
         locals,
         control: Mutex::new(None),
+        proxy_protocol: config.proxy_protocol,
     }))
 }

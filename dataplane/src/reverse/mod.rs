@@ -41,6 +41,7 @@ pub(crate) use connector::{Connector, TlsSetup};
 pub use errors::ProxyError;
 pub use metrics::ReverseMetrics;
 pub(crate) use phases::{Backend, ChooseUpstream};
+pub(crate) use proxy_protocol::outbound as proxy_header;
 pub(crate) use router::{SiteTable, Target};
 
 use futures::future::BoxFuture;

@@ -38,6 +38,8 @@ pub const CONN_WINDOW: u32 = 16 * 1024 * 1024;
 pub const FRAME: u32 = 64 * 1024;
 pub const HEARTBEAT: Duration = Duration::from_secs(5);
 pub const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The most tunnels one agent connection may ask for.
+const MAX_TUNNELS: usize = 16;
 /// How long in-flight streams of a closing session may take.
 const DRAIN: Duration = Duration::from_secs(10);
 
@@ -210,11 +212,13 @@ fn label(t: &str) -> super::metrics::TunnelLabels {
 /// (never the token), and refuses an address over its failure limit.
 fn authenticate(state: &State, hello: &Hello, peer: SocketAddr, id: &str) -> (Welcome, String) {
     let (named, jti) = peek(&hello.token).unwrap_or_default();
-    let wanted = if hello.tunnels.is_empty() {
+    let mut wanted = if hello.tunnels.is_empty() {
         named
     } else {
         hello.tunnels.clone()
     };
+    // Each name costs a signature check: a hello cannot ask for thousands.
+    wanted.truncate(MAX_TUNNELS);
     let mut welcome = Welcome {
         session: id.to_string(),
         ..Welcome::default()

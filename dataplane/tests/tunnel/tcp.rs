@@ -1,15 +1,16 @@
 //! tcp tunnels: a real Redis protocol session (redis-cli to a private
 //! redis-server) through the public port, which is refused while no agent
-//! is live.
+//! is live; and the PROXY v2 header an agent can send its local service.
 
 use std::process::Command;
 use std::time::Duration;
 
 use postern_harness::{
-    Launch, free_port, loopback, peer, tmp_dir, tunnel_yaml, wait_for, wait_port,
+    Agent, Launch, free_port, loopback, peer, tmp_dir, tunnel_yaml, wait_for, wait_port,
 };
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::rig::{CONNECT, Rig};
+use crate::rig::{CONNECT, Rig, SERVER_NAME};
 
 fn redis_cli(cli: &std::path::Path, port: u16, args: &[&str]) -> String {
     let out = Command::new("timeout")
@@ -88,4 +89,81 @@ async fn redis_cli_talks_to_redis_through_a_tcp_tunnel() {
             .then_some(())
     })
     .await;
+}
+
+/// A local service that reads a PROXY v2 header and answers with the
+/// source address it names.
+async fn proxy_reader() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = [0u8; 16];
+                if s.read_exact(&mut head).await.is_err() {
+                    return;
+                }
+                let len = u16::from_be_bytes([head[14], head[15]]) as usize;
+                let mut rest = vec![0u8; len];
+                if s.read_exact(&mut rest).await.is_err() {
+                    return;
+                }
+                let mut all = head.to_vec();
+                all.extend(rest);
+                let answer = match ppp::v2::Header::try_from(all.as_slice()) {
+                    Ok(h) => match h.addresses {
+                        ppp::v2::Addresses::IPv4(a) => {
+                            format!("src={}:{}\n", a.source_address, a.source_port)
+                        }
+                        other => format!("other {other:?}\n"),
+                    },
+                    Err(e) => format!("bad header {e:?}\n"),
+                };
+                let _ = s.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn the_agent_can_name_the_public_client_in_a_proxy_v2_header() {
+    let local = proxy_reader().await;
+    let public = free_port();
+    let docs = [tunnel_yaml(
+        "pp",
+        "agent-key",
+        &format!("  mode: tcp\n  tcpPort: {public}\n"),
+    )];
+    let rig = Rig::start("tunnel-pp", "hs256", &docs).await;
+    let to = format!("tcp://127.0.0.1:{local}");
+    let agent = Agent::builder(
+        rig.tunnel_addr(),
+        SERVER_NAME,
+        &rig.ca_file,
+        &rig.key.token(&["default/pp"], "1h"),
+        &[&to],
+    )
+    .arg("--proxy-protocol")
+    .arg("v2")
+    .spawn();
+    agent.wait_status("connected", 1, CONNECT).await;
+    wait_port(loopback(public)).await;
+    let mut s = tokio::net::TcpStream::connect(loopback(public))
+        .await
+        .expect("connect");
+    let me = s.local_addr().expect("addr");
+    let mut line = String::new();
+    let mut buf = [0u8; 256];
+    while !line.ends_with('\n') {
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+            .await
+            .expect("an answer")
+            .expect("read");
+        assert!(n > 0, "closed after {line:?}");
+        line.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert_eq!(line.trim(), format!("src={me}"));
 }
