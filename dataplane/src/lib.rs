@@ -61,11 +61,14 @@ pub async fn run(command: Command) -> Result<()> {
 pub async fn run_until(command: Command, shutdown: CancellationToken) -> Result<()> {
     match command {
         Command::Dataplane(args) => {
-            let config = sync::SyncConfig::from_args(&args)?;
+            let mut config = sync::SyncConfig::from_args(&args)?;
+            let (agents, reports) = tokio::sync::watch::channel(Vec::new());
+            config.agents = Some(reports);
             let runtime = Runtime::new(Source::Operator);
             serve(
                 &args.listeners,
                 None,
+                agents,
                 runtime.clone(),
                 shutdown.clone(),
                 (
@@ -84,6 +87,7 @@ pub async fn run_until(command: Command, shutdown: CancellationToken) -> Result<
             serve(
                 &args.listeners,
                 Some(dir.clone()),
+                tokio::sync::watch::channel(Vec::new()).0,
                 runtime.clone(),
                 shutdown.clone(),
                 (
@@ -108,12 +112,16 @@ pub async fn run_until(command: Command, shutdown: CancellationToken) -> Result<
     }
 }
 
+/// Where the tunnel feature publishes its agents (the sync client reads them).
+type AgentReports = tokio::sync::watch::Sender<Vec<postern_snapshot::sync::TunnelAgents>>;
+
 /// Every capability of this build, on the one [`Feature`] seam. A new
 /// capability is one more entry here; its request-path hooks go into the
 /// reverse proxy's [`Hooks`](reverse::Hooks).
 fn features(
     listeners: &ListenerArgs,
     manifests: Option<PathBuf>,
+    agents: AgentReports,
     runtime: &Arc<Runtime>,
     shutdown: &CancellationToken,
 ) -> Result<Vec<Arc<dyn Feature>>> {
@@ -124,7 +132,7 @@ fn features(
         manifests,
         runtime.clone(),
     ));
-    let tunnels = Arc::new(tunnel::Tunnels::new(&listeners.tunnel)?);
+    let tunnels = Arc::new(tunnel::Tunnels::new(&listeners.tunnel, agents)?);
     let mut hooks = reverse::Hooks::default();
     hooks.upstream.push(tunnels.hook());
     let reverse = Arc::new(reverse::Reverse::new(&listeners.reverse, hooks)?);
@@ -137,11 +145,12 @@ fn features(
 async fn serve(
     listeners: &ListenerArgs,
     manifests: Option<PathBuf>,
+    agents: AgentReports,
     runtime: Arc<Runtime>,
     shutdown: CancellationToken,
     source: (&'static str, BoxFuture<'static, Result<()>>),
 ) -> Result<()> {
-    let features = features(listeners, manifests, &runtime, &shutdown)?;
+    let features = features(listeners, manifests, agents, &runtime, &shutdown)?;
     Supervisor::new(features, listeners.addr_file.clone())
         .run(listeners, runtime, shutdown, source)
         .await

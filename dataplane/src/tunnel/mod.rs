@@ -29,6 +29,7 @@ use std::sync::Arc;
 use clap::Args;
 use futures::future::BoxFuture;
 use postern_snapshot::Snapshot;
+use postern_snapshot::sync::TunnelAgents;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::sync::watch;
@@ -94,7 +95,12 @@ pub struct Tunnels {
 }
 
 impl Tunnels {
-    pub fn new(args: &TunnelArgs) -> Result<Tunnels, ConfigError> {
+    /// `reports` receives every programmed tunnel's agents when they change
+    /// (the sync client sends them to the operator).
+    pub fn new(
+        args: &TunnelArgs,
+        reports: watch::Sender<Vec<TunnelAgents>>,
+    ) -> Result<Tunnels, ConfigError> {
         let acceptor = match (&args.tunnel_cert, &args.tunnel_key) {
             (Some(cert), Some(key)) => Some(acceptor(cert, key)?),
             _ => {
@@ -103,7 +109,7 @@ impl Tunnels {
             }
         };
         Ok(Tunnels {
-            state: Arc::new(State::default()),
+            state: Arc::new(State::new(reports)),
             acceptor,
             tcp_host: args.tunnel_tcp_host,
             tcp_wanted: watch::channel(Vec::new()).0,
@@ -163,11 +169,10 @@ impl Feature for Tunnels {
         self.state.table.store(table.clone());
         for (session, tunnel, reason) in self.state.registry.revalidate(&table) {
             tracing::info!(session = %session, tunnel = %tunnel, reason, "agent cut from its tunnel by the new snapshot");
-            self.state.metrics.refused(&tunnel, reason);
-            self.state
-                .metrics
-                .set_agents(&tunnel, self.state.registry.count(&tunnel));
+            self.state.refused(&tunnel, reason);
+            self.state.refresh_agents(std::slice::from_ref(&tunnel));
         }
+        self.state.publish();
         self.tcp_wanted.send_replace(table.tcp.clone());
     }
 

@@ -8,17 +8,20 @@
 //! unanswered for [`HEARTBEAT_TIMEOUT`] close a dead connection (both ends
 //! do this), so a vanished peer is noticed within 15 s.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use http::{Method, Request};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use postern_snapshot::sync::TunnelAgents;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
@@ -50,25 +53,71 @@ pub struct State {
     pub limiter: FailureLimiter,
     pub metrics: TunnelMetrics,
     next: AtomicU64,
+    /// The last refusal reason per programmed tunnel.
+    refusals: Mutex<HashMap<String, &'static str>>,
+    /// Every programmed tunnel's agents, for the operator (`AgentConnected`).
+    reports: watch::Sender<Vec<TunnelAgents>>,
 }
 
-impl Default for State {
-    fn default() -> Self {
+impl State {
+    pub fn new(reports: watch::Sender<Vec<TunnelAgents>>) -> State {
         State {
             table: ArcSwap::from_pointee(Table::default()),
             registry: Registry::default(),
             limiter: FailureLimiter::default(),
             metrics: TunnelMetrics::default(),
             next: AtomicU64::new(1),
+            refusals: Mutex::new(HashMap::new()),
+            reports,
         }
     }
-}
 
-impl State {
-    fn refresh_agents(&self, tunnels: &[String]) {
+    pub fn refresh_agents(&self, tunnels: &[String]) {
         for t in tunnels {
             self.metrics.set_agents(t, self.registry.count(t));
         }
+        self.publish();
+    }
+
+    /// Records why an agent was refused for a programmed tunnel.
+    pub fn refused(&self, tunnel: &str, reason: &'static str) {
+        self.metrics.refused(tunnel, reason);
+        if self.table.load().get(tunnel).is_some() {
+            let mut refusals = self.refusals.lock().unwrap_or_else(|p| p.into_inner());
+            refusals.insert(tunnel.to_string(), reason);
+        }
+        self.publish();
+    }
+
+    /// Rebuilds the report of every programmed tunnel; sent on only when
+    /// it changed.
+    pub fn publish(&self) {
+        let table = self.table.load();
+        let refusals = self
+            .refusals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let report: Vec<TunnelAgents> = table
+            .ids()
+            .map(|id| {
+                let active = self.registry.active(id);
+                TunnelAgents {
+                    tunnel: id.to_string(),
+                    agents: u32::try_from(self.registry.count(id)).unwrap_or(u32::MAX),
+                    remote: active.as_ref().map(|s| s.remote.to_string()),
+                    agent_version: active.as_ref().map(|s| s.agent_version.clone()),
+                    last_refusal: refusals.get(id).map(|r| r.to_string()),
+                }
+            })
+            .collect();
+        self.reports.send_if_modified(|current| {
+            let changed = *current != report;
+            if changed {
+                *current = report;
+            }
+            changed
+        });
     }
 }
 
@@ -239,7 +288,7 @@ fn authenticate(state: &State, hello: &Hello, peer: SocketAddr, id: &str) -> (We
     };
     if !state.limiter.allowed(peer.ip(), now) {
         refuse_all(&mut welcome, AuthError::RateLimited);
-        state.metrics.refused("-", AuthError::RateLimited.reason());
+        state.refused("-", AuthError::RateLimited.reason());
         tracing::warn!(remote = %peer, "agent refused: too many failed attempts from this address");
         return (welcome, jti);
     }
@@ -263,9 +312,7 @@ fn authenticate(state: &State, hello: &Hello, peer: SocketAddr, id: &str) -> (We
             }
             Err(e) => {
                 let known = table.get(tunnel).is_some();
-                state
-                    .metrics
-                    .refused(if known { tunnel } else { "-" }, e.reason());
+                state.refused(if known { tunnel } else { "-" }, e.reason());
                 tracing::warn!(remote = %peer, tunnel = %tunnel, jti = %jti, reason = e.reason(), error = %e, "agent refused");
                 welcome.refused.push(Refused {
                     tunnel: tunnel.clone(),

@@ -59,6 +59,13 @@ impl Table {
         table
     }
 
+    /// Every programmed tunnel's id, sorted.
+    pub fn ids(&self) -> impl Iterator<Item = &str> {
+        let mut ids: Vec<&str> = self.tunnels.keys().map(String::as_str).collect();
+        ids.sort_unstable();
+        ids.into_iter()
+    }
+
     pub fn get(&self, id: &str) -> Option<&Arc<Programmed>> {
         self.tunnels.get(id)
     }
