@@ -105,8 +105,9 @@ pub struct AgentArgs {
     /// The agent token (`postern tunnel token`), re-read on every connection.
     #[arg(long, env = "POSTERN_AGENT_TOKEN_FILE", value_name = "FILE")]
     pub token_file: PathBuf,
-    /// A local service: `http://127.0.0.1:3000`, `https://...` or
-    /// `tcp://127.0.0.1:5432`; `NS/NAME=URL` for one tunnel of several.
+    /// A local service: `http://127.0.0.1:3000`, `https://...`, `h2c://...`
+    /// (HTTP/2 without TLS, for gRPC) or `tcp://127.0.0.1:5432`; `NS/NAME=URL`
+    /// for one tunnel of several.
     /// Repeatable; one unnamed --to serves every other tunnel of the token.
     #[arg(long = "to", required = true, value_name = "URL", value_parser = crate::agent::Mapping::parse)]
     pub to: Vec<crate::agent::Mapping>,

@@ -6,60 +6,15 @@
 use std::time::Duration;
 
 use postern_harness::peers::nginx;
-use postern_harness::python::{WS_ECHO_CLIENT, WS_ECHO_SERVER, python_client, python_server};
+use postern_harness::python::{
+    GRPC_ECHO_CLIENT, GRPC_ECHO_SERVER, WS_ECHO_CLIENT, WS_ECHO_SERVER, python_client,
+    python_server,
+};
 use postern_harness::{
     Backend, Ca, Launch, Manifests, PATIENCE, Postern, fetch, free_port, loopback, peer,
     python_with, tls_secret, tmp_dir, wait_port,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-const GRPC_SERVER: &str = r#"
-import sys
-from concurrent import futures
-import grpc
-def say(request, context):
-    context.set_trailing_metadata((("x-trailer", "yes"),))
-    return b"echo:" + request
-def count(request, context):
-    for i in range(3):
-        yield b"n%d" % i
-def fail(request, context):
-    context.abort(grpc.StatusCode.PERMISSION_DENIED, "nope")
-handler = grpc.method_handlers_generic_handler("test.Echo", {
-    "Say": grpc.unary_unary_rpc_method_handler(say),
-    "Count": grpc.unary_stream_rpc_method_handler(count),
-    "Fail": grpc.unary_unary_rpc_method_handler(fail),
-})
-server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-server.add_generic_rpc_handlers((handler,))
-port = server.add_insecure_port("127.0.0.1:0")
-server.start()
-with open(sys.argv[1], "w") as f:
-    f.write(str(port))
-server.wait_for_termination()
-"#;
-
-const GRPC_CLIENT: &str = r#"
-import sys
-import grpc
-port = int(sys.argv[1])
-channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.default_authority", "grpc.test")])
-say = channel.unary_unary("/test.Echo/Say")
-reply, call = say.with_call(b"hi", timeout=10)
-assert reply == b"echo:hi", reply
-trailers = dict(call.trailing_metadata())
-assert trailers.get("x-trailer") == "yes", trailers
-count = channel.unary_stream("/test.Echo/Count")
-got = list(count(b"", timeout=10))
-assert got == [b"n0", b"n1", b"n2"], got
-try:
-    channel.unary_unary("/test.Echo/Fail")(b"", timeout=10)
-    raise SystemExit("Fail did not fail")
-except grpc.RpcError as e:
-    assert e.code() == grpc.StatusCode.PERMISSION_DENIED, e.code()
-    assert e.details() == "nope", e.details()
-print("ok")
-"#;
 
 #[tokio::test]
 async fn websocket_echo_through_the_proxy() {
@@ -84,7 +39,7 @@ async fn grpc_calls_with_trailers_and_streams_through_the_proxy() {
         return;
     };
     let dir = tmp_dir("grpc");
-    let (_server, backend_port) = python_server(&python, "grpc_server", GRPC_SERVER).await;
+    let (_server, backend_port) = python_server(&python, "grpc_server", GRPC_ECHO_SERVER).await;
     let yaml = format!(
         "apiVersion: postern.io/v1alpha1\nkind: ProxyTarget\nmetadata: {{name: grpc, namespace: default}}\nspec:\n  hostnames: [grpc.test]\n  backend: {{url: \"http://127.0.0.1:{backend_port}\", protocol: http2}}\n"
     );
@@ -92,7 +47,7 @@ async fn grpc_calls_with_trailers_and_streams_through_the_proxy() {
         .start()
         .await;
     let port = proxy.http.port().to_string();
-    python_client(&python, &dir, "grpc_client", GRPC_CLIENT, &[&port]);
+    python_client(&python, &dir, "grpc_client", GRPC_ECHO_CLIENT, &[&port]);
 }
 
 #[tokio::test]

@@ -76,3 +76,55 @@ async def main(port):
     print("ok")
 asyncio.run(main(int(sys.argv[1])))
 "#;
+
+/// A gRPC server (generic handlers: unary with a trailer, server
+/// streaming, an error) on a free port written to `argv[1]`.
+pub const GRPC_ECHO_SERVER: &str = r#"
+import sys
+from concurrent import futures
+import grpc
+def say(request, context):
+    context.set_trailing_metadata((("x-trailer", "yes"),))
+    return b"echo:" + request
+def count(request, context):
+    for i in range(3):
+        yield b"n%d" % i
+def fail(request, context):
+    context.abort(grpc.StatusCode.PERMISSION_DENIED, "nope")
+handler = grpc.method_handlers_generic_handler("test.Echo", {
+    "Say": grpc.unary_unary_rpc_method_handler(say),
+    "Count": grpc.unary_stream_rpc_method_handler(count),
+    "Fail": grpc.unary_unary_rpc_method_handler(fail),
+})
+server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+server.add_generic_rpc_handlers((handler,))
+port = server.add_insecure_port("127.0.0.1:0")
+server.start()
+with open(sys.argv[1], "w") as f:
+    f.write(str(port))
+server.wait_for_termination()
+"#;
+
+/// Calls the [`GRPC_ECHO_SERVER`] at `127.0.0.1:argv[1]` as `grpc.test`,
+/// checking replies, trailers, streams and status; prints `ok`.
+pub const GRPC_ECHO_CLIENT: &str = r#"
+import sys
+import grpc
+port = int(sys.argv[1])
+channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.default_authority", "grpc.test")])
+say = channel.unary_unary("/test.Echo/Say")
+reply, call = say.with_call(b"hi", timeout=10)
+assert reply == b"echo:hi", reply
+trailers = dict(call.trailing_metadata())
+assert trailers.get("x-trailer") == "yes", trailers
+count = channel.unary_stream("/test.Echo/Count")
+got = list(count(b"", timeout=10))
+assert got == [b"n0", b"n1", b"n2"], got
+try:
+    channel.unary_unary("/test.Echo/Fail")(b"", timeout=10)
+    raise SystemExit("Fail did not fail")
+except grpc.RpcError as e:
+    assert e.code() == grpc.StatusCode.PERMISSION_DENIED, e.code()
+    assert e.details() == "nope", e.details()
+print("ok")
+"#;

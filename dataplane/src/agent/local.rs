@@ -34,8 +34,8 @@ pub struct Mapping {
 }
 
 impl Mapping {
-    /// `URL` or `NS/NAME=URL`, where URL is `http://`, `https://` or `tcp://`
-    /// with a host and port.
+    /// `URL` or `NS/NAME=URL`, where URL is `http://`, `https://`, `h2c://`
+    /// (HTTP/2 without TLS: gRPC) or `tcp://` with a host and port.
     pub fn parse(text: &str) -> Result<Mapping, String> {
         let (tunnel, url) = match text.split_once('=') {
             Some((t, url)) if !t.contains(':') => {
@@ -44,8 +44,10 @@ impl Mapping {
             _ => (None, text),
         };
         let url: Uri = url.parse().map_err(|e| format!("{url}: not a URL ({e})"))?;
-        if !matches!(url.scheme_str(), Some("http" | "https" | "tcp")) {
-            return Err(format!("{url}: expected http://, https:// or tcp://"));
+        if !matches!(url.scheme_str(), Some("http" | "https" | "h2c" | "tcp")) {
+            return Err(format!(
+                "{url}: expected http://, https://, h2c:// or tcp://"
+            ));
         }
         if url.host().is_none() || (url.scheme_str() == Some("tcp") && url.port().is_none()) {
             return Err(format!("{url}: needs a host (and a port for tcp://)"));
@@ -61,6 +63,8 @@ pub struct Local {
     /// For raw streams: plain TCP for `tcp://` and `http://`, TLS for `https://`.
     connector: Connector,
     client: Client<Connector, Incoming>,
+    /// HTTP/2 for `h2c://`, else HTTP/1.1.
+    version: Version,
 }
 
 impl Local {
@@ -76,10 +80,12 @@ impl Local {
             tls,
             preamble: None,
         };
+        let h2c = url.scheme_str() == Some("h2c");
         let client = Client::builder(TokioExecutor::new())
             .timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(60))
+            .http2_only(h2c)
             .build(connector.clone());
         let authority = url.authority().cloned().ok_or("no host")?;
         Ok(Local {
@@ -87,6 +93,11 @@ impl Local {
             authority,
             connector,
             client,
+            version: if h2c {
+                Version::HTTP_2
+            } else {
+                Version::HTTP_11
+            },
         })
     }
 
@@ -182,7 +193,7 @@ async fn forward(req: Request<Incoming>, local: &Local) -> Response<AgentBody> {
         .map_or("/", |p| p.as_str())
         .to_string();
     parts.uri = local.uri(&path);
-    parts.version = Version::HTTP_11;
+    parts.version = local.version;
     if !parts.headers.contains_key(header::HOST)
         && let Ok(host) = HeaderValue::from_str(local.authority.as_str())
     {

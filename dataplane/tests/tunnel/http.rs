@@ -1,15 +1,20 @@
 //! http tunnels: by hostname over HTTPS, by path prefix on the gateway's
 //! host, server-sent events as they are sent, and a WebSocket echo, with
-//! one agent process serving three Tunnels through several `--to`.
+//! one agent process serving three Tunnels through several `--to`; gRPC
+//! (trailers, streams) to an h2c service and an https service whose CA
+//! the agent is given.
 
 use std::time::{Duration, Instant};
 
 use postern_harness::backend::SSE_GAP;
-use postern_harness::python::{WS_ECHO_CLIENT, WS_ECHO_SERVER, python_client, python_server};
-use postern_harness::{Backend, python_with, target_yaml, tmp_dir};
+use postern_harness::python::{
+    GRPC_ECHO_CLIENT, GRPC_ECHO_SERVER, WS_ECHO_CLIENT, WS_ECHO_SERVER, python_client,
+    python_server,
+};
+use postern_harness::{Agent, Backend, Ca, python_with, target_yaml, tmp_dir, tunnel_yaml};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::rig::{CONNECT, Rig, host_tunnel, prefix_tunnel};
+use crate::rig::{CONNECT, Rig, SERVER_NAME, host_tunnel, prefix_tunnel};
 
 #[tokio::test]
 async fn host_and_prefix_tunnels_carry_requests_sse_and_websockets() {
@@ -123,4 +128,59 @@ async fn first_sse_event(addr: std::net::SocketAddr, host: &str) -> String {
         }
     }
     String::from_utf8_lossy(&seen).into_owned()
+}
+
+#[tokio::test]
+async fn grpc_trailers_through_an_h2c_service_and_an_https_service_with_its_own_ca() {
+    let local_ca = Ca::new("tunnel local service CA");
+    let secure = Backend::start_with("secure", Some(&local_ca.leaf(&["127.0.0.1"])));
+    let local_ca_file = local_ca.write(&tmp_dir("tunnel-local-ca"));
+    let docs = [
+        host_tunnel("app", &["app.test"]),
+        tunnel_yaml(
+            "grpc",
+            "agent-key",
+            "  mode: http\n  hostnames: [grpc.test]\n",
+        ),
+    ];
+    let rig = Rig::start("tunnel-grpc", "hs256", &docs).await;
+    let python = python_with("grpc");
+    let grpc = match &python {
+        Some(python) => Some(python_server(python, "grpc_server", GRPC_ECHO_SERVER).await),
+        None => None,
+    };
+    let mut to = vec![format!(
+        "default/app=https://127.0.0.1:{}",
+        secure.addr.port()
+    )];
+    if let Some((_, port)) = &grpc {
+        to.push(format!("default/grpc=h2c://127.0.0.1:{port}"));
+    }
+    let token = rig.key.token(&["default/app", "default/grpc"], "1h");
+    let mut builder = Agent::builder(
+        rig.tunnel_addr(),
+        SERVER_NAME,
+        &rig.ca_file,
+        &token,
+        &to.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    builder = builder
+        .arg("--to-ca")
+        .arg(local_ca_file.to_str().expect("utf-8"));
+    let agent = builder.spawn();
+    agent.wait_status("connected", 1, CONNECT).await;
+
+    let r = rig.https("app.test", "/over-tls", &[]).await;
+    assert_eq!(r.status, 200, "{r:?}\n{}", agent.log());
+    assert_eq!(r.json()["backend"], "secure");
+    if let Some(python) = &python {
+        let port = rig.postern.http.port().to_string();
+        python_client(
+            python,
+            &tmp_dir("grpc"),
+            "grpc_client",
+            GRPC_ECHO_CLIENT,
+            &[&port],
+        );
+    }
 }
