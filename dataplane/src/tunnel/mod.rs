@@ -13,6 +13,7 @@
 
 pub mod auth;
 mod backend;
+mod cert;
 pub mod keys;
 mod limiter;
 mod metrics;
@@ -23,15 +24,13 @@ mod table;
 mod tcp;
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use clap::Args;
 use futures::future::BoxFuture;
 use postern_snapshot::Snapshot;
 use postern_snapshot::sync::TunnelAgents;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
@@ -45,8 +44,9 @@ use table::Table;
 /// Flags of the agent listener.
 #[derive(Debug, Clone, Args)]
 pub struct TunnelArgs {
-    /// The PEM certificate chain agents see on `--tunnel-addr`. Without
-    /// it (and `--tunnel-key`) the agent listener is not served.
+    /// The PEM certificate chain agents see on `--tunnel-addr` (read again
+    /// when the file changes). Without it (and `--tunnel-key`) the agent
+    /// listener is not served.
     #[arg(
         long,
         env = "POSTERN_TUNNEL_CERT",
@@ -124,23 +124,13 @@ impl Tunnels {
     }
 }
 
-fn acceptor(cert: &PathBuf, key: &PathBuf) -> Result<TlsAcceptor, ConfigError> {
-    let read = |path: &PathBuf| {
-        std::fs::read(path).map_err(|source| ConfigError::Read {
-            path: path.clone(),
-            source,
-        })
-    };
-    let chain = CertificateDer::pem_slice_iter(&read(cert)?)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| ConfigError::Pem(e.to_string()))?;
-    let key =
-        PrivateKeyDer::from_pem_slice(&read(key)?).map_err(|e| ConfigError::Pem(e.to_string()))?;
+fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, ConfigError> {
+    let resolver = cert::FileCert::load(cert.to_path_buf(), key.to_path_buf())?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
-        .with_single_cert(chain, key)?;
+        .with_cert_resolver(Arc::new(resolver));
     config.alpn_protocols = vec![protocol::ALPN.to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
 }

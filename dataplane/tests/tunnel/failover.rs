@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use postern_harness::{Backend, wait_for};
+use postern_harness::{Agent, Backend, wait_for};
 
 use crate::rig::{CONNECT, Rig, host_tunnel};
 
@@ -150,4 +150,34 @@ async fn heartbeats_find_a_frozen_agent_within_fifteen_seconds() {
         "{}",
         rig.postern.log()
     );
+}
+
+#[tokio::test]
+async fn a_replaced_tunnel_certificate_is_served_to_the_next_agents() {
+    let local = Backend::start("laptop");
+    let rig = Rig::start(
+        "tunnel-cert",
+        "ed25519",
+        &[host_tunnel("app", &["app.test"])],
+    )
+    .await;
+    let token = rig.key.token(&["default/app"], "1h");
+    // As a mounted Secret changes: the same files, new contents.
+    rig.ca
+        .leaf(&["renamed.postern.test"])
+        .write(rig.postern.scratch_dir());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let renamed = Agent::builder(
+        rig.tunnel_addr(),
+        "renamed.postern.test",
+        &rig.ca_file,
+        &token,
+        &[&local.url()],
+    )
+    .spawn();
+    renamed.wait_status("connected", 1, CONNECT).await;
+    let old_name = rig.agent(&token, &[&local.url()]);
+    old_name.wait_status("reconnecting", 2, CONNECT).await;
+    assert_eq!(old_name.status_count("connected"), 0, "{}", old_name.log());
+    assert!(rig.postern.log().contains("tunnel certificate reloaded"));
 }

@@ -16,6 +16,7 @@ pub const SERVER_NAME: &str = "tunnel.postern.test";
 pub const CONNECT: Duration = Duration::from_secs(20);
 
 pub struct Rig {
+    pub ca: Ca,
     pub ca_file: PathBuf,
     pub key: TunnelKey,
     pub postern: Postern,
@@ -41,6 +42,7 @@ impl Rig {
             .start()
             .await;
         Rig {
+            ca,
             ca_file,
             key,
             postern,

@@ -94,6 +94,12 @@ impl Postern {
         self.proc.pid()
     }
 
+    /// Its scratch folder (the log, the address file, the files builders wrote).
+    pub fn scratch_dir(&self) -> &Path {
+        let log = self.proc.log_path();
+        log.parent().unwrap_or(log)
+    }
+
     /// SIGKILL: no drain, no goodbye to agents or clients.
     pub fn kill(&mut self) {
         self.proc.kill();
