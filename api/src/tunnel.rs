@@ -3,7 +3,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::SecretKeyRef;
+use crate::{SecretKeyRef, TlsConfig};
 
 /// http: requests by hostname or path prefix; tcp: a raw TCP port.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
@@ -51,4 +51,13 @@ pub struct TunnelSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 65535))]
     pub tcp_port: Option<u16>,
+    /// The certificate of the hostnames (http mode with hostnames): the data
+    /// plane terminates TLS with it. Absent: the hostnames are served over
+    /// plain HTTP only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
+    /// Whether the agent's local service sees the path without `pathPrefix`
+    /// (default true): `/t/laptop/x` arrives as `/x`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strip_prefix: Option<bool>,
 }

@@ -42,13 +42,15 @@ pub struct Output {
 pub fn compile(inputs: &Inputs) -> Output {
     let mut build = build::Build::new(inputs);
     // Sites first: tunnels lose hostnames that ProxyTargets serve.
-    let sites = sites::compile(&mut build);
+    let mut sites = sites::compile(&mut build);
     let claimed = sites
         .iter()
         .flat_map(|s| s.hostnames.iter().cloned())
         .collect();
     let users = user_upstreams::compile(&mut build);
-    let tunnels = tunnels::compile(&mut build, &claimed);
+    let (tunnels, tunnel_sites) = tunnels::compile(&mut build, &claimed);
+    sites.extend(tunnel_sites);
+    sites.sort_by(|a, b| a.id.cmp(&b.id));
     let oauth_clients = oauth_clients::compile(&mut build);
     build.finish(sites, users, tunnels, oauth_clients)
 }

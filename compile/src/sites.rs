@@ -111,11 +111,12 @@ fn site(
         forward_raw_path: spec.path_forwarding == Some(PathForwarding::AsReceived),
         request_headers: header_rules(spec.request_headers.as_ref())?,
         response_headers: header_rules(spec.response_headers.as_ref())?,
+        tunnel: None,
     };
     Ok((site, certificate))
 }
 
-fn site_tls(
+pub(crate) fn site_tls(
     build: &Build<'_>,
     ns: &str,
     tls: &TlsConfig,

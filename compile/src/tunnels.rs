@@ -1,12 +1,16 @@
 //! Tunnels → tunnel entries: the mode's shape (hostnames or a path prefix
 //! for http, a port for tcp), the agent key, and the claims tunnels make.
 //! Hostnames sites serve are not a tunnel's; among tunnels the older keeps a
-//! contested hostname, path prefix or port.
+//! contested hostname, path prefix or port. An http tunnel's hostnames also
+//! become a site (`Site::tunnel` set), so routing, TLS and ACME treat them as
+//! any other host.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use postern_api::{Kind, Object, ObjectKey, TunnelMode as ApiMode, TunnelSpec};
-use postern_snapshot::{TunnelEntry, TunnelMode};
+use postern_snapshot::{
+    AuthRule, BackendEndpoint, Certificate, Site, Timeouts, TunnelEntry, TunnelMode,
+};
 
 use crate::Reason;
 use crate::build::{Build, oldest_first};
@@ -23,21 +27,74 @@ struct TunnelClaims {
 
 /// Compiles Tunnels oldest first; `site_hosts` are the hostnames sites
 /// already serve, which no tunnel may take.
-pub(crate) fn compile(build: &mut Build<'_>, site_hosts: &BTreeSet<String>) -> Vec<TunnelEntry> {
+/// Returns the entries and the sites of their hostnames, both sorted by id.
+pub(crate) fn compile(
+    build: &mut Build<'_>,
+    site_hosts: &BTreeSet<String>,
+) -> (Vec<TunnelEntry>, Vec<Site>) {
     let mut claims = TunnelClaims::default();
     let mut out = Vec::new();
+    let mut sites = Vec::new();
     let inputs = build.inputs;
     for obj in oldest_first(&inputs.tunnels) {
-        let outcome =
-            tunnel(build, obj).and_then(|entry| claim(&mut claims, site_hosts, obj.key(), entry));
-        let outcome = outcome.map(|entry| {
+        let outcome = tunnel(build, obj).and_then(|(entry, site)| {
+            let entry = claim(&mut claims, site_hosts, obj.key(), entry)?;
+            Ok((entry, site))
+        });
+        let outcome = outcome.map(|(entry, site)| {
+            if let Some((site, certificate)) = site {
+                if let Some(certificate) = certificate {
+                    build
+                        .certificates
+                        .insert(certificate.id.clone(), certificate);
+                }
+                sites.push(site);
+            }
             out.push(entry);
             String::new()
         });
         build.verdict(Kind::Tunnel, obj, outcome);
     }
     out.sort_by(|a, b| a.id.cmp(&b.id));
-    out
+    sites.sort_by(|a, b| a.id.cmp(&b.id));
+    (out, sites)
+}
+
+/// The site serving an http tunnel's hostnames: the client's Host goes to
+/// the agent, no auth, default timeouts.
+fn tunnel_site(
+    build: &Build<'_>,
+    obj: &Object<TunnelSpec>,
+    entry: &TunnelEntry,
+) -> Result<Option<(Site, Option<Certificate>)>, Refusal> {
+    if entry.mode != TunnelMode::Http || entry.hostnames.is_empty() {
+        if obj.spec.tls.is_some() {
+            return Err((
+                Reason::InvalidSpec,
+                "tls applies only to http tunnels with hostnames".into(),
+            ));
+        }
+        return Ok(None);
+    }
+    let (tls, certificate) = match &obj.spec.tls {
+        Some(tls) => {
+            let (tls, certificate) = crate::sites::site_tls(build, obj.namespace(), tls)?;
+            (Some(tls), certificate)
+        }
+        None => (None, None),
+    };
+    let site = Site {
+        id: entry.id.clone(),
+        hostnames: entry.hostnames.clone(),
+        backend: BackendEndpoint::new(format!("tunnel://{}", entry.id.replace('/', "."))),
+        tls,
+        auth: AuthRule::default(),
+        timeouts: Timeouts::default(),
+        preserve_host: true,
+        tunnel: Some(entry.id.clone()),
+        ..Site::default()
+    };
+    Ok(Some((site, certificate)))
 }
 
 fn claim(
@@ -84,7 +141,9 @@ fn claim(
     Ok(entry)
 }
 
-fn tunnel(build: &Build<'_>, obj: &Object<TunnelSpec>) -> Result<TunnelEntry, Refusal> {
+type Compiled = (TunnelEntry, Option<(Site, Option<Certificate>)>);
+
+fn tunnel(build: &Build<'_>, obj: &Object<TunnelSpec>) -> Result<Compiled, Refusal> {
     let ns = obj.namespace();
     let spec = &obj.spec;
     let hostnames: BTreeSet<String> = spec
@@ -123,12 +182,15 @@ fn tunnel(build: &Build<'_>, obj: &Object<TunnelSpec>) -> Result<TunnelEntry, Re
     }
     let key_ref = &spec.agent_key_secret_ref;
     let key = build.secret_value(ns, &key_ref.name, key_ref.key_or("key"))?;
-    Ok(TunnelEntry {
+    let entry = TunnelEntry {
         id: obj.key().to_string(),
         mode,
         hostnames: hostnames.into_iter().collect(),
         path_prefix: spec.path_prefix.clone(),
         tcp_port: spec.tcp_port,
         agent_key: checks::utf8(key, "the agent key")?.to_string(),
-    })
+        strip_prefix: spec.strip_prefix.unwrap_or(true),
+    };
+    let site = tunnel_site(build, obj, &entry)?;
+    Ok((entry, site))
 }

@@ -81,6 +81,7 @@ pub fn tunnel(name: &str, hosts: &[&str]) -> Object<TunnelSpec> {
                 key: None,
             },
             tcp_port: None,
+            ..TunnelSpec::default()
         },
     )
 }

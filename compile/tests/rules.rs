@@ -178,6 +178,59 @@ fn a_tunnel_loses_a_hostname_a_target_serves() {
 }
 
 #[test]
+fn an_http_tunnel_hostname_is_a_site_that_names_the_tunnel() {
+    let mut inputs = full_inputs();
+    let mut prefixed = tunnel("prefixed", &[]);
+    prefixed.spec.hostnames = None;
+    prefixed.spec.path_prefix = Some("/t/laptop".into());
+    prefixed.spec.strip_prefix = Some(false);
+    inputs.tunnels.push(prefixed);
+    secret(&mut inputs, "prefixed-agent", &[("key", "k")]);
+    let out = compile(&inputs);
+    assert_eq!(verdict(&out, Kind::Tunnel, "prefixed").0, Reason::Accepted);
+    let site = out
+        .snapshot
+        .sites
+        .iter()
+        .find(|s| s.hostnames == ["app.example.net"])
+        .expect("the tunnel's site");
+    assert_eq!(site.tunnel.as_deref(), Some("team/laptop"));
+    assert!(
+        site.preserve_host,
+        "the agent's service sees the public Host"
+    );
+    assert_eq!(out.snapshot.validate(), Ok(()));
+    let entry = |id: &str| out.snapshot.tunnels.iter().find(|t| t.id == id).cloned();
+    assert_eq!(entry("team/prefixed").map(|t| t.strip_prefix), Some(false));
+    assert_eq!(entry("team/laptop").map(|t| t.strip_prefix), Some(true));
+    assert!(
+        out.snapshot
+            .sites
+            .iter()
+            .all(|s| s.tunnel.is_none() || s.id == "team/laptop"),
+        "a path-prefix tunnel has no site of its own"
+    );
+}
+
+#[test]
+fn tls_on_a_tunnel_without_hostnames_is_refused() {
+    let mut inputs = full_inputs();
+    let mut prefixed = tunnel("prefixed", &[]);
+    prefixed.spec.hostnames = None;
+    prefixed.spec.path_prefix = Some("/t/x".into());
+    prefixed.spec.tls = Some(TlsConfig {
+        secret_ref: Some(LocalRef { name: "x".into() }),
+        acme: None,
+    });
+    inputs.tunnels.push(prefixed);
+    secret(&mut inputs, "prefixed-agent", &[("key", "k")]);
+    let out = compile(&inputs);
+    let (reason, message) = verdict(&out, Kind::Tunnel, "prefixed");
+    assert_eq!(reason, Reason::InvalidSpec);
+    assert!(message.contains("tls"), "{message}");
+}
+
+#[test]
 fn missing_secrets_and_keys_are_named() {
     let mut inputs = full_inputs();
     inputs.secrets.remove(&ObjectKey::new(NS, "alice-proxy"));

@@ -112,6 +112,7 @@ spec_wrapper!(UserUpstreamSpec, postern_api::UserUpstreamSpec);
     printcolumn = r#"{"name":"Path","type":"string","jsonPath":".spec.pathPrefix"}"#,
     printcolumn = r#"{"name":"Accepted","type":"string","jsonPath":".status.conditions[?(@.type==\"Accepted\")].status"}"#,
     printcolumn = r#"{"name":"Programmed","type":"string","jsonPath":".status.conditions[?(@.type==\"Programmed\")].status"}"#,
+    printcolumn = r#"{"name":"Agent","type":"string","jsonPath":".status.conditions[?(@.type==\"AgentConnected\")].status"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 pub struct TunnelSpec(pub postern_api::TunnelSpec);

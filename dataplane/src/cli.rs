@@ -24,6 +24,12 @@ pub struct Cli {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ProxyVersion {
+    V1,
+    V2,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,
     Json,
@@ -35,8 +41,11 @@ pub enum Command {
     Dataplane(DataplaneArgs),
     /// No cluster: compile a folder of manifests and watch it.
     Standalone(StandaloneArgs),
-    /// The tunnel client (not implemented yet).
+    /// The tunnel client: publishes local services through a data plane.
     Agent(AgentArgs),
+    /// Tunnel keys and agent tokens.
+    #[command(subcommand)]
+    Tunnel(crate::tunnel::keys::TunnelCommand),
 }
 
 #[derive(Debug, Args)]
@@ -104,9 +113,39 @@ impl StandaloneArgs {
 
 #[derive(Debug, Args)]
 pub struct AgentArgs {
-    /// Accepted and ignored until the agent exists.
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    pub rest: Vec<String>,
+    /// The data plane's tunnel listener (`--tunnel-addr`), HOST:PORT.
+    #[arg(long, env = "POSTERN_AGENT_SERVER", value_name = "HOST:PORT", value_parser = parse_host_port)]
+    pub server: String,
+    /// The name the server's certificate carries (default: the host of
+    /// --server; set it when --server is an address).
+    #[arg(long, env = "POSTERN_AGENT_SERVER_NAME", value_name = "NAME")]
+    pub server_name: Option<String>,
+    /// PEM CA bundle that verifies the server (default: the system's roots).
+    #[arg(long, env = "POSTERN_AGENT_CA", value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// The agent token (`postern tunnel token`), re-read on every connection.
+    #[arg(long, env = "POSTERN_AGENT_TOKEN_FILE", value_name = "FILE")]
+    pub token_file: PathBuf,
+    /// A local service: `http://127.0.0.1:3000`, `https://...`, `h2c://...`
+    /// (HTTP/2 without TLS, for gRPC) or `tcp://127.0.0.1:5432`; `NS/NAME=URL`
+    /// for one tunnel of several.
+    /// Repeatable; one unnamed --to serves every other tunnel of the token.
+    #[arg(long = "to", required = true, value_name = "URL", value_parser = crate::agent::Mapping::parse)]
+    pub to: Vec<crate::agent::Mapping>,
+    /// PEM CA bundle trusted for `https://` local services.
+    #[arg(long, env = "POSTERN_AGENT_TO_CA", value_name = "FILE")]
+    pub to_ca: Option<PathBuf>,
+    /// The longest wait between two dials (jittered exponential backoff
+    /// from 100 ms; refusals back off from 1 s to 60 s instead).
+    #[arg(long, default_value = "500ms", value_parser = parse_duration, value_name = "DURATION")]
+    pub reconnect_max: Duration,
+    /// Send a PROXY protocol header (v1 or v2) naming the public client
+    /// first on every tcp tunnel connection to the local service.
+    #[arg(long, env = "POSTERN_AGENT_PROXY_PROTOCOL", value_name = "VERSION")]
+    pub proxy_protocol: Option<ProxyVersion>,
+    /// On SIGTERM, how long in-flight streams may take.
+    #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
+    pub drain_timeout: Duration,
 }
 
 /// Every listener of the data plane. Port 0 picks a free port; the log and
@@ -142,6 +181,9 @@ pub struct ListenerArgs {
     /// How the reverse proxy listeners (`--http-addr`, `--https-addr`) behave.
     #[command(flatten)]
     pub reverse: crate::reverse::ReverseArgs,
+    /// The agent listener (`--tunnel-addr`) and tcp tunnels.
+    #[command(flatten)]
+    pub tunnel: crate::tunnel::TunnelArgs,
     /// Connection caps of the traffic listeners.
     #[command(flatten)]
     pub caps: CapArgs,
@@ -335,7 +377,7 @@ mod tests {
             let listeners = match cli.command {
                 Command::Standalone(a) => a.listeners,
                 Command::Dataplane(a) => a.listeners,
-                Command::Agent(_) => panic!("wrong command"),
+                _ => panic!("wrong command"),
             };
             assert_eq!(listeners.tunnel_addr.port(), 0);
         }

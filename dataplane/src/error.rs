@@ -36,6 +36,12 @@ pub enum Error {
     Forward(#[from] crate::forward::errors::ConfigError),
     #[error("reverse proxy configuration: {0}")]
     Reverse(#[from] crate::reverse::ConfigError),
+    #[error("tunnel configuration: {0}")]
+    Tunnel(#[from] crate::tunnel::ConfigError),
+    #[error("agent: {0}")]
+    Agent(#[from] crate::agent::AgentError),
+    #[error("{0}")]
+    Usage(String),
     #[error("admin server failed: {0}")]
     Admin(std::io::Error),
     #[error("a task failed: {0}")]
@@ -68,6 +74,9 @@ impl Error {
             Error::NotImplemented(_) => "not_implemented",
             Error::Forward(_) => "forward_config",
             Error::Reverse(_) => "reverse_config",
+            Error::Tunnel(_) => "tunnel_config",
+            Error::Agent(_) => "agent_config",
+            Error::Usage(_) => "usage",
             Error::Admin(_) => "admin_io",
             Error::Task(_) => "task_panicked",
             Error::ListenerMissing(_) | Error::ListenerTaken { .. } => "listener_wiring",

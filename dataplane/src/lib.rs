@@ -11,6 +11,7 @@
 //! checks).
 
 pub mod admin;
+pub mod agent;
 pub mod cli;
 mod error;
 pub mod feature;
@@ -25,6 +26,7 @@ pub mod runtime;
 pub mod standalone;
 pub mod supervisor;
 pub mod sync;
+pub mod tunnel;
 pub mod upstreamgate;
 
 use std::path::PathBuf;
@@ -62,11 +64,14 @@ pub async fn run(command: Command) -> Result<()> {
 pub async fn run_until(command: Command, shutdown: CancellationToken) -> Result<()> {
     match command {
         Command::Dataplane(args) => {
-            let config = sync::SyncConfig::from_args(&args)?;
+            let mut config = sync::SyncConfig::from_args(&args)?;
+            let (agents, reports) = tokio::sync::watch::channel(Vec::new());
+            config.agents = Some(reports);
             let runtime = Runtime::new(Source::Operator);
             serve(
                 &args.listeners,
                 None,
+                agents,
                 runtime.clone(),
                 shutdown.clone(),
                 (
@@ -86,6 +91,7 @@ pub async fn run_until(command: Command, shutdown: CancellationToken) -> Result<
             serve(
                 &args.listeners,
                 Some(dir.clone()),
+                tokio::sync::watch::channel(Vec::new()).0,
                 runtime.clone(),
                 shutdown.clone(),
                 (
@@ -98,11 +104,20 @@ pub async fn run_until(command: Command, shutdown: CancellationToken) -> Result<
             )
             .await
         }
-        Command::Agent(_) => Err(Error::NotImplemented(
-            "`postern agent` (the tunnel client) is not implemented yet",
-        )),
+        Command::Agent(args) => {
+            let config = agent::AgentConfig::from_args(&args)?;
+            Ok(agent::run(config, shutdown).await?)
+        }
+        Command::Tunnel(command) => {
+            let out = tunnel::keys::run(&command).map_err(Error::Usage)?;
+            print!("{out}");
+            Ok(())
+        }
     }
 }
+
+/// Where the tunnel feature publishes its agents (the sync client reads them).
+type AgentReports = tokio::sync::watch::Sender<Vec<postern_snapshot::sync::TunnelAgents>>;
 
 /// Every capability of this build, on the one [`Feature`] seam. A new
 /// capability is one more entry here; its request-path hooks go into the
@@ -110,6 +125,7 @@ pub async fn run_until(command: Command, shutdown: CancellationToken) -> Result<
 fn features(
     listeners: &ListenerArgs,
     manifests: Option<PathBuf>,
+    agents: AgentReports,
     runtime: &Arc<Runtime>,
     shutdown: &CancellationToken,
 ) -> Result<Vec<Arc<dyn Feature>>> {
@@ -127,7 +143,14 @@ fn features(
         manifests,
         runtime.clone(),
     ));
-    let hooks = reverse::Hooks::default();
+    let tunnels = Arc::new(tunnel::Tunnels::new(
+        &listeners.tunnel,
+        agents,
+        &connections,
+        caps,
+    )?);
+    let mut hooks = reverse::Hooks::default();
+    hooks.upstream.push(tunnels.hook());
     let reverse = Arc::new(reverse::Reverse::new(
         &listeners.reverse,
         hooks,
@@ -139,7 +162,7 @@ fn features(
         upstream_api,
         &connections,
     ));
-    Ok(vec![admin, forward, reverse])
+    Ok(vec![admin, forward, reverse, tunnels])
 }
 
 /// The process's connection budget, from the open-file limit (raised by
@@ -163,11 +186,12 @@ fn connections(runtime: &Runtime) -> Arc<net::Connections> {
 async fn serve(
     listeners: &ListenerArgs,
     manifests: Option<PathBuf>,
+    agents: AgentReports,
     runtime: Arc<Runtime>,
     shutdown: CancellationToken,
     source: (&'static str, BoxFuture<'static, Result<()>>),
 ) -> Result<()> {
-    let features = features(listeners, manifests, &runtime, &shutdown)?;
+    let features = features(listeners, manifests, agents, &runtime, &shutdown)?;
     Supervisor::new(features, listeners.addr_file.clone())
         .run(listeners, runtime, shutdown, source)
         .await

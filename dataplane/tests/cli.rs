@@ -5,10 +5,21 @@ use std::time::Duration;
 use postern_harness::{Manifests, Postern, run_to_exit, tmp_dir};
 
 #[test]
-fn agent_is_not_implemented_yet() {
+fn agent_needs_a_server_token_and_service() {
     let (code, stderr) = run_to_exit(&["agent"]);
     assert_eq!(code, Some(2), "{stderr}");
-    assert!(stderr.contains("not implemented yet"), "{stderr}");
+    assert!(stderr.contains("--server"), "{stderr}");
+    let (code, stderr) = run_to_exit(&[
+        "agent",
+        "--server",
+        "127.0.0.1:9443",
+        "--token-file",
+        "/nonexistent/token",
+        "--to",
+        "http://127.0.0.1:3000",
+    ]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("/nonexistent/token"), "{stderr}");
 }
 
 #[test]

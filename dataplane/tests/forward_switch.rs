@@ -105,11 +105,10 @@ async fn switching_a_user_cuts_only_its_tunnels() {
                 && field(l, "outcome") == "cut"
         })
         .await;
+    // The apply logs its line once the cut is made, so the tunnel's own line
+    // may come a hair earlier (another thread): only lateness is a fault.
     let lag = seconds(&closed) - seconds(&cutting);
-    assert!(
-        (0.0..CUT_LAG).contains(&lag),
-        "cut {lag:.3}s after the apply"
-    );
+    assert!(lag < CUT_LAG, "cut {lag:.3}s after the apply");
     assert!(
         echo_roundtrip(&mut bob, b"bob-2").await,
         "bob's tunnel must survive alice's switch"

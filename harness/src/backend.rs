@@ -27,7 +27,8 @@ pub const SSE_GAP: Duration = Duration::from_secs(5);
 #[derive(Clone, Copy, Debug)]
 enum Answers {
     /// `/slow` after [`SLOW`]; `/sse` one event at once, the next after
-    /// [`SSE_GAP`]; `/sink` the number of body bytes read; anything else
+    /// [`SSE_GAP`]; `/sink` the number of body bytes read; `/bytes/N` N
+    /// bytes streamed in 64 KiB chunks (never held whole); anything else
     /// JSON describing the request (method, path, uri, version, headers,
     /// body length).
     Describe,
@@ -132,6 +133,7 @@ async fn answer(
         }
         "/sse" => Ok(sse()),
         "/sink" => Ok(sink(req.into_body()).await),
+        p if p.starts_with("/bytes/") => Ok(bytes(p["/bytes/".len()..].parse().unwrap_or(0))),
         _ => Ok(describe(req, name).await),
     }
 }
@@ -187,6 +189,25 @@ async fn describe(req: Request<Incoming>, name: String) -> Response<TestBody> {
 fn text(status: StatusCode, body: &str) -> Response<TestBody> {
     let mut r = Response::new(Full::new(Bytes::from(body.to_string())).boxed());
     *r.status_mut() = status;
+    r
+}
+
+fn bytes(total: u64) -> Response<TestBody> {
+    const CHUNK: usize = 64 * 1024;
+    let chunk = Bytes::from(vec![b'x'; CHUNK]);
+    let mut left = total;
+    let stream = futures::stream::poll_fn(move |_| {
+        if left == 0 {
+            return std::task::Poll::Ready(None);
+        }
+        let n = left.min(CHUNK as u64);
+        left -= n;
+        let data = chunk.slice(..n as usize);
+        std::task::Poll::Ready(Some(Ok::<_, Infallible>(Frame::data(data))))
+    });
+    let mut r = Response::new(BodyExt::boxed(StreamBody::new(stream)));
+    r.headers_mut()
+        .insert("content-length", total.to_string().parse().expect("length"));
     r
 }
 

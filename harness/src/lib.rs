@@ -16,6 +16,7 @@
 //!
 //! It never links kube: the data plane's tests must stay cheap to build.
 
+pub mod agent;
 pub mod backend;
 pub mod curl;
 pub mod dirs;
@@ -27,10 +28,12 @@ pub mod peers;
 pub mod pki;
 pub mod postern;
 pub mod process;
+pub mod python;
 pub mod targets;
 pub mod tunnel;
 pub mod wait;
 
+pub use agent::{Agent, AgentBuilder, TunnelKey, postern_stdout, tunnel_yaml};
 pub use backend::Backend;
 pub use curl::{Curl, curl, curl_blocking, fetch};
 pub use dirs::{binary, closed_port, free_addr, free_port, in_ci, loopback, repo_root, tmp_dir};

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use postern_snapshot::sync::TunnelAgents;
 use tokio::sync::watch;
 
 use crate::publish::Published;
@@ -32,6 +33,8 @@ pub struct Dataplane {
     /// Set by a nack, cleared by a later ack: the data plane is serving an
     /// older snapshot than the one it was sent.
     pub nack: Option<Nack>,
+    /// Its tunnel agents, as last reported.
+    pub agents: Vec<TunnelAgents>,
 }
 
 /// Every connected data plane, by id.
@@ -65,6 +68,7 @@ impl Fleet {
                 conn,
                 acked: None,
                 nack: None,
+                agents: Vec::new(),
             },
         );
         if let Some(old) = old {
@@ -79,6 +83,10 @@ impl Fleet {
             dp.acked = Some(published);
             dp.nack = None;
         });
+    }
+
+    pub fn agents(&self, id: &str, conn: u64, agents: Vec<TunnelAgents>) {
+        self.update(id, conn, |dp| dp.agents = agents);
     }
 
     pub fn nacked(&self, id: &str, conn: u64, nack: Nack) {

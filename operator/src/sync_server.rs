@@ -262,6 +262,9 @@ impl<'a> Session<'a> {
         match msg {
             ToOperator::Ack { version } => self.ack(&version),
             ToOperator::Nack { version, reason } => self.nack(version, reason),
+            ToOperator::Agents { tunnels } => {
+                self.server.fleet.agents(self.id, self.conn_no, tunnels);
+            }
             ToOperator::Ping => send(conn, message(&ToDataplane::Pong)?).await?,
             ToOperator::Pong => {}
             ToOperator::Hello { .. } => return Err(Error::Protocol("a second hello".into())),

@@ -64,6 +64,10 @@ pub struct Site {
     /// Changes to responses on their way to the client.
     #[serde(default)]
     pub response_headers: HeaderRules,
+    /// Set on the site of an http Tunnel's hostnames: requests go to the
+    /// agent of the tunnel with this id, not to `backend`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tunnel: Option<String>,
 }
 
 impl Site {
@@ -390,8 +394,9 @@ pub struct DestinationRules {
     pub deny: Vec<String>,
 }
 
-/// A reverse tunnel an agent may attach to.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// A reverse tunnel an agent may attach to. Its hostnames, if any, are
+/// also a [`Site`] whose `tunnel` is this id.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TunnelEntry {
     pub id: String,
@@ -401,6 +406,26 @@ pub struct TunnelEntry {
     pub tcp_port: Option<u16>,
     /// The key (PEM or shared secret) that verifies the agent's JWT.
     pub agent_key: String,
+    /// Path-prefix tunnels: the agent sees the path without the prefix.
+    #[serde(default = "yes")]
+    pub strip_prefix: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl std::fmt::Debug for TunnelEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TunnelEntry")
+            .field("id", &self.id)
+            .field("mode", &self.mode)
+            .field("hostnames", &self.hostnames)
+            .field("path_prefix", &self.path_prefix)
+            .field("tcp_port", &self.tcp_port)
+            .field("strip_prefix", &self.strip_prefix)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What a tunnel carries.

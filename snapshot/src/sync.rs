@@ -47,8 +47,31 @@ pub enum ToOperator {
         version: String,
         reason: String,
     },
+    /// The tunnel agents this data plane holds, whole, whenever it changes
+    /// (and once after the hello): what `AgentConnected` is made of.
+    Agents {
+        tunnels: Vec<TunnelAgents>,
+    },
     Ping,
     Pong,
+}
+
+/// One programmed Tunnel as one data plane sees it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TunnelAgents {
+    /// `namespace/name`.
+    pub tunnel: String,
+    /// Agents connected here (the active one and standbys).
+    pub agents: u32,
+    /// The active agent's address and version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_version: Option<String>,
+    /// Why the last agent for this Tunnel was refused here, if one was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_refusal: Option<String>,
 }
 
 /// Messages from the operator.

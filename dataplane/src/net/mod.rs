@@ -1,14 +1,15 @@
 //! The IO toolbox every feature shares: a stream that replays bytes read
 //! ahead of it ([`Prefixed`]), the hop-by-hop header rules
 //! ([`strip_hop_by_hop`]), the canonical form of request paths
-//! ([`path::normalise`]), the open-file limit ([`limits`]), and who may
-//! hold a connection ([`admission`]) taken by the one accept step every
-//! listener uses ([`Acceptor`]). Nothing here knows about snapshots or
-//! features.
+//! ([`path::normalise`]), the open-file limit ([`limits`]), a stream that
+//! can be broken from outside ([`Killable`]), and who may hold a connection
+//! ([`admission`]) taken by the one accept step every listener uses
+//! ([`Acceptor`]). Nothing here knows about snapshots or features.
 
 mod accept;
 pub mod admission;
 mod hop_by_hop;
+mod killable;
 pub mod limits;
 pub mod path;
 #[cfg(test)]
@@ -18,4 +19,5 @@ mod prefixed;
 pub use accept::{Accepted, Acceptor};
 pub use admission::{Caps, Connections};
 pub use hop_by_hop::strip_hop_by_hop;
+pub use killable::{Kill, Killable};
 pub use prefixed::Prefixed;

@@ -4,7 +4,8 @@
 //!
 //! Faults: the client's (`bad_request`, `unauthorized`), the configuration's
 //! (`unknown_host`, `auth_unavailable`, `backend_config`), the backend's
-//! (`backend_refused`, `backend_tls`, `backend_timeout`, `backend_failed`),
+//! (`backend_refused`, `backend_tls`, `backend_timeout`, `backend_failed`,
+//! `no_agent`: a tunnel without a connected agent, 503),
 //! or nobody's to answer (`client_gone`: the client left, no one reads a
 //! response). Messages name hosts and phases, never credentials.
 
@@ -55,6 +56,9 @@ pub enum ProxyError {
     /// The client went away mid-request; nobody reads the answer.
     #[error("the client went away")]
     ClientGone,
+    /// A tunnel's host or prefix, but no agent is connected for it.
+    #[error("no agent is connected for this tunnel")]
+    NoAgent,
 }
 
 impl ProxyError {
@@ -70,6 +74,7 @@ impl ProxyError {
             | ProxyError::BackendTls(_)
             | ProxyError::BackendFailed(_) => StatusCode::BAD_GATEWAY,
             ProxyError::BackendTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::NoAgent => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -87,6 +92,7 @@ impl ProxyError {
             ProxyError::BackendTimeout(_) => "backend_timeout",
             ProxyError::BackendFailed(_) => "backend_failed",
             ProxyError::ClientGone => "client_gone",
+            ProxyError::NoAgent => "no_agent",
         }
     }
 

@@ -129,15 +129,13 @@ async fn proxy<'t>(
         Ok(Cow::Owned(path)) => Some(path),
         Err(e) => return Err(ProxyError::BadRequest(e.as_str())),
     };
-    let target = site.target(
-        req.method(),
-        normalised.as_deref().unwrap_or(req.uri().path()),
-    );
+    let path = normalised.as_deref().unwrap_or(req.uri().path());
+    let target = site.target(req.method(), path);
     trace.route = target.route.as_deref();
     // 3. authenticate
     hooks.authenticate(&target.guard, &req, conn)?;
     // 4. choose upstream
-    let upstream = hooks.choose_upstream(site, target, req.method())?;
+    let upstream = hooks.choose_upstream(site, target, req.method(), path)?;
     // 5. upstream request
     let upgrading = upgrade::requested(&req);
     let on_client_upgrade = upgrading.then(|| hyper::upgrade::on(&mut req));

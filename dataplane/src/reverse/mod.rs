@@ -41,8 +41,13 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use body::ProxyBody;
+pub(crate) use certs::certified_key;
+pub(crate) use connector::{Connector, TlsSetup};
 pub use errors::ProxyError;
 pub use metrics::ReverseMetrics;
+pub(crate) use phases::{Backend, ChooseUpstream};
+pub(crate) use proxy_protocol::outbound as proxy_header;
+pub(crate) use router::{SiteTable, Target};
 
 use futures::future::BoxFuture;
 use postern_snapshot::Snapshot;

@@ -88,12 +88,14 @@ pub trait Backend: Send + Sync {
 
 /// Phase 4: picks the backend of the targets this hook owns.
 pub trait ChooseUpstream: Send + Sync {
-    /// `None`: not this hook's target.
+    /// `None`: not this hook's target. `path` is the normalised path that
+    /// routing saw (a tunnel may own a path prefix on every site).
     fn choose_upstream(
         &self,
         site: &SiteTable,
         target: &Target,
         method: &Method,
+        path: &str,
     ) -> Option<Result<Arc<dyn Backend>, ProxyError>>;
 }
 
@@ -171,11 +173,12 @@ impl Hooks {
         site: &SiteTable,
         target: &Target,
         method: &Method,
+        path: &str,
     ) -> Result<Arc<dyn Backend>, ProxyError> {
         let chosen = self
             .upstream
             .iter()
-            .find_map(|h| h.choose_upstream(site, target, method))
+            .find_map(|h| h.choose_upstream(site, target, method, path))
             .unwrap_or_else(|| Ok(target.upstream.clone() as Arc<dyn Backend>))?;
         if let Some(why) = chosen.broken() {
             return Err(ProxyError::BackendConfig(why.to_string()));

@@ -37,6 +37,8 @@ pub struct SiteTable {
     pub response_headers: HeaderOps,
     pub default: Target,
     routes: Vec<RouteTable>,
+    /// The tunnel whose agent serves this site (an http Tunnel's hostnames).
+    pub tunnel: Option<String>,
 }
 
 struct RouteTable {
@@ -145,6 +147,7 @@ fn site_table(site: &Site, pools: &mut Pools) -> SiteTable {
             guard,
         },
         routes,
+        tunnel: site.tunnel.clone(),
     }
 }
 

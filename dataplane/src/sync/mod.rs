@@ -23,6 +23,9 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
+use postern_snapshot::sync::TunnelAgents;
+use tokio::sync::watch;
+
 use crate::cli::DataplaneArgs;
 use crate::runtime::Runtime;
 use crate::{Error, Result};
@@ -40,6 +43,9 @@ pub struct SyncConfig {
     pub token: TokenSource,
     /// `None`: plain TCP.
     pub tls: Option<SyncTls>,
+    /// The tunnel feature's agent reports, sent to the operator when they
+    /// change (set by the caller; `None`: none are sent).
+    pub agents: Option<watch::Receiver<Vec<TunnelAgents>>>,
 }
 
 /// The shared sync token.
@@ -97,6 +103,7 @@ impl SyncConfig {
             dataplane_id,
             token,
             tls,
+            agents: None,
         })
     }
 }

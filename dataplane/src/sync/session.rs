@@ -10,12 +10,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use postern_snapshot::sync::{
-    DEAD_AFTER_SECS, MAX_FRAME, PING_SECS, PROTOCOL, ToDataplane, ToOperator, decode,
+    DEAD_AFTER_SECS, MAX_FRAME, PING_SECS, PROTOCOL, ToDataplane, ToOperator, TunnelAgents, decode,
     decode_snapshot, encode,
 };
 use serde_json::value::RawValue;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
+use tokio::sync::watch;
 use tokio::time::{Instant, timeout};
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
@@ -109,7 +110,7 @@ async fn session(
     tracing::info!(operator = %config.operator, %operator_id, tls = config.tls.is_some(), "connected to the operator");
     runtime.metrics().sync_connected.set(1);
     backoff.reset();
-    serve(&mut conn, runtime).await
+    serve(&mut conn, runtime, config.agents.clone()).await
 }
 
 /// The sync stream's framing: a 4-byte length, then that many bytes.
@@ -147,12 +148,35 @@ async fn welcome(conn: &mut Conn) -> Result<String, SessionError> {
     }
 }
 
-async fn serve(conn: &mut Conn, runtime: &Arc<Runtime>) -> Result<Infallible, SessionError> {
+async fn serve(
+    conn: &mut Conn,
+    runtime: &Arc<Runtime>,
+    mut agents: Option<watch::Receiver<Vec<TunnelAgents>>>,
+) -> Result<Infallible, SessionError> {
     let mut last_rx = Instant::now();
     let mut last_tx = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    if let Some(rx) = &mut agents {
+        let tunnels = rx.borrow_and_update().clone();
+        send(conn, &ToOperator::Agents { tunnels }).await?;
+    }
     loop {
+        let agents_changed = async {
+            match &mut agents {
+                Some(rx) => rx.changed().await.is_ok(),
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
+            open = agents_changed => {
+                let Some(rx) = agents.as_mut().filter(|_| open) else {
+                    agents = None;
+                    continue;
+                };
+                let tunnels = rx.borrow_and_update().clone();
+                send(conn, &ToOperator::Agents { tunnels }).await?;
+                last_tx = Instant::now();
+            }
             frame = conn.next() => {
                 let msg = read(frame)?;
                 last_rx = Instant::now();

@@ -32,6 +32,8 @@ pub struct PosternBuilder {
     launch: Launch,
     id: String,
     manifests: Option<Manifests>,
+    /// Listener flag → address, `127.0.0.1:0` unless [`PosternBuilder::listen`] says.
+    listen: Vec<(&'static str, String)>,
 }
 
 /// A running `postern`, killed on drop.
@@ -92,6 +94,17 @@ impl Postern {
         self.proc.pid()
     }
 
+    /// Its scratch folder (the log, the address file, the files builders wrote).
+    pub fn scratch_dir(&self) -> &Path {
+        let log = self.proc.log_path();
+        log.parent().unwrap_or(log)
+    }
+
+    /// SIGKILL: no drain, no goodbye to agents or clients.
+    pub fn kill(&mut self) {
+        self.proc.kill();
+    }
+
     /// The process alone, for a caller that keeps its own addresses.
     pub fn into_proc(self) -> Proc {
         self.proc
@@ -134,15 +147,26 @@ impl Postern {
 
 impl PosternBuilder {
     fn new(launch: Launch, id: &str, manifests: Option<Manifests>) -> PosternBuilder {
-        let launch = LISTENERS
-            .iter()
-            .fold(launch, |l, flag| l.arg(flag).arg("127.0.0.1:0"))
-            .addr_file();
         PosternBuilder {
-            launch,
+            launch: launch.addr_file(),
             id: id.into(),
             manifests,
+            listen: LISTENERS
+                .iter()
+                .map(|f| (*f, "127.0.0.1:0".into()))
+                .collect(),
         }
+    }
+
+    /// `FLAG ADDR` instead of port 0 for one of [`LISTENERS`] (a restarted
+    /// process back on the port its clients know).
+    pub fn listen(mut self, flag: &str, addr: std::net::SocketAddr) -> PosternBuilder {
+        for (f, a) in &mut self.listen {
+            if *f == flag {
+                *a = addr.to_string();
+            }
+        }
+        self
     }
 
     pub fn arg(mut self, arg: impl AsRef<OsStr>) -> PosternBuilder {
@@ -197,6 +221,17 @@ impl PosternBuilder {
         self.arg("--sync-token-file").arg(file)
     }
 
+    /// `--tunnel-cert` and `--tunnel-key` from `leaf`, and tcp tunnels'
+    /// ports on loopback.
+    pub fn tunnel_tls(self, leaf: &crate::pki::Leaf) -> PosternBuilder {
+        let files = leaf.write(self.launch.dir());
+        self.arg("--tunnel-cert")
+            .arg(files.cert)
+            .arg("--tunnel-key")
+            .arg(files.key)
+            .args(["--tunnel-tcp-host", "127.0.0.1"])
+    }
+
     /// `--sync-ca FILE`: the sync stream is TLS, verified against it.
     pub fn sync_ca(self, ca: &Path) -> PosternBuilder {
         self.arg("--sync-ca").arg(ca)
@@ -205,7 +240,11 @@ impl PosternBuilder {
     /// Starts it and waits until it listens (and, standalone, serves).
     pub async fn start(self) -> Postern {
         let standalone = self.manifests.is_some();
-        let (proc, addrs) = self.launch.start().await;
+        let launch = self
+            .listen
+            .iter()
+            .fold(self.launch, |l, (flag, addr)| l.arg(flag).arg(addr));
+        let (proc, addrs) = launch.start().await;
         let postern = Postern {
             id: self.id,
             admin: addrs.get("admin"),

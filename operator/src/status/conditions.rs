@@ -1,15 +1,18 @@
 //! What an object's status should say: pure, so every rule is unit-tested.
 
-use postern_api::{Condition, ConditionStatus, ResourceStatus};
+use postern_api::{Condition, ConditionStatus, Kind, ResourceStatus};
 use postern_compile::Verdict;
+use postern_snapshot::sync::TunnelAgents;
 
 use crate::fleet::Dataplane;
 
 pub const ACCEPTED: &str = "Accepted";
 pub const PROGRAMMED: &str = "Programmed";
+pub const AGENT_CONNECTED: &str = "AgentConnected";
 
-/// The status `verdict` calls for, given the data planes' acks. Conditions
-/// this writer does not own (CertificateReady, AgentConnected) are kept from
+/// The status `verdict` calls for, given the data planes' acks (and, for a
+/// Tunnel, their agents). Conditions this writer does not own
+/// (CertificateReady) are kept from
 /// `previous`, and a condition's lastTransitionTime is kept from `previous`
 /// unless its status flipped, so an unchanged object compares equal and is
 /// not patched.
@@ -38,14 +41,26 @@ pub fn desired(
         last_transition_time: None,
     };
     let previous_conditions = previous.map(|p| p.conditions.as_slice()).unwrap_or(&[]);
+    let agent = (verdict.kind == Kind::Tunnel && verdict.accepted()).then(|| {
+        let (status, reason, message) = agent_connected(&verdict.key.to_string(), dataplanes);
+        Condition {
+            kind: AGENT_CONNECTED.into(),
+            status,
+            reason: reason.into(),
+            message,
+            observed_generation: generation,
+            last_transition_time: None,
+        }
+    });
     let mut conditions: Vec<Condition> = [accepted, programmed]
         .into_iter()
+        .chain(agent)
         .map(|c| with_transition_time(c, previous_conditions, now))
         .collect();
     conditions.extend(
         previous_conditions
             .iter()
-            .filter(|c| c.kind != ACCEPTED && c.kind != PROGRAMMED)
+            .filter(|c| ![ACCEPTED, PROGRAMMED, AGENT_CONNECTED].contains(&c.kind.as_str()))
             .cloned(),
     );
     ResourceStatus {
@@ -103,6 +118,52 @@ pub fn programmed(
         verdict.generation
     );
     (ConditionStatus::False, "Pending", message)
+}
+
+/// AgentConnected: True with the agent count (over every data plane), the
+/// active agent's address, version and data plane; False with the last
+/// refusal reason, if any data plane saw one.
+pub fn agent_connected(
+    tunnel: &str,
+    dataplanes: &[Dataplane],
+) -> (ConditionStatus, &'static str, String) {
+    let reports: Vec<(&Dataplane, &TunnelAgents)> = dataplanes
+        .iter()
+        .filter_map(|dp| {
+            dp.agents
+                .iter()
+                .find(|a| a.tunnel == tunnel)
+                .map(|a| (dp, a))
+        })
+        .collect();
+    let count: u32 = reports.iter().map(|(_, a)| a.agents).sum();
+    if let Some((dp, active)) = reports.iter().find(|(_, a)| a.agents > 0) {
+        let message = format!(
+            "{count} agent(s) connected; active {} (agent {}) on data plane {}",
+            active.remote.as_deref().unwrap_or("-"),
+            active.agent_version.as_deref().unwrap_or("-"),
+            dp.id
+        );
+        return (ConditionStatus::True, "Connected", message);
+    }
+    match reports
+        .iter()
+        .find_map(|(dp, a)| a.last_refusal.as_deref().map(|r| (dp, r)))
+    {
+        Some((dp, reason)) => (
+            ConditionStatus::False,
+            "Refused",
+            format!(
+                "no agent connected; the last was refused by data plane {}: {reason}",
+                dp.id
+            ),
+        ),
+        None => (
+            ConditionStatus::False,
+            "NoAgent",
+            "no agent connected".to_string(),
+        ),
+    }
 }
 
 fn with_transition_time(mut condition: Condition, previous: &[Condition], now: &str) -> Condition {

@@ -57,6 +57,7 @@ fn dataplane(id: &str, acked: Option<Arc<Published>>, nack: Option<&str>) -> Dat
             version: "0123456789abcdef".into(),
             reason: reason.into(),
         }),
+        agents: Vec::new(),
     }
 }
 
@@ -169,4 +170,48 @@ fn conditions_owned_by_others_are_kept() {
     let next = desired(&verdict(2, Reason::Accepted), &[], Some(&previous), T1);
     assert_eq!(condition(&next, "CertificateReady").reason, "Issued");
     assert_eq!(next.conditions.len(), 3);
+}
+
+fn reporting(id: &str, agents: u32, refusal: Option<&str>) -> Dataplane {
+    let mut dp = dataplane(id, None, None);
+    dp.agents = vec![TunnelAgents {
+        tunnel: "team/laptop".into(),
+        agents,
+        remote: (agents > 0).then(|| "10.1.2.3:5555".to_string()),
+        agent_version: (agents > 0).then(|| "0.1.0".to_string()),
+        last_refusal: refusal.map(String::from),
+    }];
+    dp
+}
+
+#[test]
+fn agent_connected_counts_agents_over_data_planes_or_says_why_not() {
+    let (status, reason, message) = agent_connected("team/laptop", &[]);
+    assert_eq!((status, reason), (ConditionStatus::False, "NoAgent"));
+    assert!(message.contains("no agent"));
+    let refused = [reporting("dp-1", 0, Some("bad_signature"))];
+    let (status, reason, message) = agent_connected("team/laptop", &refused);
+    assert_eq!((status, reason), (ConditionStatus::False, "Refused"));
+    assert!(
+        message.contains("bad_signature") && message.contains("dp-1"),
+        "{message}"
+    );
+    let both = [reporting("dp-1", 0, None), reporting("dp-2", 2, None)];
+    let (status, reason, message) = agent_connected("team/laptop", &both);
+    assert_eq!((status, reason), (ConditionStatus::True, "Connected"));
+    for part in ["2 agent(s)", "10.1.2.3:5555", "0.1.0", "dp-2"] {
+        assert!(message.contains(part), "{part}: {message}");
+    }
+}
+
+#[test]
+fn only_accepted_tunnels_get_agent_connected() {
+    let mut v = verdict(1, Reason::Accepted);
+    v.kind = Kind::Tunnel;
+    v.key = ObjectKey::new("team", "laptop");
+    let status = desired(&v, &[reporting("dp-1", 1, None)], None, T0);
+    let agent = condition(&status, "AgentConnected");
+    assert_eq!(agent.status, ConditionStatus::True);
+    let pt = desired(&verdict(1, Reason::Accepted), &[], None, T0);
+    assert!(pt.conditions.iter().all(|c| c.kind != "AgentConnected"));
 }

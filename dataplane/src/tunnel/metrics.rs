@@ -1,0 +1,115 @@
+//! The tunnel feature's metrics, per Tunnel. The tunnel label is an id of
+//! the snapshot (or `-` for a refusal naming none that exists), so agents
+//! cannot grow the label set with names they make up.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TunnelLabels {
+    pub tunnel: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StreamLabels {
+    pub tunnel: String,
+    /// `http`, `upgrade` or `tcp`.
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BytesLabels {
+    pub tunnel: String,
+    /// `in` (client to agent) or `out` (agent to client).
+    pub direction: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusalLabels {
+    pub tunnel: String,
+    /// An `AuthError::reason`.
+    pub reason: &'static str,
+}
+
+/// Cloning shares the values.
+#[derive(Clone, Default)]
+pub struct TunnelMetrics {
+    pub agents: Family<TunnelLabels, Gauge>,
+    pub sessions: Family<TunnelLabels, Counter>,
+    pub streams: Family<StreamLabels, Counter>,
+    pub open: Family<StreamLabels, Gauge>,
+    pub bytes: Family<BytesLabels, Counter>,
+    pub refusals: Family<RefusalLabels, Counter>,
+}
+
+impl TunnelMetrics {
+    pub fn register(&self, registry: &mut Registry) {
+        let r = registry.sub_registry_with_prefix("tunnel");
+        r.register(
+            "agents",
+            "Agents connected per Tunnel (active and standby)",
+            self.agents.clone(),
+        );
+        r.register(
+            "sessions",
+            "Agent sessions accepted per Tunnel (reconnects included)",
+            self.sessions.clone(),
+        );
+        r.register(
+            "streams",
+            "Streams opened to agents, by kind",
+            self.streams.clone(),
+        );
+        r.register(
+            "streams_open",
+            "Raw streams (tcp, upgrades) open now",
+            self.open.clone(),
+        );
+        r.register(
+            "bytes",
+            "Bytes relayed on raw streams, by direction",
+            self.bytes.clone(),
+        );
+        r.register(
+            "refusals",
+            "Agent authentications refused, by reason",
+            self.refusals.clone(),
+        );
+    }
+
+    pub fn refused(&self, tunnel: &str, reason: &'static str) {
+        let labels = RefusalLabels {
+            tunnel: tunnel.to_string(),
+            reason,
+        };
+        self.refusals.get_or_create(&labels).inc();
+    }
+
+    pub fn stream(&self, tunnel: &str, kind: &'static str) {
+        let labels = StreamLabels {
+            tunnel: tunnel.to_string(),
+            kind,
+        };
+        self.streams.get_or_create(&labels).inc();
+    }
+
+    pub fn set_agents(&self, tunnel: &str, n: usize) {
+        let labels = TunnelLabels {
+            tunnel: tunnel.to_string(),
+        };
+        self.agents.get_or_create(&labels).set(n as i64);
+    }
+
+    pub fn bytes(&self, tunnel: &str, into_agent: u64, from_agent: u64) {
+        for (direction, n) in [("in", into_agent), ("out", from_agent)] {
+            let labels = BytesLabels {
+                tunnel: tunnel.to_string(),
+                direction,
+            };
+            self.bytes.get_or_create(&labels).inc_by(n);
+        }
+    }
+}

@@ -1,0 +1,216 @@
+//! Reverse tunnels: agents (`postern agent`) dial `--tunnel-addr` over TLS
+//! and serve the Tunnels their token opens; public requests for those
+//! Tunnels' hostnames or path prefix, and connections to their tcp ports,
+//! become streams on the agent's one multiplexed connection.
+//!
+//! The modules: [`protocol`] (the wire, shared with the agent), [`auth`]
+//! and [`limiter`] (who may serve what), [`keys`] (`postern tunnel`),
+//! [`table`] (one snapshot's tunnels), [`registry`] (live agents, one
+//! active per tunnel), [`session`] (the agent listener), [`backend`] (the
+//! reverse proxy's `ChooseUpstream` hook) and [`tcp`] (tcp ports). This
+//! feature never edits the reverse proxy's tables: http Tunnels' hostnames
+//! reach it as sites the compiler marked with `Site::tunnel`.
+
+pub mod auth;
+mod backend;
+mod cert;
+pub mod keys;
+mod limiter;
+mod metrics;
+pub mod protocol;
+mod registry;
+pub mod session;
+mod table;
+mod tcp;
+
+use crate::net::admission::Admission;
+use crate::net::{Caps, Connections};
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use clap::Args;
+use futures::future::BoxFuture;
+use postern_snapshot::Snapshot;
+use postern_snapshot::sync::TunnelAgents;
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+
+use crate::feature::Feature;
+use crate::listeners::{Listener, Listeners};
+use crate::reverse::ChooseUpstream;
+use session::State;
+use table::Table;
+
+/// Flags of the agent listener.
+#[derive(Debug, Clone, Args)]
+pub struct TunnelArgs {
+    /// The PEM certificate chain agents see on `--tunnel-addr` (read again
+    /// when the file changes). Without it (and `--tunnel-key`) the agent
+    /// listener is not served.
+    #[arg(
+        long,
+        env = "POSTERN_TUNNEL_CERT",
+        value_name = "FILE",
+        requires = "tunnel_key"
+    )]
+    pub tunnel_cert: Option<PathBuf>,
+    /// The private key (PEM) of `--tunnel-cert`.
+    #[arg(
+        long,
+        env = "POSTERN_TUNNEL_KEY",
+        value_name = "FILE",
+        requires = "tunnel_cert"
+    )]
+    pub tunnel_key: Option<PathBuf>,
+    /// The address tcp Tunnels' public ports are bound on.
+    #[arg(
+        long,
+        env = "POSTERN_TUNNEL_TCP_HOST",
+        default_value_t = IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        value_name = "IP"
+    )]
+    pub tunnel_tcp_host: IpAddr,
+}
+
+/// Why the tunnel feature cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("tunnel certificate: {0}")]
+    Pem(String),
+    #[error("tunnel TLS setup: {0}")]
+    Tls(#[from] rustls::Error),
+}
+
+/// The tunnel feature.
+pub struct Tunnels {
+    state: Arc<State>,
+    /// The caps of `--tunnel-addr` (agents).
+    admission: Admission,
+    acceptor: Option<TlsAcceptor>,
+    tcp_host: IpAddr,
+    tcp_wanted: watch::Sender<Vec<(String, u16)>>,
+}
+
+impl Tunnels {
+    /// `reports` receives every programmed tunnel's agents when they change
+    /// (the sync client sends them to the operator).
+    pub fn new(
+        args: &TunnelArgs,
+        reports: watch::Sender<Vec<TunnelAgents>>,
+        connections: &Arc<Connections>,
+        caps: Caps,
+    ) -> Result<Tunnels, ConfigError> {
+        let acceptor = match (&args.tunnel_cert, &args.tunnel_key) {
+            (Some(cert), Some(key)) => Some(acceptor(cert, key)?),
+            _ => {
+                tracing::info!("no --tunnel-cert: tunnel agents cannot connect to this data plane");
+                None
+            }
+        };
+        Ok(Tunnels {
+            state: Arc::new(State::new(
+                reports,
+                connections.listener("tunnel_tcp", caps, true),
+            )),
+            admission: connections.listener("tunnel", caps, true),
+            acceptor,
+            tcp_host: args.tunnel_tcp_host,
+            tcp_wanted: watch::channel(Vec::new()).0,
+        })
+    }
+
+    /// The reverse proxy's phase-4 hook.
+    pub fn hook(&self) -> Arc<dyn ChooseUpstream> {
+        Arc::new(backend::TunnelHook {
+            state: self.state.clone(),
+        })
+    }
+}
+
+fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, ConfigError> {
+    let resolver = cert::FileCert::load(cert.to_path_buf(), key.to_path_buf())?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(resolver));
+    config.alpn_protocols = vec![protocol::ALPN.to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+impl Feature for Tunnels {
+    fn name(&self) -> &'static str {
+        "tunnel"
+    }
+
+    fn listeners(&self) -> &'static [Listener] {
+        if self.acceptor.is_some() {
+            &[Listener::Tunnel]
+        } else {
+            &[]
+        }
+    }
+
+    fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        self.state.metrics.register(registry);
+    }
+
+    /// Swaps the tunnel table, cuts agents whose token the new keys no
+    /// longer accept (or whose Tunnel is gone), and reconciles tcp ports.
+    fn apply(&self, snapshot: &Snapshot) {
+        let table = Arc::new(Table::build(snapshot));
+        self.state.table.store(table.clone());
+        for (session, tunnel, reason) in self.state.registry.revalidate(&table) {
+            tracing::info!(session = %session, tunnel = %tunnel, reason, "agent cut from its tunnel by the new snapshot");
+            self.state.refused(&tunnel, reason);
+            self.state.refresh_agents(std::slice::from_ref(&tunnel));
+        }
+        self.state.publish();
+        self.tcp_wanted.send_replace(table.tcp.clone());
+    }
+
+    fn serve(
+        self: Arc<Self>,
+        mut listeners: Listeners,
+        shutdown: CancellationToken,
+    ) -> BoxFuture<'static, crate::Result<()>> {
+        Box::pin(async move {
+            let mut wanted = self.tcp_wanted.subscribe();
+            let mut ports = tcp::TcpPorts::new(self.tcp_host);
+            let (state, stop) = (self.state.clone(), shutdown.clone());
+            let tcp = tokio::spawn(async move {
+                loop {
+                    let list = wanted.borrow_and_update().clone();
+                    ports.reconcile(&list, &state, &stop);
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        changed = wanted.changed() => if changed.is_err() { return },
+                    }
+                }
+            });
+            match &self.acceptor {
+                Some(acceptor) => {
+                    let listener = listeners.take(Listener::Tunnel)?;
+                    session::run(
+                        listener,
+                        self.admission.clone(),
+                        acceptor.clone(),
+                        self.state.clone(),
+                        shutdown,
+                    )
+                    .await;
+                }
+                None => shutdown.cancelled().await,
+            }
+            let _ = tcp.await;
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,368 @@
+//! The agent listener: TLS, the hello, authentication per tunnel, then one
+//! HTTP/2 connection (the data plane as h2 client) registered for the
+//! accepted tunnels until it ends, is cut, or the data plane stops.
+//!
+//! Flow control is HTTP/2's: each stream may have [`STREAM_WINDOW`] bytes in
+//! flight and the connection [`CONN_WINDOW`], which bounds what a slow
+//! reader makes either side buffer. PINGs every [`HEARTBEAT`] that go
+//! unanswered for [`HEARTBEAT_TIMEOUT`] close a dead connection (both ends
+//! do this), so a vanished peer is noticed within 15 s.
+
+use crate::net::Acceptor;
+use crate::net::admission::Admission;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use http::{Method, Request};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use postern_snapshot::sync::TunnelAgents;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+
+use super::auth::{AuthError, peek};
+use super::limiter::FailureLimiter;
+use super::metrics::TunnelMetrics;
+use super::protocol::{self, Accepted, CONTROL_PATH, DRAINING, Hello, Refused, Welcome};
+use super::registry::{Registry, Session};
+use super::table::Table;
+use crate::net::{Kill, Killable};
+use crate::reverse::ProxyBody;
+
+/// How long an agent has for TLS and its hello.
+const HANDSHAKE: Duration = Duration::from_secs(10);
+pub const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
+pub const CONN_WINDOW: u32 = 16 * 1024 * 1024;
+pub const FRAME: u32 = 64 * 1024;
+pub const HEARTBEAT: Duration = Duration::from_secs(5);
+pub const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The most tunnels one agent connection may ask for.
+const MAX_TUNNELS: usize = 16;
+/// How long in-flight streams of a closing session may take.
+const DRAIN: Duration = Duration::from_secs(10);
+
+/// What the listener, the hooks and the tcp listeners share.
+pub struct State {
+    pub table: ArcSwap<Table>,
+    pub registry: Registry,
+    pub limiter: FailureLimiter,
+    pub metrics: TunnelMetrics,
+    next: AtomicU64,
+    /// The last refusal reason per programmed tunnel.
+    refusals: Mutex<HashMap<String, &'static str>>,
+    /// Every programmed tunnel's agents, for the operator (`AgentConnected`).
+    reports: watch::Sender<Vec<TunnelAgents>>,
+    /// The caps of the public connections to tcp tunnels.
+    pub tcp_admission: Admission,
+}
+
+impl State {
+    pub fn new(reports: watch::Sender<Vec<TunnelAgents>>, tcp_admission: Admission) -> State {
+        State {
+            table: ArcSwap::from_pointee(Table::default()),
+            registry: Registry::default(),
+            limiter: FailureLimiter::default(),
+            metrics: TunnelMetrics::default(),
+            next: AtomicU64::new(1),
+            refusals: Mutex::new(HashMap::new()),
+            reports,
+            tcp_admission,
+        }
+    }
+
+    pub fn refresh_agents(&self, tunnels: &[String]) {
+        for t in tunnels {
+            self.metrics.set_agents(t, self.registry.count(t));
+        }
+        self.publish();
+    }
+
+    /// Records why an agent was refused for a programmed tunnel.
+    pub fn refused(&self, tunnel: &str, reason: &'static str) {
+        self.metrics.refused(tunnel, reason);
+        if self.table.load().get(tunnel).is_some() {
+            let mut refusals = self.refusals.lock().unwrap_or_else(|p| p.into_inner());
+            refusals.insert(tunnel.to_string(), reason);
+        }
+        self.publish();
+    }
+
+    /// Rebuilds the report of every programmed tunnel; sent on only when
+    /// it changed.
+    pub fn publish(&self) {
+        let table = self.table.load();
+        let refusals = self
+            .refusals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let report: Vec<TunnelAgents> = table
+            .ids()
+            .map(|id| {
+                let active = self.registry.active(id);
+                TunnelAgents {
+                    tunnel: id.to_string(),
+                    agents: u32::try_from(self.registry.count(id)).unwrap_or(u32::MAX),
+                    remote: active.as_ref().map(|s| s.remote.to_string()),
+                    agent_version: active.as_ref().map(|s| s.agent_version.clone()),
+                    last_refusal: refusals.get(id).map(|r| r.to_string()),
+                }
+            })
+            .collect();
+        self.reports.send_if_modified(|current| {
+            let changed = *current != report;
+            if changed {
+                *current = report;
+            }
+            changed
+        });
+    }
+}
+
+/// Accepts agents until `shutdown`, within `admission`'s caps.
+pub async fn run(
+    listener: TcpListener,
+    admission: Admission,
+    acceptor: TlsAcceptor,
+    state: Arc<State>,
+    shutdown: CancellationToken,
+) {
+    let tasks = tokio_util::task::TaskTracker::new();
+    let mut agents = Acceptor::new(listener, admission);
+    while let Some(accepted) = agents.next(&shutdown).await {
+        let (tcp, peer, permit) = (accepted.stream, accepted.peer, accepted.permit);
+        let (acceptor, state, shutdown) = (acceptor.clone(), state.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            let _permit = permit;
+            if let Err(e) = handle(tcp, peer, acceptor, state, shutdown).await {
+                tracing::debug!(remote = %peer, error = %e, "agent connection ended");
+            }
+        });
+    }
+    tasks.close();
+    tasks.wait().await;
+}
+
+#[derive(Debug, thiserror::Error)]
+enum SessionError {
+    #[error("TLS or hello took longer than {HANDSHAKE:?}")]
+    Timeout,
+    #[error("TLS: {0}")]
+    Tls(std::io::Error),
+    #[error(transparent)]
+    Protocol(#[from] protocol::ProtocolError),
+    #[error("HTTP/2: {0}")]
+    H2(#[from] hyper::Error),
+}
+
+async fn handle(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    acceptor: TlsAcceptor,
+    state: Arc<State>,
+    shutdown: CancellationToken,
+) -> Result<(), SessionError> {
+    let _ = tcp.set_nodelay(true);
+    let greet = async {
+        let mut tls = acceptor.accept(tcp).await.map_err(SessionError::Tls)?;
+        let hello = protocol::read_hello(&mut tls).await?;
+        Ok::<_, SessionError>((tls, hello))
+    };
+    let (mut tls, hello) = tokio::time::timeout(HANDSHAKE, greet)
+        .await
+        .map_err(|_| SessionError::Timeout)??;
+    let id = format!("s{}", state.next.fetch_add(1, Ordering::Relaxed));
+    let (welcome, jti) = authenticate(&state, &hello, peer, &id);
+    let kill = Arc::new(Kill::default());
+    protocol::write_frame(&mut tls, &welcome).await?;
+    if welcome.accepted.is_empty() {
+        let _ = tls.shutdown().await;
+        return Ok(());
+    }
+    let (sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONN_WINDOW)
+        .max_frame_size(FRAME)
+        .keep_alive_interval(HEARTBEAT)
+        .keep_alive_timeout(HEARTBEAT_TIMEOUT)
+        .keep_alive_while_idle(true)
+        .handshake::<_, ProxyBody>(TokioIo::new(Killable::new(tls, kill.clone())))
+        .await?;
+    let mut conn = tokio::spawn(conn);
+    let tunnels: Vec<String> = welcome.accepted.iter().map(|a| a.tunnel.clone()).collect();
+    let session = Arc::new(Session::new(
+        id.clone(),
+        peer,
+        hello.agent_version.clone(),
+        (hello.token, jti.clone()),
+        sender,
+    ));
+    let active = state.registry.attach(&session, &tunnels);
+    for t in &tunnels {
+        state.metrics.sessions.get_or_create(&label(t)).inc();
+    }
+    state.refresh_agents(&tunnels);
+    tracing::info!(
+        session = %id, remote = %peer, agent_version = %hello.agent_version, jti = %jti,
+        tunnels = ?tunnels, active = ?active,
+        "agent session started"
+    );
+    tokio::spawn(watch_control(session.clone(), state.clone()));
+    let started = Instant::now();
+    let why = tokio::select! {
+        ended = &mut conn => match ended {
+            Ok(Ok(())) => "closed by the agent".to_string(),
+            Ok(Err(e)) => format!("connection failed: {e}"),
+            Err(e) => format!("connection task failed: {e}"),
+        },
+        _ = session.cut.cancelled() => {
+            session.close();
+            kill.kill();
+            "cut: its tunnel or key changed".to_string()
+        }
+        _ = shutdown.cancelled() => {
+            // No new streams; those in flight get a bounded time.
+            state.registry.detach(&session);
+            session.close();
+            let _ = tokio::time::timeout(DRAIN, &mut conn).await;
+            kill.kill();
+            "the data plane is shutting down".to_string()
+        }
+    };
+    state.registry.detach(&session);
+    state.refresh_agents(&session.tunnels());
+    state.refresh_agents(&tunnels);
+    tracing::info!(
+        session = %id, remote = %peer, jti = %jti, secs = started.elapsed().as_secs(),
+        reason = %why,
+        "agent session ended"
+    );
+    Ok(())
+}
+
+fn label(t: &str) -> super::metrics::TunnelLabels {
+    super::metrics::TunnelLabels {
+        tunnel: t.to_string(),
+    }
+}
+
+/// Checks the hello against the tunnels in service: which tunnels the
+/// agent may serve, which it may not and why. Counts and logs failures
+/// (never the token), and refuses an address over its failure limit.
+fn authenticate(state: &State, hello: &Hello, peer: SocketAddr, id: &str) -> (Welcome, String) {
+    let (named, jti) = peek(&hello.token).unwrap_or_default();
+    let mut wanted = if hello.tunnels.is_empty() {
+        named
+    } else {
+        hello.tunnels.clone()
+    };
+    // Each name costs a signature check: a hello cannot ask for thousands.
+    wanted.truncate(MAX_TUNNELS);
+    let mut welcome = Welcome {
+        session: id.to_string(),
+        ..Welcome::default()
+    };
+    let now = Instant::now();
+    let refuse_all = |welcome: &mut Welcome, e: AuthError| {
+        let list = if wanted.is_empty() {
+            vec!["-".to_string()]
+        } else {
+            wanted.clone()
+        };
+        for tunnel in list {
+            welcome.refused.push(Refused {
+                tunnel,
+                reason: e.reason().into(),
+            });
+        }
+    };
+    if !state.limiter.allowed(peer.ip(), now) {
+        refuse_all(&mut welcome, AuthError::RateLimited);
+        state.refused("-", AuthError::RateLimited.reason());
+        tracing::warn!(remote = %peer, "agent refused: too many failed attempts from this address");
+        return (welcome, jti);
+    }
+    if wanted.is_empty() {
+        refuse_all(&mut welcome, AuthError::Malformed("names no tunnel".into()));
+    }
+    let table = state.table.load();
+    for tunnel in &wanted {
+        match table.verify(&hello.token, tunnel) {
+            Ok(_) => {
+                let mode = match table.get(tunnel).map(|t| t.entry.mode) {
+                    Some(postern_snapshot::TunnelMode::Tcp) => "tcp",
+                    _ => "http",
+                };
+                let active = state.registry.active(tunnel).is_none();
+                welcome.accepted.push(Accepted {
+                    tunnel: tunnel.clone(),
+                    mode: mode.into(),
+                    active,
+                });
+            }
+            Err(e) => {
+                let known = table.get(tunnel).is_some();
+                state.refused(if known { tunnel } else { "-" }, e.reason());
+                tracing::warn!(remote = %peer, tunnel = %tunnel, jti = %jti, reason = e.reason(), error = %e, "agent refused");
+                welcome.refused.push(Refused {
+                    tunnel: tunnel.clone(),
+                    reason: e.reason().into(),
+                });
+            }
+        }
+    }
+    if !welcome.refused.is_empty() {
+        state.limiter.failed(peer.ip(), now);
+    }
+    (welcome, jti)
+}
+
+/// Opens the control stream and marks the session draining when the agent
+/// says so; its end means nothing more (the connection's end detaches).
+async fn watch_control(session: Arc<Session>, state: Arc<State>) {
+    let request = Request::builder()
+        .method(Method::GET)
+        .uri(format!("http://agent{CONTROL_PATH}"))
+        .version(http::Version::HTTP_2)
+        .body(Empty::new().map_err(|e| match e {}).boxed_unsync());
+    let Ok(request) = request else { return };
+    let Some(mut sender) = session.sender() else {
+        return;
+    };
+    if sender.ready().await.is_err() {
+        return;
+    }
+    let Ok(response) = sender.send_request(request).await else {
+        return;
+    };
+    drop(sender);
+    let mut body = response.into_body();
+    let mut seen = Vec::new();
+    loop {
+        let frame = tokio::select! {
+            _ = session.closing.cancelled() => return,
+            frame = body.frame() => frame,
+        };
+        let Some(Ok(frame)) = frame else { return };
+        if let Some(data) = frame.data_ref() {
+            seen.extend_from_slice(data);
+            if seen.windows(DRAINING.len()).any(|w| w == DRAINING) {
+                state.registry.drain(&session);
+                state.refresh_agents(&session.tunnels());
+                tracing::info!(session = %session.id, "agent draining: new streams go to a standby");
+                return;
+            }
+            if seen.len() > 1024 {
+                seen.drain(..seen.len() - DRAINING.len());
+            }
+        }
+    }
+}

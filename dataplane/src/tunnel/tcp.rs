@@ -1,0 +1,185 @@
+//! tcp Tunnels: the public port is bound only while the Tunnel is
+//! programmed *and* an agent is live for it (a client gets connection
+//! refused otherwise, never a socket that hangs), and each connection is a
+//! raw `CONNECT` stream to the agent, relayed byte for byte.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use http::{HeaderValue, Method, Request, StatusCode, Uri, Version};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::protocol::{H_CLIENT, H_SERVER, H_STREAM, H_TUNNEL};
+use super::session::State;
+use crate::net::Acceptor;
+
+/// Keeps one listener task per `(tunnel, port)` of the table in service.
+pub struct TcpPorts {
+    host: IpAddr,
+    running: HashMap<(String, u16), CancellationToken>,
+}
+
+impl TcpPorts {
+    pub fn new(host: IpAddr) -> TcpPorts {
+        TcpPorts {
+            host,
+            running: HashMap::new(),
+        }
+    }
+
+    /// Starts the listeners `wanted` has and stops the others.
+    pub fn reconcile(
+        &mut self,
+        wanted: &[(String, u16)],
+        state: &Arc<State>,
+        stop: &CancellationToken,
+    ) {
+        self.running.retain(|key, token| {
+            let keep = wanted.contains(key);
+            if !keep {
+                token.cancel();
+            }
+            keep
+        });
+        for (id, port) in wanted {
+            let key = (id.clone(), *port);
+            if self.running.contains_key(&key) {
+                continue;
+            }
+            let token = stop.child_token();
+            let addr = SocketAddr::new(self.host, *port);
+            tokio::spawn(serve_port(id.clone(), addr, state.clone(), token.clone()));
+            self.running.insert(key, token);
+        }
+    }
+}
+
+/// Binds `addr` while `tunnel` has a live agent, until `stop`.
+async fn serve_port(tunnel: String, addr: SocketAddr, state: Arc<State>, stop: CancellationToken) {
+    let mut changes = state.registry.subscribe();
+    loop {
+        if !wait_live(&tunnel, &state, &mut changes, &stop).await {
+            return;
+        }
+        let listener = match bind(addr) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(tunnel = %tunnel, %addr, error = %e, "cannot bind the tcp tunnel's port; retrying");
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => continue,
+                }
+            }
+        };
+        tracing::info!(tunnel = %tunnel, %addr, "tcp tunnel listening");
+        let mut clients = Acceptor::new(listener, state.tcp_admission.clone());
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                changed = changes.changed() => {
+                    if changed.is_err() { return; }
+                    if state.registry.active(&tunnel).is_none() {
+                        tracing::info!(tunnel = %tunnel, %addr, "tcp tunnel closed: no agent");
+                        break;
+                    }
+                }
+                accepted = clients.next(&stop) => {
+                    let Some(accepted) = accepted else { return };
+                    let relayed = relay(tunnel.clone(), accepted.stream, accepted.peer, state.clone());
+                    let permit = accepted.permit;
+                    tokio::spawn(async move {
+                        relayed.await;
+                        drop(permit);
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Waits until `tunnel` has an agent; false when stopped first.
+async fn wait_live(
+    tunnel: &str,
+    state: &State,
+    changes: &mut watch::Receiver<u64>,
+    stop: &CancellationToken,
+) -> bool {
+    loop {
+        if state.registry.active(tunnel).is_some() {
+            return true;
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return false,
+            changed = changes.changed() => if changed.is_err() { return false; },
+        }
+    }
+}
+
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
+async fn relay(tunnel: String, client: TcpStream, peer: SocketAddr, state: Arc<State>) {
+    let _ = client.set_nodelay(true);
+    let local = client.local_addr().unwrap_or(peer);
+    let Some(mut sender) = state.registry.active(&tunnel).and_then(|s| s.sender()) else {
+        return;
+    };
+    let mut connect = Request::new(Empty::new().map_err(|e| match e {}).boxed_unsync());
+    *connect.method_mut() = Method::CONNECT;
+    *connect.uri_mut() = Uri::from_static("tunnel.invalid:1");
+    *connect.version_mut() = Version::HTTP_2;
+    let headers = connect.headers_mut();
+    let value = |s: String| HeaderValue::from_str(&s).unwrap_or(HeaderValue::from_static("-"));
+    headers.insert(H_TUNNEL, value(tunnel.clone()));
+    headers.insert(H_CLIENT, value(peer.to_string()));
+    headers.insert(H_SERVER, value(local.to_string()));
+    headers.insert(H_STREAM, HeaderValue::from_static("tcp"));
+    state.metrics.stream(&tunnel, "tcp");
+    let opened = async {
+        sender.ready().await?;
+        sender.send_request(connect).await
+    };
+    let mut response = match opened.await {
+        Ok(r) if r.status() == StatusCode::OK => r,
+        Ok(r) => {
+            tracing::info!(tunnel = %tunnel, client = %peer, status = r.status().as_u16(), "tcp stream refused by the agent");
+            return;
+        }
+        Err(e) => {
+            tracing::info!(tunnel = %tunnel, client = %peer, error = %e, "tcp stream failed");
+            return;
+        }
+    };
+    let raw = match hyper::upgrade::on(&mut response).await {
+        Ok(raw) => raw,
+        Err(e) => {
+            tracing::info!(tunnel = %tunnel, client = %peer, error = %e, "tcp stream failed");
+            return;
+        }
+    };
+    let labels = super::metrics::StreamLabels {
+        tunnel: tunnel.clone(),
+        kind: "tcp",
+    };
+    let open = state.metrics.open.get_or_create(&labels).clone();
+    open.inc();
+    let mut raw = TokioIo::new(raw);
+    let mut client = client;
+    let result = tokio::io::copy_bidirectional(&mut client, &mut raw).await;
+    open.dec();
+    let (up, down) = result.as_ref().map_or((0, 0), |(a, b)| (*a, *b));
+    state.metrics.bytes(&tunnel, up, down);
+    tracing::info!(tunnel = %tunnel, client = %peer, bytes_in = up, bytes_out = down, "tcp stream ended");
+}
