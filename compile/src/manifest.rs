@@ -16,6 +16,9 @@ use serde_yaml_ng::Value;
 
 use crate::{Inputs, SecretData, ServiceInfo};
 
+/// The namespace of a manifest that names none, as `kubectl apply` reads it.
+pub const DEFAULT_NAMESPACE: &str = "default";
+
 /// One understood document.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Resource {
@@ -81,7 +84,9 @@ fn parse_value(value: &Value) -> Result<Option<Resource>, DocError> {
     }
     let what = format!("{kind} {}", meta.name);
     let key = ObjectKey::new(
-        meta.namespace.clone().unwrap_or_else(|| "default".into()),
+        meta.namespace
+            .clone()
+            .unwrap_or_else(|| DEFAULT_NAMESPACE.into()),
         meta.name.clone(),
     );
     match (api_version, kind) {

@@ -38,9 +38,6 @@ use subtle::ConstantTimeEq;
 use crate::runtime::Runtime;
 use crate::standalone;
 
-/// Where a manifest without a namespace puts its objects.
-const STANDALONE_NAMESPACE: &str = "default";
-
 const MAX_BODY: usize = 64 * 1024;
 
 /// The API's state: who may call it, where it writes, what it lists.
@@ -222,16 +219,13 @@ fn refusal_with(dir: &Path, file: &str, objects: &UserObjects) -> Option<Respons
             ));
         }
     };
-    check(inputs, objects, STANDALONE_NAMESPACE)
-        .err()
-        .map(|refusal| {
-            let status = if refusal.is_conflict() {
-                StatusCode::CONFLICT
-            } else {
-                StatusCode::UNPROCESSABLE_ENTITY
-            };
-            reply_owned(status, format!("{refusal}\n"))
-        })
+    check(
+        inputs,
+        objects,
+        postern_compile::manifest::DEFAULT_NAMESPACE,
+    )
+    .err()
+    .map(|refusal| reply_owned(refusal.status(), format!("{refusal}\n")))
 }
 
 fn listed(user: &ProxyUser) -> ListedUser {

@@ -16,7 +16,7 @@ use postern_tests::relay::Relay;
 use postern_tests::resources::{apply_secret, observe, patch_spec};
 use postern_tests::serving::{get, keeps_serving, routed, site};
 use postern_tests::spine::{Spine, WAIT};
-use postern_tests::{Postern, dataplane, eventually, operator, rig_or_skip};
+use postern_tests::{Postern, Rig, dataplane, eventually, operator, rig_or_skip};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -29,15 +29,8 @@ const HOST: &str = "web.faults.test";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_operator_leaves_the_site_served_and_a_new_one_catches_up() {
-    let mut spine = Spine::operator_only(rig_or_skip!(), "fault-op").await;
-    let relay = Relay::start(spine.operator.sync).await;
-    let dp = dataplane(relay.addr, "fault-op-dp-1", &spine.token);
-    spine.dataplanes.push(dp.start().await);
-    let (v1, v2) = (Backend::text("v1"), Backend::text("v2"));
-    spine.create(site("web", HOST, &v1.url())).await;
-    spine.programmed("ProxyTarget", "web", 1, WAIT).await;
+    let (mut spine, relay, _v1, v2) = site_through_a_relay(rig_or_skip!(), "fault-op").await;
     let dp = spine.dataplane();
-    routed(dp.http, HOST, "/", "v1 /", WAIT).await;
     let first = dp.version().await.expect("a version");
 
     spine.operator.kill();
@@ -210,15 +203,8 @@ async fn proxying_goes_on_while_redis_is_down_and_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_snapshot_cut_mid_frame_is_refused_and_the_last_good_one_serves() {
-    let mut spine = Spine::operator_only(rig_or_skip!(), "fault-cut").await;
-    let relay = Relay::start(spine.operator.sync).await;
-    let dp = dataplane(relay.addr, "fault-cut-dp-1", &spine.token);
-    spine.dataplanes.push(dp.start().await);
-    let (v1, v2) = (Backend::text("v1"), Backend::text("v2"));
-    spine.create(site("web", HOST, &v1.url())).await;
-    spine.programmed("ProxyTarget", "web", 1, WAIT).await;
+    let (spine, relay, _v1, v2) = site_through_a_relay(rig_or_skip!(), "fault-cut").await;
     let dp = spine.dataplane();
-    routed(dp.http, HOST, "/", "v1 /", WAIT).await;
     let good = dp.version().await.expect("a version");
     let applies = dp.metric("postern_snapshot_applies_total").await;
 
@@ -267,6 +253,20 @@ async fn a_snapshot_cut_mid_frame_is_refused_and_the_last_good_one_serves() {
 
 /// Waits until the ProxyTarget `web` is Programmed at `generation`, by
 /// `dataplanes` connected data planes.
+/// An operator, one data plane `{name}-dp-1` reaching it through a relay,
+/// and the site [`HOST`] served from backend `v1` (`v2` is for the change).
+async fn site_through_a_relay(rig: Rig, name: &str) -> (Spine, Relay, Backend, Backend) {
+    let mut spine = Spine::operator_only(rig, name).await;
+    let relay = Relay::start(spine.operator.sync).await;
+    let dp = dataplane(relay.addr, &format!("{name}-dp-1"), &spine.token);
+    spine.dataplanes.push(dp.start().await);
+    let (v1, v2) = (Backend::text("v1"), Backend::text("v2"));
+    spine.create(site("web", HOST, &v1.url())).await;
+    spine.programmed("ProxyTarget", "web", 1, WAIT).await;
+    routed(spine.dataplane().http, HOST, "/", "v1 /", WAIT).await;
+    (spine, relay, v1, v2)
+}
+
 async fn programmed_by(spine: &Spine, generation: i64, dataplanes: usize) {
     let want = format!("generation {generation} applied by {dataplanes} data plane(s)");
     eventually(&format!("web Programmed: {want}"), WAIT, || async {

@@ -33,6 +33,15 @@ impl Refusal {
     pub fn is_conflict(&self) -> bool {
         !matches!(self, Refusal::Refused { .. })
     }
+
+    /// The status both servers of the API answer with.
+    pub fn status(&self) -> http::StatusCode {
+        if self.is_conflict() {
+            http::StatusCode::CONFLICT
+        } else {
+            http::StatusCode::UNPROCESSABLE_ENTITY
+        }
+    }
 }
 
 /// Compiles `inputs` (the world as it is) with `objects` written into

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -153,9 +153,7 @@ impl Connections {
                 clients: Mutex::new(HashMap::new()),
                 gauge: self.open.get_or_create(&labels).clone(),
                 accept_errors: self.accept_errors.get_or_create(&labels).clone(),
-                last_log: AtomicU64::new(0),
-                unlogged: AtomicU64::new(0),
-                born: Instant::now(),
+                refusals: Mutex::new(Refusals::default()),
             }),
         }
     }
@@ -176,11 +174,15 @@ struct Inner {
     clients: Mutex<HashMap<IpAddr, usize>>,
     gauge: Gauge,
     accept_errors: Counter,
-    /// Milliseconds since `born` of the last refusal logged.
-    last_log: AtomicU64,
-    /// Refusals since then that were not logged.
-    unlogged: AtomicU64,
-    born: Instant,
+    refusals: Mutex<Refusals>,
+}
+
+/// When a listener last logged a refusal, and how many it has not logged
+/// since.
+#[derive(Default)]
+struct Refusals {
+    logged: Option<Instant>,
+    unlogged: u64,
 }
 
 /// A descriptor of the budget held by [`Connections::extra`]'s caller.
@@ -279,27 +281,21 @@ impl Inner {
     }
 
     fn log_refusal(&self, reason: Refused) {
-        let now = u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let last = self.last_log.load(Ordering::Relaxed);
-        let every = LOG_EVERY.as_millis() as u64;
-        let due = last == 0 || now.saturating_sub(last) >= every;
-        if due
-            && self
-                .last_log
-                .compare_exchange(last, now.max(1), Ordering::AcqRel, Ordering::Relaxed)
-                .is_ok()
-        {
-            let also = self.unlogged.swap(0, Ordering::AcqRel);
-            tracing::warn!(
-                listener = self.name,
-                reason = reason.as_str(),
-                open = self.open.load(Ordering::Relaxed),
-                refused_since_last_report = also,
-                "refusing connections: a connection cap is reached"
-            );
-        } else {
-            self.unlogged.fetch_add(1, Ordering::AcqRel);
+        let mut refusals = self.refusals.lock().unwrap_or_else(|p| p.into_inner());
+        if refusals.logged.is_some_and(|at| at.elapsed() < LOG_EVERY) {
+            refusals.unlogged += 1;
+            return;
         }
+        refusals.logged = Some(Instant::now());
+        let also = std::mem::take(&mut refusals.unlogged);
+        drop(refusals);
+        tracing::warn!(
+            listener = self.name,
+            reason = reason.as_str(),
+            open = self.open.load(Ordering::Relaxed),
+            refused_since_last_report = also,
+            "refusing connections: a connection cap is reached"
+        );
     }
 }
 

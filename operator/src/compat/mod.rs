@@ -192,14 +192,7 @@ impl UpstreamApi {
         };
         check(inputs, objects, &self.store.namespace)
             .err()
-            .map(|refusal| {
-                let status = if refusal.is_conflict() {
-                    StatusCode::CONFLICT
-                } else {
-                    StatusCode::UNPROCESSABLE_ENTITY
-                };
-                reply(status, format!("{refusal}\n"))
-            })
+            .map(|refusal| reply(refusal.status(), format!("{refusal}\n")))
     }
 
     async fn delete(&self, user: &str) -> Response<Full<Bytes>> {
