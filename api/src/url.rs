@@ -54,8 +54,9 @@ pub fn parse_host_url(raw: &str, schemes: &[&str]) -> Result<HostUrl, UrlError> 
     }
     // `http` reads a port it cannot fit in 16 bits as no port at all, which
     // would silently send traffic to the scheme's default port.
+    // Port 0 is no port to dial: the connect would fail late, per request.
     if let Some(port) = written_port(authority.as_str())
-        && port.parse::<u16>().is_err()
+        && port.parse::<u16>().ok().is_none_or(|p| p == 0)
     {
         return Err(UrlError(format!(
             "{raw:?}: port {port} is not a number from 1 to 65535"
@@ -134,6 +135,15 @@ mod tests {
         assert!(parse_host_url("ftp://x", &["http"]).is_err());
         assert!(parse_host_url("http://x/path", &["http"]).is_err());
         assert!(parse_host_url("http://x?q=1", &["http"]).is_err());
+        for zero in [
+            "http://x:0",
+            "http://x:00",
+            "http://[::1]:0",
+            "http://u:p@x:0",
+        ] {
+            let error = parse_host_url(zero, &["http"]).expect_err(zero);
+            assert!(error.0.contains("from 1 to 65535"), "{error}");
+        }
         let v6 = parse_host_url("http://[::1]:8080", &["http"]).expect("v6");
         assert_eq!(url_host(&v6.host), "[::1]");
     }

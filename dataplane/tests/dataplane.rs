@@ -58,6 +58,17 @@ impl Session {
     /// The next message that is not a ping (pings are answered).
     async fn recv(&mut self) -> ToOperator {
         loop {
+            match self.recv_with_agents().await {
+                // Tunnel agent reports: not what these tests are about.
+                ToOperator::Agents { .. } => {}
+                msg => return msg,
+            }
+        }
+    }
+
+    /// The next message that is not a ping, agent reports included.
+    async fn recv_with_agents(&mut self) -> ToOperator {
+        loop {
             let frame = tokio::time::timeout(PATIENCE, self.0.next())
                 .await
                 .expect("a message in time")
@@ -65,8 +76,6 @@ impl Session {
                 .expect("frame");
             match sync::decode(&frame).expect("decodable") {
                 ToOperator::Ping => self.send(&ToDataplane::Pong).await,
-                // Tunnel agent reports: not what these tests are about.
-                ToOperator::Agents { .. } => {}
                 msg => return msg,
             }
         }
@@ -77,12 +86,15 @@ impl Session {
         match self.recv().await {
             ToOperator::Hello {
                 protocol,
+                protocols,
                 dataplane_id,
                 token,
                 schemas,
                 current_version,
             } => {
-                assert_eq!(protocol, sync::PROTOCOL);
+                // The oldest first, for operators from before negotiation.
+                assert_eq!(protocol, sync::MIN_PROTOCOL);
+                assert!(protocols.contains(&sync::PROTOCOL), "{protocols:?}");
                 assert!(schemas.contains(&postern_snapshot::SCHEMA));
                 (dataplane_id, token, current_version)
             }
@@ -91,11 +103,16 @@ impl Session {
     }
 
     async fn welcome(listener: &TcpListener) -> Session {
+        Session::welcome_speaking(listener, sync::PROTOCOL).await
+    }
+
+    async fn welcome_speaking(listener: &TcpListener, protocol: u32) -> Session {
         let mut s = Session::accept(listener).await;
         let (_, token, _) = s.hello().await;
         assert_eq!(token, TOKEN);
         s.send(&ToDataplane::Welcome {
             operator_id: "test-operator".into(),
+            protocol,
         })
         .await;
         s
@@ -137,6 +154,7 @@ async fn hello_carries_the_token_and_a_snapshot_is_acked() {
     assert_eq!(p.get("/readyz").await.0, 503, "not ready before a snapshot");
     s.send(&ToDataplane::Welcome {
         operator_id: "test-operator".into(),
+        protocol: sync::PROTOCOL,
     })
     .await;
 
@@ -151,6 +169,34 @@ async fn hello_carries_the_token_and_a_snapshot_is_acked() {
     let (_, metrics) = p.get("/metrics").await;
     assert!(metrics.contains("postern_sync_connected 1"), "{metrics}");
     assert!(!p.log().contains(TOKEN), "the token is never logged");
+}
+
+/// Agent reports come only in a session whose protocol has them: an
+/// operator from before them would drop the connection on the message.
+#[tokio::test]
+async fn agent_reports_only_under_a_protocol_that_has_them() {
+    for (protocol, reports) in [(sync::AGENTS_PROTOCOL, true), (1, false)] {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let _p = start_dataplane(
+            listener.local_addr().expect("addr"),
+            &[],
+            &[("POSTERN_SYNC_TOKEN", TOKEN)],
+        )
+        .await;
+        let mut s = Session::welcome_speaking(&listener, protocol).await;
+        let snap = snapshot(&["a.example.com"]);
+        s.send_snapshot(&snap).await;
+        // The report, when there is one, is sent before anything is read.
+        let mut seen = false;
+        loop {
+            match s.recv_with_agents().await {
+                ToOperator::Agents { .. } => seen = true,
+                ToOperator::Ack { version } if version == snap.version => break,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(seen, reports, "protocol {protocol}");
+    }
 }
 
 #[tokio::test]
@@ -231,6 +277,7 @@ async fn after_an_operator_restart_it_reconnects_and_acks_again() {
     );
     s.send(&ToDataplane::Welcome {
         operator_id: "test-operator".into(),
+        protocol: sync::PROTOCOL,
     })
     .await;
     let second = snapshot(&["b.example.com"]);

@@ -16,7 +16,8 @@ use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use postern_snapshot::SCHEMA;
 use postern_snapshot::sync::{
-    DEAD_AFTER_SECS, MAX_FRAME, PING_SECS, PROTOCOL, ToDataplane, ToOperator, decode, encode,
+    DEAD_AFTER_SECS, MAX_FRAME, MAX_HELLO_FRAME, MIN_PROTOCOL, PING_SECS, PROTOCOL, ToDataplane,
+    ToOperator, decode, encode, negotiate,
 };
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
@@ -94,12 +95,13 @@ impl SyncServer {
         // Snapshots are small next to the frame limit; no Nagle delay for acks.
         stream.set_nodelay(true)?;
         let stream = self.secure(stream).await?;
+        // Small until the token is checked; snapshots need the full size after.
         let codec = LengthDelimitedCodec::builder()
-            .max_frame_length(MAX_FRAME)
+            .max_frame_length(MAX_HELLO_FRAME)
             .new_codec();
         let mut conn = Framed::new(stream, codec);
-        let id = match self.hello(&mut conn).await {
-            Ok(id) => id,
+        let (id, protocol) = match self.hello(&mut conn).await {
+            Ok(hello) => hello,
             Err(Error::Protocol(reason)) => {
                 tracing::warn!(%peer, %reason, "refused a data plane");
                 let refused = ToDataplane::Refused {
@@ -110,15 +112,17 @@ impl SyncServer {
             }
             Err(other) => return Err(other),
         };
+        conn.codec_mut().set_max_frame_length(MAX_FRAME);
         let welcome = ToDataplane::Welcome {
             operator_id: self.operator_id.clone(),
+            protocol,
         };
         send(&mut conn, message(&welcome)?).await?;
         let conn_no = self.fleet.connect(&id, peer);
         self.metrics
             .dataplanes_connected
             .set(gauge(self.fleet.len()));
-        tracing::info!(dataplane = %id, %peer, "data plane connected");
+        tracing::info!(dataplane = %id, %peer, protocol, "data plane connected");
         let result = Session::new(&self, &id, conn_no)
             .run(&mut conn, shutdown)
             .await;
@@ -143,15 +147,17 @@ impl SyncServer {
         Ok(Box::new(tls_stream))
     }
 
-    /// Reads and checks the hello; returns the data plane id. A refusal is
-    /// an `Error::Protocol` whose text goes back to the data plane.
-    async fn hello(&self, conn: &mut Conn) -> Result<String> {
+    /// Reads and checks the hello; returns the data plane id and the
+    /// protocol of the session. A refusal is an `Error::Protocol` whose text
+    /// goes back to the data plane.
+    async fn hello(&self, conn: &mut Conn) -> Result<(String, u32)> {
         let frame = timeout(HELLO_TIMEOUT, conn.next())
             .await
             .map_err(|_| Error::Timeout("waiting for hello"))?
             .ok_or_else(|| Error::Protocol("closed before hello".into()))??;
         let Ok(ToOperator::Hello {
             protocol,
+            protocols,
             dataplane_id,
             token,
             schemas,
@@ -164,11 +170,11 @@ impl SyncServer {
         if !self.token.matches(&token) {
             return Err(Error::Protocol("invalid sync token".into()));
         }
-        if protocol != PROTOCOL {
+        let Some(protocol) = negotiate(protocol, &protocols) else {
             return Err(Error::Protocol(format!(
-                "protocol {protocol} not supported; this operator speaks {PROTOCOL}"
+                "no common protocol: data plane speaks {protocol} {protocols:?}, this operator {MIN_PROTOCOL} to {PROTOCOL}"
             )));
-        }
+        };
         if !schemas.contains(&SCHEMA) {
             return Err(Error::Protocol(format!(
                 "no common snapshot schema: data plane reads {schemas:?}, operator writes {SCHEMA}"
@@ -179,7 +185,7 @@ impl SyncServer {
                 "dataplane id must be 1 to 253 characters".into(),
             ));
         }
-        Ok(dataplane_id)
+        Ok((dataplane_id, protocol))
     }
 }
 

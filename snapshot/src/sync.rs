@@ -9,14 +9,33 @@
 //! every new one after it; the data plane acks or nacks each by version.
 //! Either side sends `Ping` when idle; a peer silent for [`DEAD_AFTER_SECS`]
 //! is dropped and the data plane reconnects with backoff.
+//!
+//! Versions are negotiated so either side can be upgraded first: the hello
+//! lists every protocol the data plane speaks ([`ToOperator::Hello`]'s
+//! `protocols`, with `protocol` holding the oldest, which is all an operator
+//! from before negotiation compares), and the welcome names the newest both
+//! speak ([`negotiate`]). A message is sent only under a protocol that has it.
+//!
+//! | protocol | adds |
+//! | --- | --- |
+//! | 1 | hello, welcome, refused, snapshot, ack, nack, ping, pong |
+//! | 2 | [`ToOperator::Agents`] |
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::{Snapshot, SnapshotError};
 
-/// Bumped on any incompatible change to these messages.
-pub const PROTOCOL: u32 = 1;
+/// The newest protocol this build speaks; bumped when a message is added or
+/// changed.
+pub const PROTOCOL: u32 = 2;
+/// The oldest protocol this build still speaks.
+pub const MIN_PROTOCOL: u32 = 1;
+/// The first protocol with [`ToOperator::Agents`].
+pub const AGENTS_PROTOCOL: u32 = 2;
+/// Largest hello an operator reads from a peer not yet authenticated: a
+/// stranger must not make it buffer [`MAX_FRAME`] bytes.
+pub const MAX_HELLO_FRAME: usize = 64 * 1024;
 /// Largest frame either side accepts.
 pub const MAX_FRAME: usize = 256 * 1024 * 1024;
 /// Seconds between pings on an idle connection.
@@ -30,7 +49,13 @@ pub const DEAD_AFTER_SECS: u64 = 20;
 pub enum ToOperator {
     #[serde(rename_all = "camelCase")]
     Hello {
+        /// The oldest protocol in `protocols` (an operator from before
+        /// negotiation requires it to equal its own).
         protocol: u32,
+        /// Every protocol this data plane speaks; empty from a data plane
+        /// from before negotiation, which speaks `protocol` only.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        protocols: Vec<u32>,
         /// Stable name of the data plane (its pod name), used in status and metrics.
         dataplane_id: String,
         /// The shared sync token.
@@ -83,6 +108,10 @@ pub enum ToDataplane {
     #[serde(rename_all = "camelCase")]
     Welcome {
         operator_id: String,
+        /// The protocol of the rest of the session; absent from an operator
+        /// from before negotiation, which speaks 1.
+        #[serde(default = "first_protocol")]
+        protocol: u32,
     },
     /// The hello was refused; the connection closes after this.
     Refused {
@@ -97,6 +126,26 @@ pub enum ToDataplane {
     },
     Ping,
     Pong,
+}
+
+fn first_protocol() -> u32 {
+    1
+}
+
+/// The protocols a data plane of this build offers in its hello.
+pub fn offered() -> Vec<u32> {
+    (MIN_PROTOCOL..=PROTOCOL).collect()
+}
+
+/// The newest protocol both this build and a peer offering `protocol` and
+/// `protocols` (see [`ToOperator::Hello`]) speak, if any.
+pub fn negotiate(protocol: u32, protocols: &[u32]) -> Option<u32> {
+    protocols
+        .iter()
+        .chain(std::iter::once(&protocol))
+        .copied()
+        .filter(|p| (MIN_PROTOCOL..=PROTOCOL).contains(p))
+        .max()
 }
 
 impl ToDataplane {
@@ -169,7 +218,8 @@ mod tests {
     #[test]
     fn hello_uses_camel_case_tags() {
         let hello = ToOperator::Hello {
-            protocol: PROTOCOL,
+            protocol: MIN_PROTOCOL,
+            protocols: offered(),
             dataplane_id: "dp-1".into(),
             token: "t".into(),
             schemas: vec![1],
@@ -178,5 +228,37 @@ mod tests {
         let text = String::from_utf8(encode(&hello).expect("encode")).expect("utf8");
         assert!(text.starts_with("{\"hello\":"), "{text}");
         assert!(text.contains("\"dataplaneId\":\"dp-1\""), "{text}");
+    }
+
+    #[test]
+    fn negotiation_picks_the_newest_common_protocol() {
+        assert_eq!(negotiate(MIN_PROTOCOL, &offered()), Some(PROTOCOL));
+        // A data plane from before negotiation.
+        assert_eq!(negotiate(1, &[]), Some(1));
+        // One from the future that still speaks ours.
+        assert_eq!(negotiate(1, &[1, 2, 7]), Some(2));
+        assert_eq!(negotiate(7, &[7, 8]), None);
+        assert_eq!(negotiate(0, &[]), None);
+    }
+
+    #[test]
+    fn old_peers_read_new_messages_and_the_reverse() {
+        // An operator from before negotiation wrote welcomes without a protocol.
+        let old: ToDataplane = decode(b"{\"welcome\":{\"operatorId\":\"op\"}}").expect("decode");
+        assert!(matches!(old, ToDataplane::Welcome { protocol: 1, .. }));
+        // And a hello with an unknown field is still a hello to it (serde
+        // ignores unknown fields): `protocol` carries what it checks.
+        let text = encode(&ToOperator::Hello {
+            protocol: MIN_PROTOCOL,
+            protocols: offered(),
+            dataplane_id: "dp".into(),
+            token: "t".into(),
+            schemas: vec![1],
+            current_version: None,
+        })
+        .expect("encode");
+        let text = String::from_utf8(text).expect("utf8");
+        assert!(text.contains("\"protocol\":1,"), "{text}");
+        assert!(text.contains("\"protocols\":[1,2]"), "{text}");
     }
 }

@@ -240,11 +240,13 @@ fn sync_streams() -> Vec<(&'static str, Vec<u8>)> {
     let snap = ToDataplane::snapshot(&snapshot, json).expect("a snapshot frame");
     let welcome = ToDataplane::Welcome {
         operator_id: "operator-0".into(),
+        protocol: PROTOCOL,
     };
     let to_dp = |m: &ToDataplane| frame(encode(m).expect("encode"));
     let to_op = |m: &ToOperator| frame(encode(m).expect("encode"));
     let hello = ToOperator::Hello {
         protocol: PROTOCOL,
+        protocols: vec![PROTOCOL],
         dataplane_id: "dp-1".into(),
         token: "t".into(),
         schemas: vec![postern_snapshot::SCHEMA],

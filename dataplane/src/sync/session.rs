@@ -10,8 +10,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use postern_snapshot::sync::{
-    DEAD_AFTER_SECS, MAX_FRAME, PING_SECS, PROTOCOL, ToDataplane, ToOperator, TunnelAgents, decode,
-    decode_snapshot, encode,
+    AGENTS_PROTOCOL, DEAD_AFTER_SECS, MAX_FRAME, MIN_PROTOCOL, PING_SECS, ToDataplane, ToOperator,
+    TunnelAgents, decode, decode_snapshot, encode,
 };
 use serde_json::value::RawValue;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -97,20 +97,31 @@ async fn session(
     };
     let mut conn = Framed::new(stream, codec());
     let hello = ToOperator::Hello {
-        protocol: PROTOCOL,
+        protocol: MIN_PROTOCOL,
+        protocols: postern_snapshot::sync::offered(),
         dataplane_id: config.dataplane_id.clone(),
         token,
         schemas: vec![postern_snapshot::SCHEMA],
         current_version: runtime.version(),
     };
     send(&mut conn, &hello).await?;
-    let operator_id = welcome(&mut conn)
+    let (operator_id, protocol) = welcome(&mut conn)
         .await
         .map_err(|e| plain_to_tls_hint(e, config))?;
-    tracing::info!(operator = %config.operator, %operator_id, tls = config.tls.is_some(), "connected to the operator");
+    tracing::info!(operator = %config.operator, %operator_id, protocol, tls = config.tls.is_some(), "connected to the operator");
     runtime.metrics().sync_connected.set(1);
     backoff.reset();
-    serve(&mut conn, runtime, config.agents.clone()).await
+    let agents = match config.agents.clone() {
+        Some(_) if protocol < AGENTS_PROTOCOL => {
+            tracing::warn!(
+                protocol,
+                "the operator predates tunnel reports; Tunnels' AgentConnected stays unknown until it is upgraded"
+            );
+            None
+        }
+        agents => agents,
+    };
+    serve(&mut conn, runtime, agents).await
 }
 
 /// The sync stream's framing: a 4-byte length, then that many bytes.
@@ -135,12 +146,16 @@ fn plain_to_tls_hint(error: SessionError, config: &SyncConfig) -> SessionError {
     }
 }
 
-async fn welcome(conn: &mut Conn) -> Result<String, SessionError> {
+/// The operator's id and the session's protocol.
+async fn welcome(conn: &mut Conn) -> Result<(String, u32), SessionError> {
     let frame = timeout(DEAD_AFTER, conn.next())
         .await
         .map_err(|_| SessionError::Silent)?;
     match read(frame)? {
-        ToDataplane::Welcome { operator_id } => Ok(operator_id),
+        ToDataplane::Welcome {
+            operator_id,
+            protocol,
+        } => Ok((operator_id, protocol)),
         ToDataplane::Refused { reason } => Err(SessionError::Refused(reason)),
         _ => Err(SessionError::Protocol(
             "expected welcome or refused first".into(),

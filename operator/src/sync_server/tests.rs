@@ -6,7 +6,9 @@ use std::sync::Arc;
 use futures::{SinkExt, StreamExt};
 use postern_api::{Backend, Object, ProxyTargetSpec};
 use postern_compile::Inputs;
-use postern_snapshot::sync::{PROTOCOL, ToDataplane, ToOperator, decode, encode};
+use postern_snapshot::sync::{
+    MIN_PROTOCOL, PROTOCOL, ToDataplane, ToOperator, decode, encode, offered,
+};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -93,9 +95,19 @@ async fn connect(addr: std::net::SocketAddr, token: &str) -> Client {
 }
 
 async fn say_hello(stream: Box<dyn Io>, token: &str) -> Client {
+    say_hello_speaking(stream, token, MIN_PROTOCOL, offered()).await
+}
+
+async fn say_hello_speaking(
+    stream: Box<dyn Io>,
+    token: &str,
+    protocol: u32,
+    protocols: Vec<u32>,
+) -> Client {
     let mut client = Framed::new(stream, LengthDelimitedCodec::new());
     let hello = ToOperator::Hello {
-        protocol: PROTOCOL,
+        protocol,
+        protocols,
         dataplane_id: "dp-1".into(),
         token: token.into(),
         schemas: vec![postern_snapshot::SCHEMA],
@@ -159,7 +171,7 @@ async fn snapshots_flow_and_acks_and_nacks_are_tracked() {
     let h = harness(Some(first.clone())).await;
     let mut client = connect(h.addr, "right").await;
     assert!(
-        matches!(recv(&mut client).await, ToDataplane::Welcome { operator_id } if operator_id == "op-test")
+        matches!(recv(&mut client).await, ToDataplane::Welcome { operator_id, protocol } if operator_id == "op-test" && protocol == PROTOCOL)
     );
     let ToDataplane::Snapshot { version, .. } = recv(&mut client).await else {
         panic!("expected the current snapshot");
@@ -203,6 +215,52 @@ async fn snapshots_flow_and_acks_and_nacks_are_tracked() {
     assert!(matches!(recv(&mut client).await, ToDataplane::Pong));
     drop(client);
     until(&h.fleet, |f| f.is_empty()).await;
+}
+
+#[tokio::test]
+async fn the_session_speaks_the_newest_common_protocol() {
+    let h = harness(Some(published(1, "a.example.com"))).await;
+    let stream = TcpStream::connect(h.addr).await.expect("connect");
+    // A data plane from before negotiation: protocol 1, no list.
+    let mut old = say_hello_speaking(Box::new(stream), "right", 1, vec![]).await;
+    assert!(matches!(
+        recv(&mut old).await,
+        ToDataplane::Welcome { protocol: 1, .. }
+    ));
+    let stream = TcpStream::connect(h.addr).await.expect("connect");
+    let mut future = say_hello_speaking(Box::new(stream), "right", 1, vec![1, 2, 9]).await;
+    assert!(matches!(
+        recv(&mut future).await,
+        ToDataplane::Welcome { protocol: 2, .. }
+    ));
+    let stream = TcpStream::connect(h.addr).await.expect("connect");
+    let mut alien = say_hello_speaking(Box::new(stream), "right", 9, vec![9]).await;
+    match recv(&mut alien).await {
+        ToDataplane::Refused { reason } => {
+            assert!(reason.contains("no common protocol"), "{reason}")
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_stranger_cannot_announce_a_large_frame() {
+    let h = harness(Some(published(1, "a.example.com"))).await;
+    let mut stream = TcpStream::connect(h.addr).await.expect("connect");
+    // A length prefix of 200 MiB, then silence: the server must not wait
+    // to buffer it, but drop the connection at once.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream
+        .write_all(&(200u32 * 1024 * 1024).to_be_bytes())
+        .await
+        .expect("write");
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(super::HELLO_TIMEOUT / 2, stream.read_to_end(&mut rest)).await;
+    assert!(
+        matches!(read, Ok(Ok(_)) | Ok(Err(_))),
+        "the connection stayed open waiting for the frame"
+    );
+    assert!(h.fleet.is_empty());
 }
 
 #[tokio::test]
