@@ -93,6 +93,27 @@ impl AgentBuilder {
         self
     }
 
+    /// Runs it through `wrapper` (`ip netns exec NS`, say).
+    pub fn wrapped<I, S>(mut self, wrapper: I) -> AgentBuilder
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        self.launch = self.launch.wrapped(wrapper);
+        self
+    }
+
+    pub fn env(mut self, key: &str, value: &str) -> AgentBuilder {
+        self.launch = self.launch.env(key, value);
+        self
+    }
+
+    /// Another binary than `target/<profile>/postern`.
+    pub fn program(mut self, program: impl Into<PathBuf>) -> AgentBuilder {
+        self.launch = self.launch.program(program);
+        self
+    }
+
     pub fn named(mut self, name: &str) -> AgentBuilder {
         self.launch = self.launch.named(name);
         self

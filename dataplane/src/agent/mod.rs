@@ -28,7 +28,9 @@ use status::Status;
 
 use crate::sync::Backoff;
 use crate::tunnel::protocol::{self, DRAINING, Hello, Welcome};
-use crate::tunnel::session::{CONN_WINDOW, FRAME, HEARTBEAT, HEARTBEAT_TIMEOUT, STREAM_WINDOW};
+use crate::tunnel::session::{
+    CONN_WINDOW, FRAME, HEARTBEAT, HEARTBEAT_TIMEOUT, MAX_STREAMS, STREAM_WINDOW,
+};
 
 /// A session that lasted this long resets the backoff.
 const HEALTHY: Duration = Duration::from_secs(60);
@@ -258,6 +260,7 @@ async fn once(config: &AgentConfig, status: &Status, shutdown: &CancellationToke
         .timer(TokioTimer::new())
         .initial_stream_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONN_WINDOW)
+        .max_concurrent_streams(MAX_STREAMS)
         .max_frame_size(FRAME)
         .keep_alive_interval(HEARTBEAT)
         .keep_alive_timeout(HEARTBEAT_TIMEOUT)

@@ -167,3 +167,40 @@ async fn the_agent_can_name_the_public_client_in_a_proxy_v2_header() {
     }
     assert_eq!(line.trim(), format!("src={me}"));
 }
+
+/// Every public connection is one stream on the agent's connection; far
+/// more than hyper's default limit of 200 are open at once, each echoing.
+#[tokio::test]
+async fn many_connections_at_once_through_one_agent() {
+    const OPEN: usize = 600;
+    let echo = postern_harness::echo_target().await;
+    let public = free_port();
+    let docs = [tunnel_yaml(
+        "many",
+        "agent-key",
+        &format!("  mode: tcp\n  tcpPort: {public}\n"),
+    )];
+    let rig = Rig::start("tunnel-many", "ed25519", &docs).await;
+    let to = format!("tcp://{echo}");
+    let agent = rig.agent(&rig.key.token(&["default/many"], "1h"), &[&to]);
+    agent.wait_status("connected", 1, CONNECT).await;
+    wait_port(loopback(public)).await;
+    let mut held = Vec::with_capacity(OPEN);
+    for i in 0..OPEN {
+        let mut s = tokio::net::TcpStream::connect(loopback(public))
+            .await
+            .unwrap_or_else(|e| panic!("connection {i}: {e}"));
+        assert!(
+            postern_harness::echo_roundtrip(&mut s, format!("hello {i}").as_bytes()).await,
+            "connection {i} of {OPEN} echoed nothing while {i} were open"
+        );
+        held.push(s);
+    }
+    // The first ones still work with all of them open.
+    for (i, s) in held.iter_mut().take(5).enumerate() {
+        assert!(
+            postern_harness::echo_roundtrip(s, b"again").await,
+            "connection {i}"
+        );
+    }
+}
