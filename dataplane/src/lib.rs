@@ -10,6 +10,7 @@
 //! Nothing here may depend on kube or k8s-openapi (`tests/no_kube.rs`
 //! checks).
 
+pub mod acme;
 pub mod admin;
 pub mod agent;
 pub mod cli;
@@ -151,6 +152,9 @@ fn features(
     )?);
     let mut hooks = reverse::Hooks::default();
     hooks.upstream.push(tunnels.hook());
+    let challenges = acme::Challenges::new(runtime.clone());
+    hooks.early.push(challenges.clone());
+    hooks.tls.push(challenges);
     let reverse = Arc::new(reverse::Reverse::new(
         &listeners.reverse,
         hooks,

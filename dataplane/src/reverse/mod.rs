@@ -57,6 +57,7 @@ use crate::listeners::{Listener, Listeners};
 use crate::net::admission::{Admission, Permit};
 use crate::net::{Caps, Connections};
 pub(crate) use phases::Hooks;
+pub(crate) use phases::{EarlyRequest, TlsHook};
 use proxy_protocol::Trusted;
 use tables::Live;
 
