@@ -1,5 +1,6 @@
-//! `postern_acme_orders_total{result}` and
-//! `postern_acme_certificate_expiry_seconds{certificate}`.
+//! `acme_orders_total{result}` and `acme_certificate_expiry_seconds{certificate}`,
+//! under the caller's prefix (`postern_` in the data plane,
+//! `postern_operator_` in the operator).
 
 use std::sync::Arc;
 
@@ -23,7 +24,7 @@ struct CertLabel {
 }
 
 /// The manager's metrics; cheap to clone.
-#[derive(Clone, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Metrics {
     orders: Family<ResultLabel, Counter>,
     expiry: Family<CertLabel, Gauge>,
@@ -33,12 +34,12 @@ pub struct Metrics {
 impl Metrics {
     pub fn register(&self, registry: &mut Registry) {
         registry.register(
-            "postern_acme_orders",
+            "acme_orders",
             "ACME orders by result (issued, failed, store_failed)",
             self.orders.clone(),
         );
         registry.register(
-            "postern_acme_certificate_expiry_seconds",
+            "acme_certificate_expiry_seconds",
             "Seconds until each ACME certificate expires (as of the manager's last pass)",
             self.expiry.clone(),
         );

@@ -91,17 +91,42 @@ fn request(inputs: &Inputs, site: &Site) -> Option<AcmeRequest> {
     })
 }
 
-/// The challenges of `inputs` that name an exact hostname of a request,
-/// sorted and without duplicates: a challenge for anything else is dropped.
+/// The key of a request's Secret where the operator's leader puts the
+/// challenges being validated, so that every replica compiles them into
+/// its snapshots (data planes may be connected to any replica).
+pub const CHALLENGES_KEY: &str = "acme-challenges.json";
+
+/// The challenges of `inputs` and of the requests' Secrets that name an
+/// exact hostname of their request, sorted and without duplicates: a
+/// challenge for anything else is dropped.
 pub(crate) fn challenges(inputs: &Inputs, requests: &[AcmeRequest]) -> Vec<AcmeChallenge> {
     let names: BTreeSet<&str> = requests
         .iter()
         .flat_map(|r| r.hostnames.iter().map(String::as_str))
         .collect();
-    let kept: BTreeSet<&AcmeChallenge> = inputs
+    let mut kept: BTreeSet<AcmeChallenge> = inputs
         .acme_challenges
         .iter()
         .filter(|c| names.contains(c.hostname()))
+        .cloned()
         .collect();
-    kept.into_iter().cloned().collect()
+    for request in requests {
+        let key = ObjectKey::new(&request.key.namespace, &request.secret);
+        let Some(raw) = inputs
+            .secrets
+            .get(&key)
+            .and_then(|s| s.data.get(CHALLENGES_KEY))
+        else {
+            continue;
+        };
+        let Ok(listed) = serde_json::from_slice::<Vec<AcmeChallenge>>(raw) else {
+            continue;
+        };
+        kept.extend(
+            listed
+                .into_iter()
+                .filter(|c| request.hostnames.iter().any(|h| h == c.hostname())),
+        );
+    }
+    kept.into_iter().collect()
 }

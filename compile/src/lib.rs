@@ -26,7 +26,7 @@ mod sites;
 mod tunnels;
 mod user_upstreams;
 
-pub use acme::{AcmeRequest, acme_secret_name};
+pub use acme::{AcmeRequest, CHALLENGES_KEY, acme_secret_name};
 pub use inputs::{Inputs, Options, SecretData, ServiceInfo};
 pub use verdict::{Reason, Verdict};
 

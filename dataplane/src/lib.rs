@@ -89,6 +89,15 @@ pub async fn run_until(command: Command, shutdown: CancellationToken) -> Result<
             let runtime = Runtime::new(Source::Manifests);
             let dir = standalone::check_dir(&args.manifests)?;
             let limits = args.limits();
+            let (local, manager) = acme::standalone_manager(&args, &runtime)?;
+            let manifests = standalone::run(
+                dir.clone(),
+                limits,
+                runtime.clone(),
+                Some(local),
+                shutdown.clone(),
+            );
+            let stop = shutdown.clone();
             serve(
                 &args.listeners,
                 Some(dir.clone()),
@@ -98,7 +107,13 @@ pub async fn run_until(command: Command, shutdown: CancellationToken) -> Result<
                 (
                     "manifests",
                     Box::pin(async move {
-                        standalone::run(dir, limits, runtime, shutdown).await;
+                        match manager {
+                            Some((manager, requests)) => {
+                                let ordering = manager.run(requests, stop.cancelled_owned());
+                                futures::join!(manifests, ordering);
+                            }
+                            None => manifests.await,
+                        }
                         Ok(())
                     }),
                 ),

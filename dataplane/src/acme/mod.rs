@@ -11,6 +11,8 @@
 //! this module only answers what the snapshot lists, and only for the
 //! hostname each challenge names.
 
+pub mod local;
+
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -21,8 +23,45 @@ use postern_snapshot::AcmeChallenge;
 use rustls::server::ClientHello;
 use rustls::sign::CertifiedKey;
 
-use crate::reverse::{ConnInfo, EarlyRequest, ProxyBody, TlsHook, certified_key};
+use crate::reverse::{ConnInfo, EarlyRequest, ProxyBody, TlsHook, unchecked_key};
 use crate::runtime::Runtime;
+
+/// The certificate manager of `postern standalone`, when `--state-dir` is
+/// set (the ACME flags are checked either way), and what the manifest
+/// watcher shares with it.
+#[allow(clippy::type_complexity)]
+pub fn standalone_manager(
+    args: &crate::cli::StandaloneArgs,
+    runtime: &Arc<Runtime>,
+) -> crate::Result<(
+    Arc<local::Local>,
+    Option<(
+        Arc<postern_acme::Manager>,
+        tokio::sync::watch::Receiver<Vec<postern_compile::AcmeRequest>>,
+    )>,
+)> {
+    let config = postern_acme::AcmeConfig::from_args(&args.acme)
+        .map_err(|e| crate::Error::Usage(e.to_string()))?;
+    let local = local::Local::new(config.names(), args.state_dir.clone(), runtime.clone());
+    let Some(dir) = &args.state_dir else {
+        return Ok((local, None));
+    };
+    let store = local::FileStore::new(dir.clone(), local.clone())
+        .map_err(|e| crate::Error::Usage(format!("--state-dir {}: {e}", dir.display())))?;
+    let metrics = postern_acme::Metrics::default();
+    runtime
+        .metrics()
+        .register_with(|r| metrics.register(r.sub_registry_with_prefix("postern")));
+    let manager = postern_acme::Manager::new(
+        config,
+        Arc::new(store),
+        local.clone(),
+        Arc::new(local::LogReporter),
+        metrics,
+    );
+    let requests = local.requests();
+    Ok((local, Some((manager, requests))))
+}
 
 /// The ALPN protocol of TLS-ALPN-01 (RFC 8737).
 pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
@@ -60,7 +99,9 @@ impl Challenges {
                 hostname,
                 cert_pem,
                 key_pem,
-            } if hostname == host => match certified_key(cert_pem.as_bytes(), key_pem.as_bytes()) {
+                // The pair was made together by the orderer; webpki cannot
+                // parse the certificate to check it (its extension is critical).
+            } if hostname == host => match unchecked_key(cert_pem.as_bytes(), key_pem.as_bytes()) {
                 Ok(key) => Some(Arc::new(key)),
                 Err(e) => {
                     tracing::warn!(hostname, error = %e, "unusable TLS-ALPN-01 certificate");

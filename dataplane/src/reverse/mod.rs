@@ -41,7 +41,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use body::ProxyBody;
-pub(crate) use certs::certified_key;
+pub(crate) use certs::{certified_key, unchecked_key};
 pub(crate) use connector::{Connector, TlsSetup};
 pub use errors::ProxyError;
 pub use metrics::ReverseMetrics;
