@@ -17,7 +17,7 @@ use tokio::sync::{Mutex, watch};
 
 use crate::issuers::{AcmeConfig, Issuer};
 use crate::metrics::Metrics;
-use crate::order::{Presenter, order, problem};
+use crate::order::{Presenter, ari_id, ari_window, order, problem};
 use crate::policy::{self, CertState, Decision, Problem, Unix, Why};
 
 /// Where accounts, certificates and their state live.
@@ -158,7 +158,16 @@ impl Manager {
             Decision::Keep { until } => {
                 let s = state.as_ref()?;
                 self.report(request, ready(s, None)).await;
-                Some(until)
+                let ari_due =
+                    s.ari_id.is_some() && s.ari_check_after > 0 && now() >= s.ari_check_after;
+                if ari_due {
+                    return Some(self.recheck_ari(request, s.clone()).await.min(until));
+                }
+                Some(if s.ari_check_after > 0 {
+                    until.min(s.ari_check_after)
+                } else {
+                    until
+                })
             }
             Decision::Wait { until, .. } => {
                 if let Some(problem) = state.as_ref().and_then(|s| s.last_error.clone()) {
@@ -198,14 +207,25 @@ impl Manager {
         match outcome {
             Ok(issued) => {
                 let fraction = self.config.policy.renew_fraction;
-                let renew_after =
-                    policy::renew_after(issued.not_before, issued.not_after, fraction, None);
+                let id = ari_id(&issued.cert_pem);
+                let ari = match (&id, self.account(&request.issuer).await) {
+                    (Some(id), Ok(account)) => ari_window(&account, id).await,
+                    _ => None,
+                };
+                let renew_after = policy::renew_after(
+                    issued.not_before,
+                    issued.not_after,
+                    fraction,
+                    ari.map(|a| a.0),
+                );
                 let new_state = CertState {
                     issuer: request.issuer.clone(),
                     hostnames: request.hostnames.clone(),
                     not_before: issued.not_before,
                     not_after: issued.not_after,
                     renew_after,
+                    ari_id: ari.and(id),
+                    ari_check_after: ari.map_or(0, |a| a.1),
                     ..CertState::default()
                 };
                 if let Err(e) = self
@@ -257,6 +277,26 @@ impl Manager {
                 Some(retry_at)
             }
         }
+    }
+
+    /// Asks the CA's renewal information again (RFC 9773): a window that
+    /// starts earlier moves the renewal earlier. Returns when to look next.
+    async fn recheck_ari(&self, request: &AcmeRequest, mut state: CertState) -> Unix {
+        let Ok(account) = self.account(&request.issuer).await else {
+            return now() + 60;
+        };
+        let Some(id) = state.ari_id.clone() else {
+            return state.renew_after;
+        };
+        let (start, again) = ari_window(&account, &id).await.unwrap_or((0, now() + 3600));
+        let fraction = self.config.policy.renew_fraction;
+        let ari = (start > 0).then_some(start);
+        state.renew_after = policy::renew_after(state.not_before, state.not_after, fraction, ari);
+        state.ari_check_after = again;
+        if let Err(e) = self.store.save_state(request, state.clone()).await {
+            tracing::warn!(target = %request.key, error = %e, "cannot store the renewal information");
+        }
+        state.renew_after.min(again)
     }
 
     /// Sends a report when it differs from the last one for this request.

@@ -206,6 +206,35 @@ pub fn validity(chain_pem: &str) -> Result<(Unix, Unix), Problem> {
     Ok((unix(&v.not_before), unix(&v.not_after)))
 }
 
+/// The RFC 9773 identifier of the leaf of a PEM chain, if it has an AKI.
+pub fn ari_id(chain_pem: &str) -> Option<String> {
+    let (_, pem) = x509_parser::pem::parse_x509_pem(chain_pem.as_bytes()).ok()?;
+    let der = rustls_pki_types::CertificateDer::from(pem.contents.as_slice());
+    instant_acme::CertificateIdentifier::try_from(&der)
+        .ok()
+        .map(|id| id.to_string())
+}
+
+/// The start of the renewal window the CA suggests for `id` and when to
+/// ask again; `None` when the directory offers no ARI or the call fails.
+pub async fn ari_window(account: &Account, id: &str) -> Option<(Unix, Unix)> {
+    // The identifier deserialises from a borrowed string; base64url and
+    // '.' need no JSON escaping.
+    let quoted = format!("\"{id}\"");
+    let parsed: instant_acme::CertificateIdentifier<'_> = serde_json::from_str(&quoted).ok()?;
+    match account.renewal_info(&parsed).await {
+        Ok((info, retry)) => {
+            let start = u64::try_from(info.suggested_window.start.unix_timestamp()).unwrap_or(0);
+            let again = crate::manager::now() + retry.as_secs().clamp(60, 86_400);
+            Some((start, again))
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "no ACME renewal information");
+            None
+        }
+    }
+}
+
 /// An instant-acme error as a problem: the CA's own when it sent one.
 pub fn problem(e: instant_acme::Error) -> Problem {
     match e {

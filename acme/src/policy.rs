@@ -61,6 +61,13 @@ pub struct CertState {
     pub attempted: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<Problem>,
+    /// The certificate's ARI id (RFC 9773, `AKI.serial`) when the CA
+    /// offers renewal information.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ari_id: Option<String>,
+    /// When to ask for the renewal information again (the CA's Retry-After).
+    #[serde(default)]
+    pub ari_check_after: Unix,
 }
 
 /// An ACME problem (RFC 8555 section 6.7), or a local failure with a
