@@ -198,6 +198,31 @@ mod tests {
     }
 
     #[test]
+    fn a_challenge_for_a_name_no_site_serves_is_refused() {
+        let mut snap = Snapshot {
+            sites: vec![crate::Site::new(
+                "ns/web",
+                &["a.example.com"],
+                "http://b:80",
+            )],
+            acme_challenges: vec![crate::AcmeChallenge::Http01 {
+                hostname: "evil.example.com".into(),
+                token: "t".into(),
+                key_authorization: "t.k".into(),
+            }],
+            ..Snapshot::default()
+        }
+        .seal();
+        assert_eq!(
+            snap.validate(),
+            Err(SnapshotError::AcmeChallenge("evil.example.com".into()))
+        );
+        snap.acme_challenges.clear();
+        let snap = snap.seal();
+        assert_eq!(snap.validate(), Ok(()));
+    }
+
+    #[test]
     fn future_schema_is_refused() {
         let mut snap = Snapshot::default().seal();
         snap.schema = crate::SCHEMA + 1;

@@ -9,17 +9,17 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Event, Secret};
 use kube::api::Api;
 use postern_api::ConditionStatus;
 use postern_harness::{Backend, Postern, curl, curl_blocking, free_port, tmp_dir};
-use postern_tests::resources::{delete, observe};
+use postern_tests::resources::{delete, observe, patch_spec};
 use postern_tests::spine::Spine;
 use postern_tests::{Rig, dataplane, eventually, operator, rig_or_skip};
 use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
@@ -261,7 +261,7 @@ async fn own_pebble(rig: &Rig, validity_secs: u64) -> OwnPebble {
         .env("PEBBLE_VA_NOSLEEP", "1")
         .env("PEBBLE_AUTHZREUSE", "0")
         .env_remove("PEBBLE_WFE_NONCEREJECT")
-        .stdout(Stdio::null())
+        .stdout(log.try_clone().expect("log"))
         .stderr(log)
         .spawn()
         .expect("pebble");
@@ -459,6 +459,47 @@ async fn cluster_http01_stores_an_owned_secret_and_reports_ready() {
     serves_https(
         &root,
         "web.acme.test",
+        spine.dataplane().https.port(),
+        "cluster-site",
+    )
+    .await;
+    let events: Api<Event> = Api::namespaced(spine.client.clone(), spine.ns());
+    eventually("an Issued Event", ISSUE, || async {
+        let list = events
+            .list(&Default::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        let issued = list.items.iter().any(|e| {
+            e.reason.as_deref() == Some("Issued")
+                && e.involved_object.name.as_deref() == Some("web")
+        });
+        if issued {
+            Ok(())
+        } else {
+            Err(format!(
+                "{:?}",
+                list.items.iter().map(|e| &e.reason).collect::<Vec<_>>()
+            ))
+        }
+    })
+    .await;
+
+    // A new hostname orders a new certificate covering both.
+    let both = json!({"hostnames": ["web.acme.test", "www.acme.test"]});
+    patch_spec(&spine.client, spine.ns(), "ProxyTarget", "web", both).await;
+    eventually("the certificate covers the new name", ISSUE, || async {
+        let observed = observe(&spine.client, spine.ns(), "ProxyTarget", "web").await?;
+        match observed.condition("CertificateReady") {
+            Some(c) if c.status == ConditionStatus::True && c.message.contains("www.acme.test") => {
+                Ok(())
+            }
+            _ => Err(format!("{observed:?}")),
+        }
+    })
+    .await;
+    serves_https(
+        &root,
+        "www.acme.test",
         spine.dataplane().https.port(),
         "cluster-site",
     )
