@@ -226,8 +226,13 @@ async fn standalone_tls_alpn01_issues_on_the_https_listener() {
 /// retries run), killed on drop.
 struct OwnPebble {
     child: Child,
+    log: PathBuf,
     directory: String,
     management: String,
+}
+
+fn pebble_log(pebble: &OwnPebble) -> &Path {
+    &pebble.log
 }
 
 impl Drop for OwnPebble {
@@ -267,6 +272,7 @@ async fn own_pebble(rig: &Rig, validity_secs: u64) -> OwnPebble {
         .expect("pebble");
     let pebble = OwnPebble {
         child,
+        log: dir.join("pebble.log"),
         directory: format!("https://127.0.0.1:{port}/dir"),
         management: format!("https://127.0.0.1:{mgmt}"),
     };
@@ -372,6 +378,11 @@ async fn short_lived_certificates_renew_without_dropping_open_connections() {
     .await;
     assert_ne!(first, second);
     let (status, body) = get(&mut open, host).await;
+    let pebble_log = std::fs::read_to_string(pebble_log(&pebble)).unwrap_or_default();
+    assert!(
+        pebble_log.contains("reject 5% of good nonces"),
+        "Pebble's default nonce rejection is on, so badNonce retries ran: {pebble_log}"
+    );
     assert_eq!(
         (status, body.contains("renewed-site")),
         (200, true),

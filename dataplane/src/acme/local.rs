@@ -101,6 +101,12 @@ impl Local {
 
     /// Publishes what the last compilation asks for.
     pub(crate) fn compiled(&self, requests: Vec<AcmeRequest>) {
+        if self.state_dir.is_none() && !requests.is_empty() {
+            tracing::warn!(
+                targets = requests.len(),
+                "targets ask for ACME certificates but no --state-dir is set: nothing is ordered"
+            );
+        }
         self.requests.send_if_modified(|current| {
             let changed = *current != requests;
             *current = requests;
