@@ -397,7 +397,12 @@ async fn cluster(rig: Rig, prefix: &str, http: SocketAddr) -> Spine {
         .get("ACME_DIRECTORY")
         .expect("ACME_DIRECTORY")
         .to_string();
-    let args = issuer_args(&rig, &directory);
+    cluster_on(rig, prefix, http, &directory).await
+}
+
+/// [`cluster`] against the ACME server at `directory`.
+async fn cluster_on(rig: Rig, prefix: &str, http: SocketAddr, directory: &str) -> Spine {
+    let args = issuer_args(&rig, directory);
     let mut spine = Spine::operator_with_args(rig, prefix, &args).await;
     let dp = dataplane(spine.operator.sync, &format!("{prefix}-dp-1"), &spine.token)
         .listen("--http-addr", http)
@@ -620,4 +625,53 @@ async fn two_operator_replicas_order_exactly_once() {
 
 async fn admin_metrics(admin: SocketAddr) -> String {
     curl(&[&format!("http://{admin}/metrics")]).await.body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_renewal_updates_the_secret_and_records_an_event() {
+    let rig = rig_or_skip!();
+    let _ports = PORTS.lock().await;
+    let pebble = own_pebble(&rig, 30).await;
+    let root = pebble_root(&rig, &pebble.management, "acme-cl-renew");
+    let spine = cluster_on(rig, "acme-clr", http01(), &pebble.directory).await;
+    let site = Backend::text("cluster-renewed");
+    let host = "renew.cluster.acme.test";
+    spine.create(target(&[host], &site.url())).await;
+    certificate_ready(&spine, ConditionStatus::True, "Issued").await;
+    let port = spine.dataplane().https.port();
+    serves_https(&root, host, port, "cluster-renewed").await;
+    let (mut open, first) = connect(&root, host, port).await;
+    eventually(
+        "new connections get the renewed certificate",
+        ISSUE,
+        || async {
+            let (_, leaf) = connect(&root, host, port).await;
+            if leaf != first {
+                Ok(())
+            } else {
+                Err("still the first certificate".to_string())
+            }
+        },
+    )
+    .await;
+    let (status, body) = get(&mut open, host).await;
+    assert_eq!(
+        (status, body.contains("cluster-renewed")),
+        (200, true),
+        "the open connection still serves"
+    );
+    let events: Api<Event> = Api::namespaced(spine.client.clone(), spine.ns());
+    eventually("a Renewed Event", ISSUE, || async {
+        let list = events
+            .list(&Default::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        let reasons: Vec<_> = list.items.iter().filter_map(|e| e.reason.clone()).collect();
+        if reasons.iter().any(|r| r == "Renewed") {
+            Ok(())
+        } else {
+            Err(format!("{reasons:?}"))
+        }
+    })
+    .await;
 }
