@@ -339,6 +339,44 @@ async fn get(
     (status, String::from_utf8_lossy(&body).into_owned())
 }
 
+/// Waits until a new connection to `port` gets another leaf than `first`.
+async fn renewed(root: &Path, host: &str, port: u16, first: &[u8]) -> Vec<u8> {
+    eventually(
+        "new connections get the renewed certificate",
+        ISSUE,
+        || async {
+            let (_, leaf) = connect(root, host, port).await;
+            if leaf != first {
+                Ok(leaf)
+            } else {
+                Err("still the first certificate".to_string())
+            }
+        },
+    )
+    .await
+}
+
+/// Waits until an Event with `reason` names ProxyTarget `web`.
+async fn event_seen(spine: &Spine, reason: &str) {
+    let events: Api<Event> = Api::namespaced(spine.client.clone(), spine.ns());
+    eventually(&format!("a {reason} Event"), ISSUE, || async {
+        let list = events
+            .list(&Default::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        let seen = list.items.iter().any(|e| {
+            e.reason.as_deref() == Some(reason) && e.involved_object.name.as_deref() == Some("web")
+        });
+        let reasons: Vec<_> = list.items.iter().filter_map(|e| e.reason.clone()).collect();
+        if seen {
+            Ok(())
+        } else {
+            Err(format!("{reasons:?}"))
+        }
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn short_lived_certificates_renew_without_dropping_open_connections() {
     let rig = rig_or_skip!();
@@ -363,19 +401,7 @@ async fn short_lived_certificates_renew_without_dropping_open_connections() {
     assert_eq!(get(&mut open, host).await.0, 200);
     // 30 s certificates renew with a third (10 s) left.
     wait_issued(&postern, 2).await;
-    let second = eventually(
-        "new connections get the renewed certificate",
-        ISSUE,
-        || async {
-            let (_, leaf) = connect(&root, host, postern.https.port()).await;
-            if leaf != first {
-                Ok(leaf)
-            } else {
-                Err("still the first certificate".to_string())
-            }
-        },
-    )
-    .await;
+    let second = renewed(&root, host, postern.https.port(), &first).await;
     assert_ne!(first, second);
     let (status, body) = get(&mut open, host).await;
     let pebble_log = std::fs::read_to_string(pebble_log(&pebble)).unwrap_or_default();
@@ -479,26 +505,7 @@ async fn cluster_http01_stores_an_owned_secret_and_reports_ready() {
         "cluster-site",
     )
     .await;
-    let events: Api<Event> = Api::namespaced(spine.client.clone(), spine.ns());
-    eventually("an Issued Event", ISSUE, || async {
-        let list = events
-            .list(&Default::default())
-            .await
-            .map_err(|e| e.to_string())?;
-        let issued = list.items.iter().any(|e| {
-            e.reason.as_deref() == Some("Issued")
-                && e.involved_object.name.as_deref() == Some("web")
-        });
-        if issued {
-            Ok(())
-        } else {
-            Err(format!(
-                "{:?}",
-                list.items.iter().map(|e| &e.reason).collect::<Vec<_>>()
-            ))
-        }
-    })
-    .await;
+    event_seen(&spine, "Issued").await;
 
     // A new hostname orders a new certificate covering both.
     let both = json!({"hostnames": ["web.acme.test", "www.acme.test"]});
@@ -641,37 +648,12 @@ async fn cluster_renewal_updates_the_secret_and_records_an_event() {
     let port = spine.dataplane().https.port();
     serves_https(&root, host, port, "cluster-renewed").await;
     let (mut open, first) = connect(&root, host, port).await;
-    eventually(
-        "new connections get the renewed certificate",
-        ISSUE,
-        || async {
-            let (_, leaf) = connect(&root, host, port).await;
-            if leaf != first {
-                Ok(())
-            } else {
-                Err("still the first certificate".to_string())
-            }
-        },
-    )
-    .await;
+    renewed(&root, host, port, &first).await;
     let (status, body) = get(&mut open, host).await;
     assert_eq!(
         (status, body.contains("cluster-renewed")),
         (200, true),
         "the open connection still serves"
     );
-    let events: Api<Event> = Api::namespaced(spine.client.clone(), spine.ns());
-    eventually("a Renewed Event", ISSUE, || async {
-        let list = events
-            .list(&Default::default())
-            .await
-            .map_err(|e| e.to_string())?;
-        let reasons: Vec<_> = list.items.iter().filter_map(|e| e.reason.clone()).collect();
-        if reasons.iter().any(|r| r == "Renewed") {
-            Ok(())
-        } else {
-            Err(format!("{reasons:?}"))
-        }
-    })
-    .await;
+    event_seen(&spine, "Renewed").await;
 }
