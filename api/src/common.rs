@@ -203,4 +203,19 @@ pub struct ResourceStatus {
     /// Accepted, Programmed and, where they apply, CertificateReady and AgentConnected.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// The ACME certificate a ProxyTarget serves, once issued.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<CertificateStatus>,
+}
+
+/// What `kubectl get` shows of an ACME certificate.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CertificateStatus {
+    /// The issuer's name from the operator's configuration.
+    pub issuer: String,
+    /// RFC 3339.
+    pub not_after: String,
+    /// When renewal starts (RFC 3339).
+    pub renew_after: String,
 }

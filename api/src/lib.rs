@@ -18,14 +18,14 @@ pub mod user_name;
 mod user_upstream;
 
 pub use common::{
-    AuthPolicy, AuthType, Backend, BackendProtocol, BackendTls, Condition, ConditionStatus,
-    LocalRef, ProxyProtocolVersion, ResourceStatus, SecretKeyRef, ServiceBackend,
+    AuthPolicy, AuthType, Backend, BackendProtocol, BackendTls, CertificateStatus, Condition,
+    ConditionStatus, LocalRef, ProxyProtocolVersion, ResourceStatus, SecretKeyRef, ServiceBackend,
 };
 pub use duration::{Duration, DurationError};
 pub use meta::{Kind, Object, ObjectKey, ObjectMeta};
 pub use oauth_client::{GrantType, OAuthClientSpec};
 pub use proxy_target::{
-    AcmeIssuer, AcmeTls, HeaderModifier, HeaderValue, PathForwarding, ProxyTargetSpec,
+    AcmeChallengeType, AcmeTls, HeaderModifier, HeaderValue, PathForwarding, ProxyTargetSpec,
     TargetTimeouts, TlsConfig,
 };
 pub use route::{PathMatch, PathMatchType, RouteMatch, RouteSpec};

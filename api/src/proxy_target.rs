@@ -124,22 +124,45 @@ pub enum PathForwarding {
     AsReceived,
 }
 
-/// Which ACME directory issues the certificate.
+/// How the CA checks that this gateway serves the hostnames.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum AcmeIssuer {
-    /// The staging directory: untrusted certificates, generous rate limits.
-    Staging,
-    /// The production directory.
+pub enum AcmeChallengeType {
+    /// A token over plain HTTP on port 80 (the `--http-addr` listener).
     #[default]
-    Production,
+    #[serde(rename = "http-01")]
+    Http01,
+    /// A special certificate over TLS on port 443 (the `--https-addr`
+    /// listener), for sites with no plain HTTP.
+    #[serde(rename = "tls-alpn-01")]
+    TlsAlpn01,
 }
 
 /// ACME settings of a target.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct AcmeTls {
-    /// staging or production.
-    pub issuer: AcmeIssuer,
+    /// The name of an issuer the operator's configuration defines:
+    /// `production` and `staging` (Let's Encrypt) are built in. An unknown
+    /// name gets Accepted=False with reason UnknownIssuer.
+    #[serde(default = "production")]
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9-]+$"))]
+    pub issuer: String,
+    /// http-01 (default) or tls-alpn-01.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub challenge: Option<AcmeChallengeType>,
+}
+
+impl Default for AcmeTls {
+    fn default() -> Self {
+        AcmeTls {
+            issuer: production(),
+            challenge: None,
+        }
+    }
+}
+
+fn production() -> String {
+    "production".to_string()
 }
 
 /// Timeouts towards the backend; each has a default when left out.

@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 
 use postern_api::{Kind, Object, ObjectKey};
 use postern_snapshot::{
-    Certificate, OAuthClientEntry, ProxyUser, Site, Snapshot, SourceObject, TunnelEntry,
+    AcmeChallenge, Certificate, OAuthClientEntry, ProxyUser, Site, Snapshot, SourceObject,
+    TunnelEntry,
 };
 
 use crate::refusal::Refusal;
@@ -38,6 +39,7 @@ impl<'a> Build<'a> {
         users: Vec<ProxyUser>,
         tunnels: Vec<TunnelEntry>,
         oauth_clients: Vec<OAuthClientEntry>,
+        acme_challenges: Vec<AcmeChallenge>,
     ) -> Output {
         self.objects.sort();
         self.verdicts
@@ -51,11 +53,13 @@ impl<'a> Build<'a> {
             tunnels,
             oauth_clients,
             certificates: self.certificates.into_values().collect(),
+            acme_challenges,
         }
         .seal();
         Output {
             snapshot,
             verdicts: self.verdicts,
+            acme: Vec::new(),
         }
     }
 

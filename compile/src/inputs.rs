@@ -1,6 +1,6 @@
 //! What compilation reads.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use postern_api::{
     OAuthClientSpec, Object, ObjectKey, ProxyTargetSpec, RouteSpec, TunnelSpec, UserUpstreamSpec,
@@ -20,6 +20,9 @@ pub struct Inputs {
     /// against known Services (nothing to check against).
     pub services: Option<BTreeMap<ObjectKey, ServiceInfo>>,
     pub options: Options,
+    /// ACME challenges being validated (fed back by the certificate
+    /// manager); only those for hostnames of accepted ACME sites are kept.
+    pub acme_challenges: Vec<postern_snapshot::AcmeChallenge>,
 }
 
 /// A Secret's type and decoded data.
@@ -41,12 +44,16 @@ pub struct ServiceInfo {
 pub struct Options {
     /// Suffix of Service DNS names: `<svc>.<ns>.svc.<cluster_domain>`.
     pub cluster_domain: String,
+    /// The ACME issuers configuration names; a target naming another is
+    /// refused with UnknownIssuer.
+    pub acme_issuers: BTreeSet<String>,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Options {
             cluster_domain: "cluster.local".to_string(),
+            acme_issuers: ["production", "staging"].map(String::from).into(),
         }
     }
 }

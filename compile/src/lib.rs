@@ -19,12 +19,14 @@ mod build;
 mod checks;
 mod refusal;
 
+mod acme;
 mod backends;
 mod oauth_clients;
 mod sites;
 mod tunnels;
 mod user_upstreams;
 
+pub use acme::{AcmeRequest, CHALLENGES_KEY, acme_secret_name};
 pub use inputs::{Inputs, Options, SecretData, ServiceInfo};
 pub use verdict::{Reason, Verdict};
 
@@ -36,6 +38,8 @@ pub struct Output {
     pub snapshot: Snapshot,
     /// One verdict per input object of the five kinds, sorted by kind and key.
     pub verdicts: Vec<Verdict>,
+    /// The ACME certificates the accepted objects need, sorted by kind and key.
+    pub acme: Vec<AcmeRequest>,
 }
 
 /// Compiles resources into a sealed snapshot and a verdict per object.
@@ -52,5 +56,9 @@ pub fn compile(inputs: &Inputs) -> Output {
     sites.extend(tunnel_sites);
     sites.sort_by(|a, b| a.id.cmp(&b.id));
     let oauth_clients = oauth_clients::compile(&mut build);
-    build.finish(sites, users, tunnels, oauth_clients)
+    let requests = acme::requests(inputs, &sites);
+    let challenges = acme::challenges(inputs, &requests);
+    let mut output = build.finish(sites, users, tunnels, oauth_clients, challenges);
+    output.acme = requests;
+    output
 }

@@ -20,6 +20,9 @@ use crate::{Inputs, SecretData, ServiceInfo};
 pub const DEFAULT_NAMESPACE: &str = "default";
 
 /// One understood document.
+// Parsed once per document and moved straight into `Inputs`: boxing the
+// larger specs would buy nothing but an allocation each.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 pub enum Resource {
     ProxyTarget(Object<postern_api::ProxyTargetSpec>),

@@ -7,8 +7,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use postern_api::{
-    AcmeIssuer as ApiIssuer, AuthPolicy, AuthType, Kind, Object, ObjectKey, PathForwarding,
-    PathMatchType, ProxyTargetSpec, RouteSpec, TlsConfig,
+    AuthPolicy, AuthType, Kind, Object, ObjectKey, PathForwarding, PathMatchType, ProxyTargetSpec,
+    RouteSpec, TlsConfig,
 };
 use postern_snapshot::{
     AcmeIssuer, AuthRule, Certificate, PathRule, RouteEntry, Site, SiteTls, Timeouts, sha256_hex,
@@ -80,7 +80,8 @@ fn site(
     let backend = backend(build, ns, &spec.backend)?;
     let (tls, certificate) = match &spec.tls {
         Some(tls) => {
-            let (tls, certificate) = site_tls(build, ns, tls)?;
+            let secret = crate::acme_secret_name(Kind::ProxyTarget, &target.meta.name);
+            let (tls, certificate) = site_tls(build, ns, &secret, tls)?;
             (Some(tls), certificate)
         }
         None => (None, None),
@@ -116,9 +117,22 @@ fn site(
     Ok((site, certificate))
 }
 
+/// The issued certificate, once the manager stored one. Not having it yet is
+/// normal (the site serves plain HTTP and the default certificate meanwhile).
+fn acme_certificate(build: &Build<'_>, ns: &str, secret: &str) -> Option<Certificate> {
+    let cert = std::str::from_utf8(build.secret_value(ns, secret, "tls.crt").ok()?).ok()?;
+    let key = std::str::from_utf8(build.secret_value(ns, secret, "tls.key").ok()?).ok()?;
+    Some(Certificate {
+        id: format!("{ns}/{secret}"),
+        cert_pem: cert.to_string(),
+        key_pem: key.to_string(),
+    })
+}
+
 pub(crate) fn site_tls(
     build: &Build<'_>,
     ns: &str,
+    acme_secret: &str,
     tls: &TlsConfig,
 ) -> Result<(SiteTls, Option<Certificate>), Refusal> {
     match (&tls.secret_ref, &tls.acme) {
@@ -143,15 +157,18 @@ pub(crate) fn site_tls(
             Ok((SiteTls::Secret { certificate: id }, Some(certificate)))
         }
         (None, Some(acme)) => {
-            let issuer = match acme.issuer {
-                ApiIssuer::Staging => AcmeIssuer::Staging,
-                ApiIssuer::Production => AcmeIssuer::Production,
-            };
+            if !build.inputs.options.acme_issuers.contains(&acme.issuer) {
+                return Err((
+                    Reason::UnknownIssuer,
+                    format!("no ACME issuer {:?} is configured", acme.issuer),
+                ));
+            }
+            let certificate = acme_certificate(build, ns, acme_secret);
             let tls = SiteTls::Acme {
-                issuer,
-                certificate: None,
+                issuer: AcmeIssuer::parse(&acme.issuer),
+                certificate: certificate.as_ref().map(|c| c.id.clone()),
             };
-            Ok((tls, None))
+            Ok((tls, certificate))
         }
         _ => Err((
             Reason::InvalidSpec,

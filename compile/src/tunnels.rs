@@ -78,7 +78,8 @@ fn tunnel_site(
     }
     let (tls, certificate) = match &obj.spec.tls {
         Some(tls) => {
-            let (tls, certificate) = crate::sites::site_tls(build, obj.namespace(), tls)?;
+            let secret = crate::acme_secret_name(Kind::Tunnel, &obj.meta.name);
+            let (tls, certificate) = crate::sites::site_tls(build, obj.namespace(), &secret, tls)?;
             (Some(tls), certificate)
         }
         None => (None, None),

@@ -28,6 +28,8 @@ pub enum Reason {
     InvalidSpec,
     /// The TCP port of a tcp Tunnel held by another Tunnel.
     PortConflict,
+    /// An ACME issuer the configuration does not define.
+    UnknownIssuer,
 }
 
 impl Reason {
@@ -44,6 +46,7 @@ impl Reason {
             Reason::PathConflict => "PathConflict",
             Reason::InvalidSpec => "InvalidSpec",
             Reason::PortConflict => "PortConflict",
+            Reason::UnknownIssuer => "UnknownIssuer",
         }
     }
 }

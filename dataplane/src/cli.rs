@@ -98,6 +98,12 @@ pub struct StandaloneArgs {
         value_name = "N"
     )]
     pub manifests_max_documents: usize,
+    /// Where ACME account keys and certificates are kept (created if
+    /// missing). Without it no certificate is ordered.
+    #[arg(long, env = "POSTERN_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub acme: postern_acme::AcmeArgs,
     #[command(flatten)]
     pub listeners: ListenerArgs,
 }

@@ -10,6 +10,7 @@
 //! Nothing here may depend on kube or k8s-openapi (`tests/no_kube.rs`
 //! checks).
 
+pub mod acme;
 pub mod admin;
 pub mod agent;
 pub mod cli;
@@ -88,6 +89,15 @@ pub async fn run_until(command: Command, shutdown: CancellationToken) -> Result<
             let runtime = Runtime::new(Source::Manifests);
             let dir = standalone::check_dir(&args.manifests)?;
             let limits = args.limits();
+            let (local, manager) = acme::standalone_manager(&args, &runtime)?;
+            let manifests = standalone::run(
+                dir.clone(),
+                limits,
+                runtime.clone(),
+                Some(local),
+                shutdown.clone(),
+            );
+            let stop = shutdown.clone();
             serve(
                 &args.listeners,
                 Some(dir.clone()),
@@ -97,7 +107,13 @@ pub async fn run_until(command: Command, shutdown: CancellationToken) -> Result<
                 (
                     "manifests",
                     Box::pin(async move {
-                        standalone::run(dir, limits, runtime, shutdown).await;
+                        match manager {
+                            Some((manager, requests)) => {
+                                let ordering = manager.run(requests, stop.cancelled_owned());
+                                futures::join!(manifests, ordering);
+                            }
+                            None => manifests.await,
+                        }
                         Ok(())
                     }),
                 ),
@@ -151,6 +167,9 @@ fn features(
     )?);
     let mut hooks = reverse::Hooks::default();
     hooks.upstream.push(tunnels.hook());
+    let challenges = acme::Challenges::new(runtime.clone());
+    hooks.early.push(challenges.clone());
+    hooks.tls.push(challenges);
     let reverse = Arc::new(reverse::Reverse::new(
         &listeners.reverse,
         hooks,

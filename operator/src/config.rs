@@ -63,6 +63,8 @@ pub struct Args {
     /// Once listening, write `{"sync": ADDR, "admin": ADDR}` here (for port 0).
     #[arg(long)]
     pub addr_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub acme: postern_acme::AcmeArgs,
 }
 
 /// Leader-election timing.
@@ -102,6 +104,8 @@ pub struct Config {
     pub admin_token: Option<SyncToken>,
     /// Where the `/upstream` API writes; always within the watch scope.
     pub upstream_api_namespace: String,
+    /// ACME issuers and the renewal policy (the leader orders).
+    pub acme: postern_acme::AcmeConfig,
 }
 
 impl Args {
@@ -137,6 +141,8 @@ impl Args {
             Some(path) => Some(read_admin_token(path)?),
             None => None,
         };
+        let acme = postern_acme::AcmeConfig::from_args(&self.acme)
+            .map_err(|e| Error::Config(e.to_string()))?;
         let namespace = self.namespace.filter(|ns| !ns.is_empty());
         let upstream_api_namespace =
             upstream_api_namespace(self.upstream_api_namespace, namespace.as_deref())?;
@@ -154,6 +160,7 @@ impl Args {
             lease: LeaseTiming::default(),
             admin_token,
             upstream_api_namespace,
+            acme,
         })
     }
 }

@@ -49,6 +49,7 @@
 //! Every replica compiles and serves snapshots, so data planes may connect
 //! to any of them; only the replica holding the Lease writes status.
 
+pub mod acme;
 mod admin;
 mod compat;
 mod config;
@@ -126,6 +127,7 @@ pub async fn run_with(config: Config, client: Client, shutdown: CancellationToke
     let metrics = Arc::new(Metrics::default());
     let options = postern_compile::Options {
         cluster_domain: config.cluster_domain.clone(),
+        acme_issuers: config.acme.names(),
     };
     let index = Arc::new(Mutex::new(Index::new(options)));
     let changed = Arc::new(Notify::new());
@@ -184,6 +186,20 @@ pub async fn run_with(config: Config, client: Client, shutdown: CancellationToke
     };
     tasks.spawn(admin.serve(admin_listener, shutdown.clone()));
     tasks.spawn(elector.run(shutdown.clone()));
+    let board = Arc::new(acme::Board::default());
+    let ordering = acme::Acme {
+        client: client.clone(),
+        config: config.acme.clone(),
+        lease_namespace: config.lease_namespace.clone(),
+        index: index.clone(),
+        latest: latest.clone(),
+        fleet: fleet.clone(),
+        leader: leader.clone(),
+        board: board.clone(),
+        metrics: metrics.acme.clone(),
+        operator_id: config.operator_id.clone(),
+    };
+    tasks.spawn(ordering.run(shutdown.clone()));
     let writer = StatusWriter {
         client,
         index,
@@ -191,6 +207,7 @@ pub async fn run_with(config: Config, client: Client, shutdown: CancellationToke
         fleet,
         leader,
         metrics,
+        board,
     };
     tasks.spawn(writer.run(shutdown.clone()));
 

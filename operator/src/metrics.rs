@@ -17,6 +17,8 @@ pub struct Metrics {
     pub status_patches: Counter,
     pub status_patch_errors: Counter,
     pub leader: Gauge,
+    /// `acme_orders_total`, `acme_certificate_expiry_seconds`.
+    pub acme: postern_acme::Metrics,
     registry: Registry,
 }
 
@@ -48,6 +50,8 @@ impl Default for Metrics {
         );
         registry.register("leader", "1 while this replica holds the lease", leader);
         let (published, compile, connected, acks, nacks, patches, patch_errors, leader) = metrics;
+        let acme = postern_acme::Metrics::default();
+        acme.register(&mut registry);
         Metrics {
             snapshots_published: published,
             compile_seconds: compile,
@@ -57,6 +61,7 @@ impl Default for Metrics {
             status_patches: patches,
             status_patch_errors: patch_errors,
             leader,
+            acme,
             registry,
         }
     }

@@ -35,6 +35,11 @@ pub struct Published {
     objects: HashMap<(Kind, ObjectKey), i64>,
     /// One verdict per object of the five kinds.
     pub verdicts: Vec<Verdict>,
+    /// The ACME certificates the accepted objects need.
+    pub acme: Vec<postern_compile::AcmeRequest>,
+    /// The ACME challenges this snapshot answers: an ack of it means the
+    /// data plane answers them.
+    pub acme_challenges: Vec<postern_snapshot::AcmeChallenge>,
 }
 
 impl Published {
@@ -64,6 +69,8 @@ impl Published {
             frame: Bytes::from(encode(&message)?),
             objects,
             verdicts: output.verdicts,
+            acme: output.acme,
+            acme_challenges: snapshot.acme_challenges,
         })
     }
 }

@@ -17,4 +17,6 @@ pub use model::*;
 pub use validate::SnapshotError;
 
 /// The snapshot schema this build writes and reads.
-pub const SCHEMA: u32 = 1;
+/// 2: `acmeChallenges` (a schema-1 data plane would ack a snapshot whose
+/// challenges it cannot answer).
+pub const SCHEMA: u32 = 2;

@@ -24,6 +24,10 @@ pub struct Snapshot {
     pub oauth_clients: Vec<OAuthClientEntry>,
     /// Certificates and keys referenced by sites, sorted by id.
     pub certificates: Vec<Certificate>,
+    /// ACME challenges being validated right now, sorted: every data plane
+    /// answers them, and only for the hostname each names.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub acme_challenges: Vec<AcmeChallenge>,
 }
 
 /// A resource included in a snapshot.
@@ -480,6 +484,58 @@ impl std::fmt::Debug for Certificate {
     }
 }
 
+/// One pending ACME challenge, as the data planes must answer it.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "type")]
+pub enum AcmeChallenge {
+    /// `GET http://HOSTNAME/.well-known/acme-challenge/TOKEN` answers
+    /// `key_authorization` (RFC 8555 section 8.3).
+    #[serde(rename = "http-01", rename_all = "camelCase")]
+    Http01 {
+        hostname: String,
+        token: String,
+        key_authorization: String,
+    },
+    /// A TLS handshake for HOSTNAME offering only ALPN `acme-tls/1` gets
+    /// this self-signed certificate with the acmeIdentifier extension
+    /// (RFC 8737).
+    #[serde(rename = "tls-alpn-01", rename_all = "camelCase")]
+    TlsAlpn01 {
+        hostname: String,
+        cert_pem: String,
+        key_pem: String,
+    },
+}
+
+impl AcmeChallenge {
+    /// The hostname being validated.
+    pub fn hostname(&self) -> &str {
+        match self {
+            AcmeChallenge::Http01 { hostname, .. } | AcmeChallenge::TlsAlpn01 { hostname, .. } => {
+                hostname
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for AcmeChallenge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AcmeChallenge::Http01 {
+                hostname, token, ..
+            } => f
+                .debug_struct("Http01")
+                .field("hostname", hostname)
+                .field("token", token)
+                .finish_non_exhaustive(),
+            AcmeChallenge::TlsAlpn01 { hostname, .. } => f
+                .debug_struct("TlsAlpn01")
+                .field("hostname", hostname)
+                .finish_non_exhaustive(),
+        }
+    }
+}
+
 impl Snapshot {
     /// Sets `schema` and `version` from the content. Call once, after every
     /// list is sorted.
@@ -525,7 +581,7 @@ impl Serialize for Unsealed<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
         let snap = self.0;
-        let mut st = s.serialize_struct("Snapshot", 8)?;
+        let mut st = s.serialize_struct("Snapshot", 9)?;
         st.serialize_field("schema", &snap.schema)?;
         st.serialize_field("version", "")?;
         st.serialize_field("objects", &snap.objects)?;
@@ -534,6 +590,11 @@ impl Serialize for Unsealed<'_> {
         st.serialize_field("tunnels", &snap.tunnels)?;
         st.serialize_field("oauthClients", &snap.oauth_clients)?;
         st.serialize_field("certificates", &snap.certificates)?;
+        if snap.acme_challenges.is_empty() {
+            st.skip_field("acmeChallenges")?;
+        } else {
+            st.serialize_field("acmeChallenges", &snap.acme_challenges)?;
+        }
         st.end()
     }
 }

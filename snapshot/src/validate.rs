@@ -21,6 +21,8 @@ pub enum SnapshotError {
     MissingCertificate { site: String, certificate: String },
     #[error("site {site}: {issuer:?} is not a valid ACME issuer name")]
     AcmeIssuer { site: String, issuer: String },
+    #[error("ACME challenge for {0}, which no site serves")]
+    AcmeChallenge(String),
     #[error("cannot read snapshot: {0}")]
     Decode(String),
 }
@@ -47,7 +49,26 @@ impl Snapshot {
         self.check_users()?;
         self.check_routes()?;
         self.check_certificates()?;
-        self.check_acme_issuers()
+        self.check_acme_issuers()?;
+        self.check_acme_challenges()
+    }
+
+    /// A challenge is answered only for a hostname some site serves, so a
+    /// snapshot cannot make the data planes vouch for a name nobody declared.
+    fn check_acme_challenges(&self) -> Result<(), SnapshotError> {
+        let served: BTreeSet<&str> = self
+            .sites
+            .iter()
+            .flat_map(|s| s.hostnames.iter().map(String::as_str))
+            .collect();
+        match self
+            .acme_challenges
+            .iter()
+            .find(|c| !served.contains(c.hostname()))
+        {
+            Some(c) => Err(SnapshotError::AcmeChallenge(c.hostname().to_string())),
+            None => Ok(()),
+        }
     }
 
     fn check_hostnames(&self) -> Result<(), SnapshotError> {
@@ -174,6 +195,31 @@ mod tests {
             snap.validate(),
             Err(SnapshotError::Version { .. })
         ));
+    }
+
+    #[test]
+    fn a_challenge_for_a_name_no_site_serves_is_refused() {
+        let mut snap = Snapshot {
+            sites: vec![crate::Site::new(
+                "ns/web",
+                &["a.example.com"],
+                "http://b:80",
+            )],
+            acme_challenges: vec![crate::AcmeChallenge::Http01 {
+                hostname: "evil.example.com".into(),
+                token: "t".into(),
+                key_authorization: "t.k".into(),
+            }],
+            ..Snapshot::default()
+        }
+        .seal();
+        assert_eq!(
+            snap.validate(),
+            Err(SnapshotError::AcmeChallenge("evil.example.com".into()))
+        );
+        snap.acme_challenges.clear();
+        let snap = snap.seal();
+        assert_eq!(snap.validate(), Ok(()));
     }
 
     #[test]

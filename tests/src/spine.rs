@@ -44,6 +44,11 @@ impl Spine {
         Spine::launch(rig, prefix, true, &[]).await
     }
 
+    /// The namespace and the operator started with more flags, no data plane.
+    pub async fn operator_with_args(rig: Rig, prefix: &str, args: &[String]) -> Spine {
+        Spine::launch(rig, prefix, false, args).await
+    }
+
     /// The namespace, the operator started with more flags, and one data plane.
     pub async fn start_with_args(rig: Rig, prefix: &str, args: &[String]) -> Spine {
         let mut spine = Spine::launch(rig, prefix, false, args).await;

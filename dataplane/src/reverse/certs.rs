@@ -26,6 +26,17 @@ pub enum CertError {
 
 /// Parses a PEM chain and key into a signing-ready key.
 pub fn certified_key(cert_pem: &[u8], key_pem: &[u8]) -> Result<CertifiedKey, CertError> {
+    let certified = unchecked_key(cert_pem, key_pem)?;
+    certified
+        .keys_match()
+        .map_err(|e| CertError::Key(format!("does not match the certificate: {e}")))?;
+    Ok(certified)
+}
+
+/// [`certified_key`] without the check that key and certificate match:
+/// that check parses the certificate with webpki, which refuses the
+/// critical acmeIdentifier extension of a TLS-ALPN-01 certificate.
+pub fn unchecked_key(cert_pem: &[u8], key_pem: &[u8]) -> Result<CertifiedKey, CertError> {
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
         .collect::<Result<_, _>>()
         .map_err(|e| CertError::Cert(e.to_string()))?;
@@ -35,11 +46,7 @@ pub fn certified_key(cert_pem: &[u8], key_pem: &[u8]) -> Result<CertifiedKey, Ce
     let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| CertError::Key(e.to_string()))?;
     let signing = rustls::crypto::ring::sign::any_supported_type(&key)
         .map_err(|e| CertError::Key(e.to_string()))?;
-    let certified = CertifiedKey::new(chain, signing);
-    certified
-        .keys_match()
-        .map_err(|e| CertError::Key(format!("does not match the certificate: {e}")))?;
-    Ok(certified)
+    Ok(CertifiedKey::new(chain, signing))
 }
 
 /// Certificates by hostname.

@@ -41,7 +41,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use body::ProxyBody;
-pub(crate) use certs::certified_key;
+pub(crate) use certs::{certified_key, unchecked_key};
 pub(crate) use connector::{Connector, TlsSetup};
 pub use errors::ProxyError;
 pub use metrics::ReverseMetrics;
@@ -57,6 +57,7 @@ use crate::listeners::{Listener, Listeners};
 use crate::net::admission::{Admission, Permit};
 use crate::net::{Caps, Connections};
 pub(crate) use phases::Hooks;
+pub(crate) use phases::{EarlyRequest, TlsHook};
 use proxy_protocol::Trusted;
 use tables::Live;
 

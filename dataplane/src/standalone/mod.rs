@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::acme::local::Local;
 use crate::runtime::{LastError, Outcome, Rejected, Runtime};
 use crate::{Error, Result};
 
@@ -41,10 +42,18 @@ pub fn check_dir(dir: &Path) -> Result<PathBuf> {
     Ok(dir.to_path_buf())
 }
 
-/// Loads `dir` and applies every change until `shutdown`.
-pub async fn run(dir: PathBuf, limits: Limits, runtime: Arc<Runtime>, shutdown: CancellationToken) {
+/// Loads `dir` and applies every change until `shutdown`; with `acme`,
+/// also each change of its certificates and challenges.
+pub async fn run(
+    dir: PathBuf,
+    limits: Limits,
+    runtime: Arc<Runtime>,
+    acme: Option<Arc<Local>>,
+    shutdown: CancellationToken,
+) {
     tracing::info!(dir = %dir.display(), "watching manifests (polling every {}ms)", POLL.as_millis());
     let mut watcher = Watcher::new(dir, runtime, limits);
+    watcher.acme = acme;
     let mut tick = tokio::time::interval(POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -80,6 +89,12 @@ pub struct Watcher {
     pending: Option<load::Stamp>,
     hash: Option<[u8; 32]>,
     dir_failing: bool,
+    /// Certificates and challenges folded into each compilation.
+    acme: Option<Arc<Local>>,
+    /// The files last compiled and the ACME revision they were compiled
+    /// with: a new revision recompiles them.
+    files: Option<Vec<ManifestFile>>,
+    acme_revision: u64,
 }
 
 impl Watcher {
@@ -92,11 +107,22 @@ impl Watcher {
             pending: None,
             hash: None,
             dir_failing: false,
+            acme: None,
+            files: None,
+            acme_revision: 0,
         }
     }
 
     /// Looks at the folder once and applies what changed and has settled.
     pub fn poll(&mut self) {
+        let acme_changed = self
+            .acme
+            .as_ref()
+            .is_some_and(|a| a.revision() != self.acme_revision);
+        if acme_changed && let Some(files) = self.files.take() {
+            self.reload(&files);
+            self.files = Some(files);
+        }
         let stamp = match load::stamp(&self.dir) {
             Ok(stamp) => stamp,
             Err(e) => return self.dir_failed(e),
@@ -117,6 +143,7 @@ impl Watcher {
                 if self.hash != Some(hash) {
                     self.hash = Some(hash);
                     self.reload(&files);
+                    self.files = Some(files);
                 }
             }
             Err(e) => self.fail(e),
@@ -136,10 +163,17 @@ impl Watcher {
     }
 
     fn reload(&mut self, files: &[ManifestFile]) {
-        let output = match load::compile(files, self.limits) {
-            Ok(output) => output,
+        let mut inputs = match load::inputs(files, self.limits) {
+            Ok(inputs) => inputs,
             Err(e) => return self.fail(e),
         };
+        if let Some(acme) = &self.acme {
+            self.acme_revision = acme.augment(&mut inputs);
+        }
+        let output = postern_compile::compile(&inputs);
+        if let Some(acme) = &self.acme {
+            acme.compiled(output.acme.clone());
+        }
         let rejected = rejected(&output.verdicts);
         self.runtime.set_rejected(rejected);
         let version = output.snapshot.version.clone();

@@ -169,6 +169,8 @@ impl Index {
                     .collect(),
             ),
             options: self.options.clone(),
+            // Challenges ride in the certificate Secrets (compile reads them there).
+            acme_challenges: Vec::new(),
         }
     }
 

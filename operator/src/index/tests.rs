@@ -52,6 +52,7 @@ fn accepted_status() -> ResourceStatus {
             observed_generation: Some(1),
             last_transition_time: None,
         }],
+        certificate: None,
     }
 }
 

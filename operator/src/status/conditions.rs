@@ -66,7 +66,34 @@ pub fn desired(
     ResourceStatus {
         observed_generation: generation,
         conditions,
+        certificate: None,
     }
+}
+
+/// Folds the certificate manager's latest word into `status`: its
+/// `CertificateReady` replaces the one kept from `previous` (the transition
+/// time kept unless the status flipped), and `status.certificate` is the
+/// report's or else the one shown, since a failed renewal leaves the old
+/// certificate serving.
+pub fn with_certificate(
+    mut status: ResourceStatus,
+    report: Option<&crate::acme::CertReport>,
+    previous: Option<&ResourceStatus>,
+    now: &str,
+) -> ResourceStatus {
+    let shown = previous.and_then(|p| p.certificate.clone());
+    let Some(report) = report else {
+        status.certificate = shown;
+        return status;
+    };
+    let mut condition = report.condition.clone();
+    condition.observed_generation = status.observed_generation;
+    let previous_conditions = previous.map(|p| p.conditions.as_slice()).unwrap_or(&[]);
+    let condition = with_transition_time(condition, previous_conditions, now);
+    status.conditions.retain(|c| c.kind != condition.kind);
+    status.conditions.push(condition);
+    status.certificate = report.certificate.clone().or(shown);
+    status
 }
 
 /// Programmed: True once every connected data plane acked a snapshot that

@@ -51,11 +51,14 @@ pub struct StatusWriter {
     pub fleet: Arc<Fleet>,
     pub leader: watch::Receiver<bool>,
     pub metrics: Arc<Metrics>,
+    /// CertificateReady and `status.certificate` of ACME targets.
+    pub board: Arc<crate::acme::Board>,
 }
 
 impl StatusWriter {
     pub async fn run(mut self, shutdown: CancellationToken) {
         let mut fleet_changes = self.fleet.subscribe();
+        let mut board_changes = self.board.subscribe();
         // Kept between passes so an unchanged status is never re-patched,
         // even before the watch shows our own write.
         let mut written: HashMap<(Kind, ObjectKey), Written> = HashMap::new();
@@ -75,6 +78,7 @@ impl StatusWriter {
                     _ = shutdown.cancelled() => return,
                     changed = self.latest.changed() => changed.is_ok(),
                     changed = fleet_changes.changed() => changed.is_ok(),
+                    changed = board_changes.changed() => changed.is_ok(),
                     changed = self.leader.changed() => changed.is_ok(),
                     _ = tokio::time::sleep(RESYNC) => true,
                 };
@@ -166,6 +170,8 @@ impl StatusWriter {
                 .map(|w| &w.status)
                 .or(observed.status.as_ref());
             let status = conditions::desired(verdict, &dataplanes, previous, &now);
+            let report = self.board.get(verdict.kind, &verdict.key);
+            let status = conditions::with_certificate(status, report.as_ref(), previous, &now);
             if previous != Some(&status) {
                 work.push(Work {
                     kind: verdict.kind,
