@@ -409,6 +409,9 @@ pub struct TunnelEntry {
     /// Path-prefix tunnels: the agent sees the path without the prefix.
     #[serde(default = "yes")]
     pub strip_prefix: bool,
+    /// Every agent serves (`spec.pool`), instead of one with standbys.
+    #[serde(default)]
+    pub pool: bool,
 }
 
 fn yes() -> bool {
@@ -424,6 +427,7 @@ impl std::fmt::Debug for TunnelEntry {
             .field("path_prefix", &self.path_prefix)
             .field("tcp_port", &self.tcp_port)
             .field("strip_prefix", &self.strip_prefix)
+            .field("pool", &self.pool)
             .finish_non_exhaustive()
     }
 }

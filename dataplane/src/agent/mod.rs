@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::net::TcpStream;
@@ -28,7 +28,7 @@ use status::Status;
 
 use crate::sync::Backoff;
 use crate::tunnel::protocol::{self, DRAINING, Hello, Welcome};
-use crate::tunnel::session::{CONN_WINDOW, FRAME, HEARTBEAT, HEARTBEAT_TIMEOUT, STREAM_WINDOW};
+use crate::tunnel::session::h2_server;
 
 /// A session that lasted this long resets the backoff.
 const HEALTHY: Duration = Duration::from_secs(60);
@@ -254,14 +254,7 @@ async fn once(config: &AgentConfig, status: &Status, shutdown: &CancellationToke
     *streams.control.lock().unwrap_or_else(|p| p.into_inner()) = Some(rx);
     let started = Instant::now();
     let service = service_fn(move |req| local::serve(req, streams.clone()));
-    let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-        .timer(TokioTimer::new())
-        .initial_stream_window_size(STREAM_WINDOW)
-        .initial_connection_window_size(CONN_WINDOW)
-        .max_frame_size(FRAME)
-        .keep_alive_interval(HEARTBEAT)
-        .keep_alive_timeout(HEARTBEAT_TIMEOUT)
-        .serve_connection(TokioIo::new(tls), service);
+    let conn = h2_server().serve_connection(TokioIo::new(tls), service);
     tokio::pin!(conn);
     tokio::select! {
         ended = conn.as_mut() => {

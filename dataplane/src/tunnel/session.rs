@@ -30,11 +30,13 @@ use tokio_util::sync::CancellationToken;
 use super::auth::{AuthError, peek};
 use super::limiter::FailureLimiter;
 use super::metrics::TunnelMetrics;
+use super::peer::{Decision, Peers};
 use super::protocol::{self, Accepted, CONTROL_PATH, DRAINING, Hello, Refused, Welcome};
 use super::registry::{Registry, Session};
 use super::table::Table;
 use crate::net::{Kill, Killable};
-use crate::reverse::ProxyBody;
+use crate::reverse::{ProxyBody, ProxyError};
+use hyper::client::conn::http2::SendRequest;
 
 /// How long an agent has for TLS and its hello.
 const HANDSHAKE: Duration = Duration::from_secs(10);
@@ -47,6 +49,34 @@ pub const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_TUNNELS: usize = 16;
 /// How long in-flight streams of a closing session may take.
 const DRAIN: Duration = Duration::from_secs(10);
+
+/// The h2 client side of every tunnel connection (to an agent, or to
+/// another replica's peer port): the windows and heartbeats above.
+pub fn h2_client() -> hyper::client::conn::http2::Builder<TokioExecutor> {
+    let mut builder = hyper::client::conn::http2::Builder::new(TokioExecutor::new());
+    builder
+        .timer(TokioTimer::new())
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONN_WINDOW)
+        .max_frame_size(FRAME)
+        .keep_alive_interval(HEARTBEAT)
+        .keep_alive_timeout(HEARTBEAT_TIMEOUT)
+        .keep_alive_while_idle(true);
+    builder
+}
+
+/// The h2 server side of the same connections (the agent, the peer port).
+pub fn h2_server() -> hyper::server::conn::http2::Builder<TokioExecutor> {
+    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    builder
+        .timer(TokioTimer::new())
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONN_WINDOW)
+        .max_frame_size(FRAME)
+        .keep_alive_interval(HEARTBEAT)
+        .keep_alive_timeout(HEARTBEAT_TIMEOUT);
+    builder
+}
 
 /// What the listener, the hooks and the tcp listeners share.
 pub struct State {
@@ -61,10 +91,24 @@ pub struct State {
     reports: watch::Sender<Vec<TunnelAgents>>,
     /// The caps of the public connections to tcp tunnels.
     pub tcp_admission: Admission,
+    /// The other replicas, when there are (`--redis-url`).
+    pub peers: Option<Arc<Peers>>,
+}
+
+/// Where the next stream of a tunnel goes.
+#[derive(Clone)]
+pub enum Route {
+    Local(Arc<Session>),
+    /// The replica at this peer address holds the agent.
+    Peer(Arc<Peers>, String),
 }
 
 impl State {
-    pub fn new(reports: watch::Sender<Vec<TunnelAgents>>, tcp_admission: Admission) -> State {
+    pub fn new(
+        reports: watch::Sender<Vec<TunnelAgents>>,
+        tcp_admission: Admission,
+        peers: Option<Arc<Peers>>,
+    ) -> State {
         State {
             table: ArcSwap::from_pointee(Table::default()),
             registry: Registry::default(),
@@ -74,7 +118,38 @@ impl State {
             refusals: Mutex::new(HashMap::new()),
             reports,
             tcp_admission,
+            peers,
         }
+    }
+
+    fn pool(&self, tunnel: &str) -> bool {
+        self.table.load().get(tunnel).is_some_and(|t| t.entry.pool)
+    }
+
+    /// The local session for the next stream of `tunnel`, if any.
+    pub fn local(&self, tunnel: &str) -> Option<Arc<Session>> {
+        self.registry.pick(tunnel, self.pool(tunnel))
+    }
+
+    /// Where the next stream of `tunnel` goes: here, another replica, or
+    /// nowhere (and why).
+    pub fn route(&self, tunnel: &str) -> Result<Route, ProxyError> {
+        let pool = self.pool(tunnel);
+        let local = self.registry.pick(tunnel, pool);
+        let Some(peers) = &self.peers else {
+            return local.map(Route::Local).ok_or(ProxyError::NoAgent);
+        };
+        match peers.decide(tunnel, self.registry.since(tunnel), pool) {
+            Decision::Local => local.map(Route::Local).ok_or(ProxyError::NoAgent),
+            Decision::Peer(addr) => Ok(Route::Peer(peers.clone(), addr)),
+            Decision::NoAgent => Err(ProxyError::NoAgent),
+            Decision::RegistryDown => Err(ProxyError::TunnelRegistryDown),
+        }
+    }
+
+    /// A handle to open the next stream of `tunnel` on.
+    pub async fn open(&self, tunnel: &str) -> Result<SendRequest<ProxyBody>, ProxyError> {
+        Route::sender(self.route(tunnel)?, &self.metrics, tunnel).await
     }
 
     pub fn refresh_agents(&self, tunnels: &[String]) {
@@ -123,6 +198,27 @@ impl State {
             }
             changed
         });
+    }
+}
+
+impl Route {
+    /// The connection the stream goes on: the agent's, or the holder's
+    /// peer connection (dialled when there is none).
+    pub async fn sender(
+        self,
+        metrics: &TunnelMetrics,
+        tunnel: &str,
+    ) -> Result<SendRequest<ProxyBody>, ProxyError> {
+        match self {
+            Route::Local(session) => session.sender().ok_or(ProxyError::NoAgent),
+            Route::Peer(peers, addr) => {
+                metrics.peer_stream(tunnel, "forwarded");
+                peers.clients.sender(&addr).await.map_err(|e| {
+                    tracing::warn!(tunnel = %tunnel, error = %e, "the replica holding the agent cannot be reached");
+                    ProxyError::PeerUnreachable(e)
+                })
+            }
+        }
     }
 }
 
@@ -186,14 +282,7 @@ async fn handle(
         let _ = tls.shutdown().await;
         return Ok(());
     }
-    let (sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
-        .timer(TokioTimer::new())
-        .initial_stream_window_size(STREAM_WINDOW)
-        .initial_connection_window_size(CONN_WINDOW)
-        .max_frame_size(FRAME)
-        .keep_alive_interval(HEARTBEAT)
-        .keep_alive_timeout(HEARTBEAT_TIMEOUT)
-        .keep_alive_while_idle(true)
+    let (sender, conn) = h2_client()
         .handshake::<_, ProxyBody>(TokioIo::new(Killable::new(tls, kill.clone())))
         .await?;
     let mut conn = tokio::spawn(conn);
@@ -301,7 +390,8 @@ fn authenticate(state: &State, hello: &Hello, peer: SocketAddr, id: &str) -> (We
                     Some(postern_snapshot::TunnelMode::Tcp) => "tcp",
                     _ => "http",
                 };
-                let active = state.registry.active(tunnel).is_none();
+                let pool = table.get(tunnel).is_some_and(|t| t.entry.pool);
+                let active = pool || state.registry.active(tunnel).is_none();
                 welcome.accepted.push(Accepted {
                     tunnel: tunnel.clone(),
                     mode: mode.into(),

@@ -7,5 +7,6 @@ mod auth;
 mod bulk;
 mod failover;
 mod http;
+mod replicas;
 mod rig;
 mod tcp;
