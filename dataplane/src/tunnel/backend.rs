@@ -35,6 +35,12 @@ impl ChooseUpstream for TunnelHook {
         _method: &Method,
         path: &str,
     ) -> Option<Result<Arc<dyn Backend>, ProxyError>> {
+        if path == super::ws::PATH {
+            return Some(Ok(Arc::new(super::ws::WsEntry {
+                state: self.state.clone(),
+                authority: Authority::from_static(AUTHORITY),
+            })));
+        }
         if let Some(id) = &site.tunnel {
             return Some(self.backend(id, None));
         }

@@ -23,6 +23,7 @@ mod registry;
 pub mod session;
 mod table;
 mod tcp;
+pub mod ws;
 
 use crate::net::admission::Admission;
 use crate::net::{Caps, Connections};
@@ -277,6 +278,12 @@ impl Feature for Tunnels {
     ) -> BoxFuture<'static, crate::Result<()>> {
         Box::pin(async move {
             let peers = self.serve_peers(&shutdown)?;
+            let stopping = self.state.stopping.clone();
+            let stop = shutdown.clone();
+            tokio::spawn(async move {
+                stop.cancelled().await;
+                stopping.cancel();
+            });
             let mut wanted = self.tcp_wanted.subscribe();
             let mut ports = tcp::TcpPorts::new(self.tcp_host);
             let (state, stop) = (self.state.clone(), shutdown.clone());

@@ -21,7 +21,7 @@ use http::{Method, Request};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use postern_snapshot::sync::TunnelAgents;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
@@ -93,6 +93,9 @@ pub struct State {
     pub tcp_admission: Admission,
     /// The other replicas, when there are (`--redis-url`).
     pub peers: Option<Arc<Peers>>,
+    /// Cancelled when the data plane stops (for sessions that no listener
+    /// of this feature accepted: the WebSocket transport).
+    pub stopping: CancellationToken,
 }
 
 /// Where the next stream of a tunnel goes.
@@ -119,6 +122,7 @@ impl State {
             reports,
             tcp_admission,
             peers,
+            stopping: CancellationToken::new(),
         }
     }
 
@@ -271,9 +275,51 @@ async fn handle(
         let hello = protocol::read_hello(&mut tls).await?;
         Ok::<_, SessionError>((tls, hello))
     };
-    let (mut tls, hello) = tokio::time::timeout(HANDSHAKE, greet)
+    let (tls, hello) = tokio::time::timeout(HANDSHAKE, greet)
         .await
         .map_err(|_| SessionError::Timeout)??;
+    serve(tls, hello, peer, state, shutdown, "tls").await
+}
+
+/// An agent on the WebSocket transport (`tunnel::ws`), until it ends or
+/// the data plane stops.
+pub async fn serve_ws<S>(mut io: S, peer: SocketAddr, state: Arc<State>)
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let hello = tokio::time::timeout(HANDSHAKE, protocol::read_hello(&mut io)).await;
+    let result = match hello {
+        Ok(Ok(hello)) => {
+            serve(
+                io,
+                hello,
+                peer,
+                state.clone(),
+                state.stopping.clone(),
+                "websocket",
+            )
+            .await
+        }
+        Ok(Err(e)) => Err(e.into()),
+        Err(_) => Err(SessionError::Timeout),
+    };
+    if let Err(e) = result {
+        tracing::debug!(remote = %peer, error = %e, "agent connection ended");
+    }
+}
+
+/// One agent's session after its hello, on either transport.
+async fn serve<S>(
+    mut tls: S,
+    hello: Hello,
+    peer: SocketAddr,
+    state: Arc<State>,
+    shutdown: CancellationToken,
+    transport: &'static str,
+) -> Result<(), SessionError>
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
     let id = format!("s{}", state.next.fetch_add(1, Ordering::Relaxed));
     let (welcome, jti) = authenticate(&state, &hello, peer, &id);
     let kill = Arc::new(Kill::default());
@@ -301,7 +347,7 @@ async fn handle(
     state.refresh_agents(&tunnels);
     tracing::info!(
         session = %id, remote = %peer, agent_version = %hello.agent_version, jti = %jti,
-        tunnels = ?tunnels, active = ?active,
+        tunnels = ?tunnels, active = ?active, transport,
         "agent session started"
     );
     tokio::spawn(watch_control(session.clone(), state.clone()));

@@ -10,3 +10,4 @@ mod http;
 mod replicas;
 mod rig;
 mod tcp;
+mod websocket;
