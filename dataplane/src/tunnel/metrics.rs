@@ -47,6 +47,7 @@ pub struct PeerLabels {
 pub struct TunnelMetrics {
     pub agents: Family<TunnelLabels, Gauge>,
     pub sessions: Family<TunnelLabels, Counter>,
+    pub reconnects: Family<TunnelLabels, Counter>,
     pub streams: Family<StreamLabels, Counter>,
     pub open: Family<StreamLabels, Gauge>,
     pub bytes: Family<BytesLabels, Counter>,
@@ -68,6 +69,11 @@ impl TunnelMetrics {
             "sessions",
             "Agent sessions accepted per Tunnel (reconnects included)",
             self.sessions.clone(),
+        );
+        r.register(
+            "reconnects",
+            "Agent sessions accepted per Tunnel with a token that had connected before",
+            self.reconnects.clone(),
         );
         r.register(
             "streams",

@@ -45,6 +45,8 @@ pub const CONN_WINDOW: u32 = 16 * 1024 * 1024;
 pub const FRAME: u32 = 64 * 1024;
 pub const HEARTBEAT: Duration = Duration::from_secs(5);
 pub const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The most token ids remembered for counting reconnects.
+const SEEN: usize = 10_000;
 /// The most tunnels one agent connection may ask for.
 const MAX_TUNNELS: usize = 16;
 /// How long in-flight streams of a closing session may take.
@@ -93,6 +95,8 @@ pub struct State {
     pub tcp_admission: Admission,
     /// The other replicas, when there are (`--redis-url`).
     pub peers: Option<Arc<Peers>>,
+    /// The token ids of the sessions so far (bounded), to count reconnects.
+    seen: Mutex<std::collections::HashSet<String>>,
     /// Cancelled when the data plane stops (for sessions that no listener
     /// of this feature accepted: the WebSocket transport).
     pub stopping: CancellationToken,
@@ -123,7 +127,18 @@ impl State {
             tcp_admission,
             peers,
             stopping: CancellationToken::new(),
+            seen: Mutex::default(),
         }
+    }
+
+    /// Whether a session with token id `jti` connected before (the agent
+    /// reconnects with the same token file). Forgets all past [`SEEN`].
+    fn seen_before(&self, jti: &str) -> bool {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.len() >= SEEN {
+            seen.clear();
+        }
+        !seen.insert(jti.to_string())
     }
 
     fn pool(&self, tunnel: &str) -> bool {
@@ -341,13 +356,17 @@ where
         sender,
     ));
     let active = state.registry.attach(&session, &tunnels);
+    let again = state.seen_before(&jti);
     for t in &tunnels {
         state.metrics.sessions.get_or_create(&label(t)).inc();
+        if again {
+            state.metrics.reconnects.get_or_create(&label(t)).inc();
+        }
     }
     state.refresh_agents(&tunnels);
     tracing::info!(
         session = %id, remote = %peer, agent_version = %hello.agent_version, jti = %jti,
-        tunnels = ?tunnels, active = ?active, transport,
+        tunnels = ?tunnels, active = ?active, transport, reconnect = again,
         "agent session started"
     );
     tokio::spawn(watch_control(session.clone(), state.clone()));

@@ -131,6 +131,15 @@ async fn a_pool_spreads_streams_over_its_agents_and_drops_a_dead_one() {
     .await;
     let took = killed.elapsed();
     assert!(took < Duration::from_secs(2), "failover took {took:?}");
+    // The second session came with a token already seen: a reconnect.
+    let sample = "postern_tunnel_reconnects_total{tunnel=\"default/app\"}";
+    assert_eq!(rig.postern.metric(sample).await, 1.0);
+    assert_eq!(
+        rig.postern
+            .metric("postern_tunnel_sessions_total{tunnel=\"default/app\"}")
+            .await,
+        2.0
+    );
 }
 
 #[tokio::test]
