@@ -410,12 +410,18 @@ pub struct TunnelEntry {
     #[serde(default = "yes")]
     pub strip_prefix: bool,
     /// Every agent serves (`spec.pool`), instead of one with standbys.
-    #[serde(default)]
+    /// Left out when false, so that a snapshot without pools hashes (and
+    /// reads, on an older data plane) as before the field existed.
+    #[serde(default, skip_serializing_if = "is_false")]
     pub pool: bool,
 }
 
 fn yes() -> bool {
     true
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 impl std::fmt::Debug for TunnelEntry {
