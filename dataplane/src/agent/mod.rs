@@ -363,3 +363,17 @@ fn streams(config: &AgentConfig, welcome: &Welcome) -> Result<Arc<Streams>, Stri
         proxy_protocol: config.proxy_protocol,
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::ws_target;
+
+    #[test]
+    fn a_wss_server_is_dialled_on_its_host_and_port() {
+        let url = "wss://gw.example.com/.well-known/postern/tunnel";
+        assert_eq!(ws_target(url).as_deref(), Some("gw.example.com:443"));
+        let url = "wss://127.0.0.1:8443/.well-known/postern/tunnel";
+        assert_eq!(ws_target(url).as_deref(), Some("127.0.0.1:8443"));
+        assert_eq!(ws_target("gw.example.com:9443"), None);
+    }
+}
