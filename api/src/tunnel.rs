@@ -60,4 +60,10 @@ pub struct TunnelSpec {
     /// (default true): `/t/laptop/x` arrives as `/x`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub strip_prefix: Option<bool>,
+    /// What a second agent for this Tunnel does. false (the default): it
+    /// stands by and takes over the moment the serving agent goes. true:
+    /// every connected agent serves, streams are spread over them in turn,
+    /// and one that fails its heartbeat or drains stops getting streams.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<bool>,
 }

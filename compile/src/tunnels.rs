@@ -191,6 +191,7 @@ fn tunnel(build: &Build<'_>, obj: &Object<TunnelSpec>) -> Result<Compiled, Refus
         tcp_port: spec.tcp_port,
         agent_key: checks::utf8(key, "the agent key")?.to_string(),
         strip_prefix: spec.strip_prefix.unwrap_or(true),
+        pool: spec.pool.unwrap_or(false),
     };
     let site = tunnel_site(build, obj, &entry)?;
     Ok((entry, site))

@@ -184,6 +184,7 @@ fn an_http_tunnel_hostname_is_a_site_that_names_the_tunnel() {
     prefixed.spec.hostnames = None;
     prefixed.spec.path_prefix = Some("/t/laptop".into());
     prefixed.spec.strip_prefix = Some(false);
+    prefixed.spec.pool = Some(true);
     inputs.tunnels.push(prefixed);
     secret(&mut inputs, "prefixed-agent", &[("key", "k")]);
     let out = compile(&inputs);
@@ -203,6 +204,12 @@ fn an_http_tunnel_hostname_is_a_site_that_names_the_tunnel() {
     let entry = |id: &str| out.snapshot.tunnels.iter().find(|t| t.id == id).cloned();
     assert_eq!(entry("team/prefixed").map(|t| t.strip_prefix), Some(false));
     assert_eq!(entry("team/laptop").map(|t| t.strip_prefix), Some(true));
+    let pool = |id: &str| entry(id).map(|t| t.pool);
+    assert_eq!(
+        (pool("team/prefixed"), pool("team/laptop")),
+        (Some(true), Some(false)),
+        "spec.pool, standby by default"
+    );
     assert!(
         out.snapshot
             .sites

@@ -119,8 +119,10 @@ impl StandaloneArgs {
 
 #[derive(Debug, Args)]
 pub struct AgentArgs {
-    /// The data plane's tunnel listener (`--tunnel-addr`), HOST:PORT.
-    #[arg(long, env = "POSTERN_AGENT_SERVER", value_name = "HOST:PORT", value_parser = parse_host_port)]
+    /// The data plane's tunnel listener (`--tunnel-addr`), HOST:PORT; or,
+    /// where only HTTPS gets out, its HTTPS listener as
+    /// `wss://HOST[:PORT]/.well-known/postern/tunnel` (any host it serves).
+    #[arg(long, env = "POSTERN_AGENT_SERVER", value_name = "HOST:PORT|wss://URL", value_parser = parse_server)]
     pub server: String,
     /// The name the server's certificate carries (default: the host of
     /// --server; set it when --server is an address).
@@ -341,6 +343,18 @@ fn parse_cidr(text: &str) -> Result<ipnet::IpNet, String> {
 }
 
 /// `HOST:PORT` kept as text: resolved on every connection attempt.
+/// `HOST:PORT`, or a `wss://` URL with a host (port 443 by default).
+fn parse_server(text: &str) -> Result<String, String> {
+    if !text.starts_with("wss://") {
+        return parse_host_port(text);
+    }
+    let uri: http::Uri = text.parse().map_err(|e| format!("{text}: {e}"))?;
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(format!("{text}: a wss:// URL needs a host"));
+    }
+    Ok(text.to_string())
+}
+
 fn parse_host_port(text: &str) -> Result<String, String> {
     let err = || format!("{text}: expected HOST:PORT");
     let (host, port) = text.rsplit_once(':').ok_or_else(err)?;

@@ -33,6 +33,9 @@ use crate::runtime::{Runtime, Source};
 use crate::standalone::{ManifestFile, load};
 use crate::sync::session;
 
+mod tunnel;
+pub use tunnel::tunnel_hello;
+
 /// The user every fuzzed handshake may authenticate as (`alice:secret`).
 pub const USER: &str = "alice";
 pub const PASSWORD: &str = "secret";

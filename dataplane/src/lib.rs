@@ -164,6 +164,7 @@ fn features(
         agents,
         &connections,
         caps,
+        runtime,
     )?);
     let mut hooks = reverse::Hooks::default();
     hooks.upstream.push(tunnels.hook());

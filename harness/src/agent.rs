@@ -34,12 +34,23 @@ impl Agent {
         token: &str,
         to: &[&str],
     ) -> AgentBuilder {
+        Agent::builder_for(&server.to_string(), server_name, ca, token, to)
+    }
+
+    /// [`Agent::builder`] with `--server` as given (a `wss://` URL).
+    pub fn builder_for(
+        server: &str,
+        server_name: &str,
+        ca: &Path,
+        token: &str,
+        to: &[&str],
+    ) -> AgentBuilder {
         let launch = Launch::new("postern agent", binary("postern")).env("RUST_LOG", "info");
         let token_file = launch.write("token", token);
         let mut launch = launch
             .arg("agent")
             .arg("--server")
-            .arg(server.to_string())
+            .arg(server)
             .arg("--server-name")
             .arg(server_name)
             .arg("--ca")

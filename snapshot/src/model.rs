@@ -413,10 +413,19 @@ pub struct TunnelEntry {
     /// Path-prefix tunnels: the agent sees the path without the prefix.
     #[serde(default = "yes")]
     pub strip_prefix: bool,
+    /// Every agent serves (`spec.pool`), instead of one with standbys.
+    /// Left out when false, so that a snapshot without pools hashes (and
+    /// reads, on an older data plane) as before the field existed.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub pool: bool,
 }
 
 fn yes() -> bool {
     true
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 impl std::fmt::Debug for TunnelEntry {
@@ -428,6 +437,7 @@ impl std::fmt::Debug for TunnelEntry {
             .field("path_prefix", &self.path_prefix)
             .field("tcp_port", &self.tcp_port)
             .field("strip_prefix", &self.strip_prefix)
+            .field("pool", &self.pool)
             .finish_non_exhaustive()
     }
 }

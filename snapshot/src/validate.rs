@@ -158,6 +158,25 @@ mod tests {
         Site::new(id, hosts, "http://127.0.0.1:1")
     }
 
+    /// Older data planes hash what they decode: a tunnel that is not a
+    /// pool must serialise exactly as before `pool` existed.
+    #[test]
+    fn a_tunnel_that_is_no_pool_serialises_without_the_field() {
+        let entry = |pool| crate::TunnelEntry {
+            id: "ns/t".into(),
+            mode: crate::TunnelMode::Http,
+            hostnames: vec!["t.example.com".into()],
+            path_prefix: None,
+            tcp_port: None,
+            agent_key: "k".into(),
+            strip_prefix: true,
+            pool,
+        };
+        let text = |pool| serde_json::to_string(&entry(pool)).expect("json");
+        assert!(!text(false).contains("pool"), "{}", text(false));
+        assert!(text(true).contains("\"pool\":true"), "{}", text(true));
+    }
+
     #[test]
     fn sealed_snapshot_validates() {
         let snap = Snapshot {

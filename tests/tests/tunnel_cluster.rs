@@ -87,3 +87,75 @@ async fn a_tunnel_is_served_through_its_agent_and_reports_agent_connected() {
     tokio::time::sleep(Duration::from_millis(10)).await;
     spine.ns.cleanup(&spine.client).await;
 }
+
+/// Two data planes on one operator and the rig's Redis: the agent is on
+/// the first, a request to the second reaches it through the peer port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_to_the_replica_without_the_agent_reaches_it_in_a_cluster() {
+    let mut spine = Spine::operator_only(rig_or_skip!(), "tunha").await;
+    let Some(redis) = spine.rig.get("REDIS_URL").map(String::from) else {
+        assert!(!postern_harness::in_ci(), "the rig has no REDIS_URL");
+        return;
+    };
+    let ca = Ca::new("tunnel-ha CA");
+    let secret = postern_harness::tmp_dir("tunnel-ha").join("peer-secret");
+    std::fs::write(&secret, "the replicas' shared peer secret").expect("secret");
+    let leaf = ca.leaf(&[SERVER_NAME]);
+    for n in 1..=2 {
+        let peer = postern_harness::free_addr();
+        let dp = dataplane(
+            spine.operator.sync,
+            &format!("{}-dp-{n}", spine.prefix),
+            &spine.token,
+        )
+        .tunnel_tls(&leaf)
+        .args(["--redis-url", &redis])
+        .args(["--tunnel-peer-addr", &peer.to_string()])
+        .arg("--tunnel-peer-secret-file")
+        .arg(&secret)
+        .start()
+        .await;
+        spine.dataplanes.push(dp);
+    }
+    let key = TunnelKey::generate("ed25519");
+    apply_secret(
+        &spine.client,
+        spine.ns(),
+        "agent-key",
+        &[("key", &key.public)],
+    )
+    .await;
+    spine
+        .create(
+            json!({"kind": "Tunnel", "metadata": {"name": "laptop"}, "spec": {
+                "mode": "http",
+                "hostnames": ["ha.example.test"],
+                "agentKeySecretRef": {"name": "agent-key"},
+            }}),
+        )
+        .await;
+    spine.programmed("Tunnel", "laptop", 1, WAIT).await;
+    let local = Backend::text("laptop");
+    let to = format!("{}/laptop={}", spine.ns(), local.url());
+    let token = key.token(&[&format!("{}/laptop", spine.ns())], "1h");
+    let first = spine.dataplanes[0].tunnel.expect("tunnel listener");
+    let agent = Agent::builder(first, SERVER_NAME, &ca.file(), &token, &[&to]).spawn();
+    agent.wait_status("connected", 1, WAIT).await;
+
+    let http = spine.dataplanes[1].http;
+    let resolve = format!("ha.example.test:{}:127.0.0.1", http.port());
+    let url = format!("http://ha.example.test:{}/via-b", http.port());
+    let r = eventually("the second data plane to forward", WAIT, || async {
+        let r = curl(&["--resolve", &resolve, "--max-time", "5", &url]).await;
+        if r.status == 200 {
+            Ok(r)
+        } else {
+            Err(format!("{r:?}"))
+        }
+    })
+    .await;
+    assert_eq!(r.body, "laptop /via-b");
+    agent_connected(&spine, "laptop", ConditionStatus::True, "1 agent(s)").await;
+    drop(agent);
+    spine.ns.cleanup(&spine.client).await;
+}

@@ -147,7 +147,7 @@ fn route(method: &Method, path: &str, runtime: &Runtime) -> Response<Full<Bytes>
     }
     match path {
         "/healthz" => text(StatusCode::OK, "ok\n"),
-        "/readyz" if runtime.current().is_some() => text(StatusCode::OK, "ready\n"),
+        "/readyz" if runtime.current().is_some() => ready(runtime),
         "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "no snapshot applied yet\n"),
         "/metrics" => body(
             StatusCode::OK,
@@ -156,6 +156,20 @@ fn route(method: &Method, path: &str, runtime: &Runtime) -> Response<Full<Bytes>
         ),
         _ => json(&SnapshotView::of(runtime)),
     }
+}
+
+/// 200 either way: a degraded replica still serves what it can, and the
+/// body says what it cannot.
+fn ready(runtime: &Runtime) -> Response<Full<Bytes>> {
+    let degraded = runtime.degraded();
+    if degraded.is_empty() {
+        return text(StatusCode::OK, "ready\n");
+    }
+    let mut msg = String::from("ready, degraded\n");
+    for (part, how) in degraded {
+        msg.push_str(&format!("{part}: {how}\n"));
+    }
+    body(StatusCode::OK, "text/plain; charset=utf-8", msg.into())
 }
 
 fn text(status: StatusCode, msg: &'static str) -> Response<Full<Bytes>> {
@@ -191,6 +205,7 @@ fn body(status: StatusCode, content_type: &'static str, bytes: Bytes) -> Respons
 mod tests {
     use super::*;
     use crate::runtime::Source;
+    use http_body_util::BodyExt;
     use postern_snapshot::Snapshot;
 
     fn status(method: Method, path: &str, rt: &Runtime) -> StatusCode {
@@ -218,5 +233,30 @@ mod tests {
         );
         rt.apply(Snapshot::default().seal()).expect("valid");
         assert_eq!(status(Method::GET, "/readyz", &rt), StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn a_degraded_part_is_named_while_readyz_stays_200() {
+        let rt = Runtime::new(Source::Operator);
+        rt.apply(Snapshot::default().seal()).expect("valid");
+        rt.set_degraded("tunnel registry", Some("Redis unreachable".into()));
+        let response = route(&Method::GET, "/readyz", &rt);
+        assert_eq!(response.status(), StatusCode::OK);
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        assert_eq!(
+            &body[..],
+            b"ready, degraded\ntunnel registry: Redis unreachable\n"
+        );
+        rt.set_degraded("tunnel registry", None);
+        let body = route(&Method::GET, "/readyz", &rt)
+            .into_body()
+            .collect()
+            .await;
+        assert_eq!(&body.expect("body").to_bytes()[..], b"ready\n");
     }
 }

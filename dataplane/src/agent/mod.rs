@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::net::TcpStream;
@@ -28,9 +28,7 @@ use status::Status;
 
 use crate::sync::Backoff;
 use crate::tunnel::protocol::{self, DRAINING, Hello, Welcome};
-use crate::tunnel::session::{
-    CONN_WINDOW, FRAME, HEARTBEAT, HEARTBEAT_TIMEOUT, MAX_STREAMS, STREAM_WINDOW,
-};
+use crate::tunnel::session::h2_server;
 
 /// A session that lasted this long resets the backoff.
 const HEALTHY: Duration = Duration::from_secs(60);
@@ -40,7 +38,13 @@ const DRAIN_NOTICE: Duration = Duration::from_millis(300);
 
 /// What `postern agent` was told, checked.
 pub struct AgentConfig {
+    /// HOST:PORT to dial.
     pub server: String,
+    /// The WebSocket URL when `--server` is `wss://...` (the transport
+    /// through the HTTPS listener), else the TLS transport.
+    pub ws_url: Option<String>,
+    /// The Host of the WebSocket upgrade when `--server-name` is given.
+    pub host_header: Option<String>,
     pub server_name: ServerName<'static>,
     pub tls: TlsConnector,
     pub token_file: PathBuf,
@@ -61,16 +65,25 @@ pub enum AgentError {
 impl AgentConfig {
     pub fn from_args(args: &crate::cli::AgentArgs) -> Result<AgentConfig, AgentError> {
         let bad = AgentError::Config;
-        let host = args
-            .server
+        let (server, ws_url) = match ws_target(&args.server) {
+            Some(dial) => (dial, Some(args.server.clone())),
+            None => (args.server.clone(), None),
+        };
+        let host = server
             .rsplit_once(':')
-            .map_or(args.server.as_str(), |(h, _)| h)
+            .map_or(server.as_str(), |(h, _)| h)
             .trim_start_matches('[')
             .trim_end_matches(']');
         let name = args.server_name.as_deref().unwrap_or(host);
         let server_name = ServerName::try_from(name.to_string())
             .map_err(|e| bad(format!("server name {name:?}: {e}")))?;
-        let tls = connector(args.ca.as_ref()).map_err(bad)?;
+        // The HTTPS listener speaks HTTP/1.1 for the upgrade, not the
+        // tunnel listener's ALPN.
+        let alpn = match ws_url {
+            Some(_) => b"http/1.1".as_slice(),
+            None => protocol::ALPN,
+        };
+        let tls = connector(args.ca.as_ref(), alpn).map_err(bad)?;
         let local_ca = match &args.to_ca {
             Some(path) => Some(
                 std::fs::read_to_string(path)
@@ -85,7 +98,9 @@ impl AgentConfig {
             ));
         }
         let config = AgentConfig {
-            server: args.server.clone(),
+            host_header: ws_url.as_ref().and(args.server_name.clone()),
+            server,
+            ws_url,
             server_name,
             tls,
             token_file: args.token_file.clone(),
@@ -117,7 +132,31 @@ impl AgentConfig {
     }
 }
 
-fn connector(ca: Option<&PathBuf>) -> Result<TlsConnector, String> {
+/// The upgrade request for `url`; with `--server-name`, its Host is that
+/// name (the URL may name an address, the data plane routes by Host).
+fn ws_request(
+    url: &str,
+    host: Option<&str>,
+) -> Result<tokio_tungstenite::tungstenite::handshake::client::Request, String> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = url
+        .into_client_request()
+        .map_err(|e| format!("WebSocket {url}: {e}"))?;
+    if let Some(host) = host {
+        let value = http::HeaderValue::from_str(host).map_err(|e| format!("{host}: {e}"))?;
+        request.headers_mut().insert(http::header::HOST, value);
+    }
+    Ok(request)
+}
+
+/// `HOST:PORT` to dial for a `wss://` server URL; None for `HOST:PORT`.
+fn ws_target(server: &str) -> Option<String> {
+    let uri: http::Uri = server.strip_prefix("wss://").and(server.parse().ok())?;
+    let host = uri.host()?;
+    Some(format!("{host}:{}", uri.port_u16().unwrap_or(443)))
+}
+
+fn connector(ca: Option<&PathBuf>, alpn: &[u8]) -> Result<TlsConnector, String> {
     let mut roots = rustls::RootCertStore::empty();
     match ca {
         Some(path) => {
@@ -144,11 +183,15 @@ fn connector(ca: Option<&PathBuf>) -> Result<TlsConnector, String> {
         .map_err(|e| e.to_string())?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    config.alpn_protocols = vec![protocol::ALPN.to_vec()];
+    config.alpn_protocols = vec![alpn.to_vec()];
     Ok(TlsConnector::from(Arc::new(config)))
 }
 
 /// How one connection ended.
+/// The byte stream a session runs on: TLS, or a WebSocket over TLS.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Io for T {}
+
 enum Ended {
     /// It served, for this long, then broke.
     Served(Duration, String),
@@ -162,7 +205,7 @@ enum Ended {
 
 /// Runs the agent until `shutdown` (then drains) or a start-up error.
 pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(), AgentError> {
-    let status = Status::new(&config.server);
+    let status = Status::new(config.ws_url.as_deref().unwrap_or(&config.server));
     let mut dial = Backoff::new(Duration::from_millis(100), config.reconnect_max);
     let mut refusals = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
     let mut attempt = 0u32;
@@ -212,11 +255,22 @@ async fn once(config: &AgentConfig, status: &Status, shutdown: &CancellationToke
             .await
             .map_err(|e| format!("connect {}: {e}", config.server))?;
         let _ = tcp.set_nodelay(true);
-        let mut tls = config
+        let tls = config
             .tls
             .connect(config.server_name.clone(), tcp)
             .await
             .map_err(|e| format!("TLS: {e}"))?;
+        let mut tls: Box<dyn Io> = match &config.ws_url {
+            None => Box::new(tls),
+            Some(url) => {
+                let ws_config = Some(crate::tunnel::ws::config());
+                let request = ws_request(url, config.host_header.as_deref())?;
+                let (ws, _) = tokio_tungstenite::client_async_with_config(request, tls, ws_config)
+                    .await
+                    .map_err(|e| format!("WebSocket {url}: {e}"))?;
+                Box::new(crate::tunnel::ws::WsStream::new(ws))
+            }
+        };
         let hello = Hello {
             protocol: protocol::VERSION,
             agent_version: env!("CARGO_PKG_VERSION").into(),
@@ -256,15 +310,7 @@ async fn once(config: &AgentConfig, status: &Status, shutdown: &CancellationToke
     *streams.control.lock().unwrap_or_else(|p| p.into_inner()) = Some(rx);
     let started = Instant::now();
     let service = service_fn(move |req| local::serve(req, streams.clone()));
-    let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-        .timer(TokioTimer::new())
-        .initial_stream_window_size(STREAM_WINDOW)
-        .initial_connection_window_size(CONN_WINDOW)
-        .max_concurrent_streams(MAX_STREAMS)
-        .max_frame_size(FRAME)
-        .keep_alive_interval(HEARTBEAT)
-        .keep_alive_timeout(HEARTBEAT_TIMEOUT)
-        .serve_connection(TokioIo::new(tls), service);
+    let conn = h2_server().serve_connection(TokioIo::new(tls), service);
     tokio::pin!(conn);
     tokio::select! {
         ended = conn.as_mut() => {
@@ -316,4 +362,18 @@ fn streams(config: &AgentConfig, welcome: &Welcome) -> Result<Arc<Streams>, Stri
         control: Mutex::new(None),
         proxy_protocol: config.proxy_protocol,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ws_target;
+
+    #[test]
+    fn a_wss_server_is_dialled_on_its_host_and_port() {
+        let url = "wss://gw.example.com/.well-known/postern/tunnel";
+        assert_eq!(ws_target(url).as_deref(), Some("gw.example.com:443"));
+        let url = "wss://127.0.0.1:8443/.well-known/postern/tunnel";
+        assert_eq!(ws_target(url).as_deref(), Some("127.0.0.1:8443"));
+        assert_eq!(ws_target("gw.example.com:9443"), None);
+    }
 }

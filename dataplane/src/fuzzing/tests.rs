@@ -22,6 +22,7 @@ const TARGETS: &[(&str, Run)] = &[
     ("manifests", manifests),
     ("path_normalise", path),
     ("authority", authority),
+    ("tunnel_hello", tunnel_hello),
 ];
 
 fn corpus() -> PathBuf {
@@ -106,7 +107,65 @@ fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
             a.as_bytes().to_vec(),
         );
     }
+    for (name, bytes) in tunnel_openings() {
+        add("tunnel_hello", name, bytes);
+    }
     out
+}
+
+/// What reaches the tunnel's ports first: hellos (one with a token the
+/// fuzzing key signed, valid for ten years), a peer's magic, WebSocket frames.
+fn tunnel_openings() -> Vec<(&'static str, Vec<u8>)> {
+    use crate::tunnel::protocol::{Hello, VERSION};
+    let frame = |hello: &Hello| {
+        let body = serde_json::to_vec(hello).expect("json");
+        let mut out = (body.len() as u32).to_be_bytes().to_vec();
+        out.extend(body);
+        out
+    };
+    let token = crate::tunnel::keys::token(
+        &["default/app".into()],
+        b"fuzzing-hs256-secret-0123456789",
+        std::time::Duration::from_secs(3650 * 86400),
+    )
+    .expect("a token");
+    let hello = |token: &str, tunnels: &[&str]| Hello {
+        protocol: VERSION,
+        agent_version: "0.1.0".into(),
+        token: token.into(),
+        tunnels: tunnels.iter().map(|t| t.to_string()).collect(),
+    };
+    // A masked binary WebSocket frame, as a client sends.
+    let ws = |payload: &[u8]| {
+        let mask = [0x12u8, 0x34, 0x56, 0x78];
+        let mut out = vec![0x82, 0x80 | payload.len() as u8];
+        out.extend(mask);
+        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        out
+    };
+    let signed = frame(&hello(&token, &["default/app"]));
+    vec![
+        ("hello-signed", signed.clone()),
+        ("hello-all-of-token", frame(&hello(&token, &[]))),
+        (
+            "hello-junk-token",
+            frame(&hello("a.b.c", &["ns/x", "ns/y"])),
+        ),
+        ("hello-version-9", {
+            let mut h = hello("t", &[]);
+            h.protocol = 9;
+            frame(&h)
+        }),
+        (
+            "peer-magic",
+            b"PSTPEER1".iter().copied().chain([7u8; 64]).collect(),
+        ),
+        ("ws-hello", ws(&signed[..100.min(signed.len())])),
+        (
+            "ws-ping-close",
+            [vec![0x89, 0x80, 1, 2, 3, 4], vec![0x88, 0x80, 1, 2, 3, 4]].concat(),
+        ),
+    ]
 }
 
 /// `Basic base64(alice:secret)`.

@@ -5,7 +5,8 @@
 //! Faults: the client's (`bad_request`, `unauthorized`), the configuration's
 //! (`unknown_host`, `auth_unavailable`, `backend_config`), the backend's
 //! (`backend_refused`, `backend_tls`, `backend_timeout`, `backend_failed`,
-//! `no_agent`: a tunnel without a connected agent, 503),
+//! `no_agent`: a tunnel without a connected agent, 503; `peer_unreachable`
+//! and `tunnel_registry_down`: the other replicas cannot be asked),
 //! or nobody's to answer (`client_gone`: the client left, no one reads a
 //! response). Messages name hosts and phases, never credentials.
 
@@ -59,6 +60,15 @@ pub enum ProxyError {
     /// A tunnel's host or prefix, but no agent is connected for it.
     #[error("no agent is connected for this tunnel")]
     NoAgent,
+    /// No agent for the tunnel here, and the registry of the other data
+    /// plane replicas (Redis) cannot be read to find one.
+    #[error(
+        "no agent for this tunnel is connected to this data plane replica, and the tunnel registry (Redis) is unreachable"
+    )]
+    TunnelRegistryDown,
+    /// The replica holding the tunnel's agent did not answer on its peer port.
+    #[error("the data plane replica holding this tunnel's agent cannot be reached: {0}")]
+    PeerUnreachable(String),
 }
 
 impl ProxyError {
@@ -74,7 +84,8 @@ impl ProxyError {
             | ProxyError::BackendTls(_)
             | ProxyError::BackendFailed(_) => StatusCode::BAD_GATEWAY,
             ProxyError::BackendTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
-            ProxyError::NoAgent => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::NoAgent | ProxyError::TunnelRegistryDown => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::PeerUnreachable(_) => StatusCode::BAD_GATEWAY,
         }
     }
 
@@ -93,6 +104,8 @@ impl ProxyError {
             ProxyError::BackendFailed(_) => "backend_failed",
             ProxyError::ClientGone => "client_gone",
             ProxyError::NoAgent => "no_agent",
+            ProxyError::TunnelRegistryDown => "tunnel_registry_down",
+            ProxyError::PeerUnreachable(_) => "peer_unreachable",
         }
     }
 
@@ -125,6 +138,9 @@ impl ProxyError {
             ProxyError::BackendRefused(_) => "cannot connect to the backend".into(),
             ProxyError::BackendTls(_) => "TLS to the backend failed".into(),
             ProxyError::BackendFailed(_) => "the backend failed".into(),
+            ProxyError::PeerUnreachable(_) => {
+                "the data plane replica holding this tunnel's agent cannot be reached".into()
+            }
             other => other.to_string(),
         }
     }

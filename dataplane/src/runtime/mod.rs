@@ -91,6 +91,9 @@ pub struct Runtime {
     /// Serialises writers; held only for a store and a send, never across an await.
     report: Mutex<Report>,
     metrics: Metrics,
+    /// Parts that work only in part (the tunnel registry), and how: shown
+    /// by `/readyz`, which stays 200 (the replica still serves).
+    degraded: Mutex<std::collections::BTreeMap<&'static str, String>>,
 }
 
 impl Runtime {
@@ -101,6 +104,7 @@ impl Runtime {
             changes: watch::Sender::new(None),
             report: Mutex::new(Report::default()),
             metrics: Metrics::new(),
+            degraded: Mutex::default(),
         })
     }
 
@@ -175,6 +179,21 @@ impl Runtime {
 
     pub fn report(&self) -> Report {
         self.lock_report().clone()
+    }
+
+    /// Marks `part` degraded (with what it means), or well again.
+    pub fn set_degraded(&self, part: &'static str, how: Option<String>) {
+        let mut degraded = self.degraded.lock().unwrap_or_else(|p| p.into_inner());
+        match how {
+            Some(how) => degraded.insert(part, how),
+            None => degraded.remove(part),
+        };
+    }
+
+    /// Every degraded part and how, by name.
+    pub fn degraded(&self) -> Vec<(&'static str, String)> {
+        let degraded = self.degraded.lock().unwrap_or_else(|p| p.into_inner());
+        degraded.iter().map(|(k, v)| (*k, v.clone())).collect()
     }
 
     pub fn metrics(&self) -> &Metrics {

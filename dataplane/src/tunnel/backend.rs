@@ -17,10 +17,9 @@ use http::uri::{Authority, PathAndQuery};
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
-use hyper::client::conn::http2::SendRequest;
 
 use super::protocol::{H_CLIENT, H_SERVER, H_STREAM, H_TUNNEL};
-use super::session::State;
+use super::session::{Route, State};
 use crate::reverse::{Backend, ChooseUpstream, ProxyBody, ProxyError, SiteTable, Target};
 
 /// The hook the reverse proxy asks in phase 4.
@@ -36,6 +35,12 @@ impl ChooseUpstream for TunnelHook {
         _method: &Method,
         path: &str,
     ) -> Option<Result<Arc<dyn Backend>, ProxyError>> {
+        if path == super::ws::PATH {
+            return Some(Ok(Arc::new(super::ws::WsEntry {
+                state: self.state.clone(),
+                authority: Authority::from_static(AUTHORITY),
+            })));
+        }
         if let Some(id) = &site.tunnel {
             return Some(self.backend(id, None));
         }
@@ -52,16 +57,11 @@ impl ChooseUpstream for TunnelHook {
 
 impl TunnelHook {
     fn backend(&self, id: &str, strip: Option<String>) -> Result<Arc<dyn Backend>, ProxyError> {
-        let sender = self
-            .state
-            .registry
-            .active(id)
-            .and_then(|s| s.sender())
-            .ok_or(ProxyError::NoAgent)?;
+        let route = self.state.route(id)?;
         Ok(Arc::new(TunnelBackend {
             tunnel: id.to_string(),
             tunnel_header: HeaderValue::from_str(id).map_err(|_| ProxyError::NoAgent)?,
-            sender,
+            route,
             strip,
             authority: Authority::from_static(AUTHORITY),
             state: self.state.clone(),
@@ -76,7 +76,8 @@ const AUTHORITY: &str = "tunnel.invalid:1";
 pub struct TunnelBackend {
     tunnel: String,
     tunnel_header: HeaderValue,
-    sender: SendRequest<ProxyBody>,
+    /// This replica's agent, or the replica holding one.
+    route: Route,
     /// The path prefix removed before the agent sees the path.
     strip: Option<String>,
     authority: Authority,
@@ -136,7 +137,11 @@ impl Backend for TunnelBackend {
                     ProxyError::BackendFailed(format!("tunnel stream: {e}"))
                 }
             };
-            let mut sender = self.sender.clone();
+            let mut sender = self
+                .route
+                .clone()
+                .sender(&self.state.metrics, &self.tunnel)
+                .await?;
             sender.ready().await.map_err(|_| ProxyError::NoAgent)?;
             if !upgrade {
                 return sender.send_request(request).await.map_err(failed);

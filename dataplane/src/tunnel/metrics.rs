@@ -34,15 +34,27 @@ pub struct RefusalLabels {
     pub reason: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PeerLabels {
+    pub tunnel: String,
+    /// `forwarded` (sent to the replica holding the agent) or `served`
+    /// (received from another replica for an agent connected here).
+    pub role: &'static str,
+}
+
 /// Cloning shares the values.
 #[derive(Clone, Default)]
 pub struct TunnelMetrics {
     pub agents: Family<TunnelLabels, Gauge>,
     pub sessions: Family<TunnelLabels, Counter>,
+    pub reconnects: Family<TunnelLabels, Counter>,
     pub streams: Family<StreamLabels, Counter>,
     pub open: Family<StreamLabels, Gauge>,
     pub bytes: Family<BytesLabels, Counter>,
     pub refusals: Family<RefusalLabels, Counter>,
+    pub peer_streams: Family<PeerLabels, Counter>,
+    /// 1 while the shared registry (Redis) answers; 0 when down or unused.
+    pub registry_up: Gauge,
 }
 
 impl TunnelMetrics {
@@ -57,6 +69,11 @@ impl TunnelMetrics {
             "sessions",
             "Agent sessions accepted per Tunnel (reconnects included)",
             self.sessions.clone(),
+        );
+        r.register(
+            "reconnects",
+            "Agent sessions accepted per Tunnel with a token that had connected before",
+            self.reconnects.clone(),
         );
         r.register(
             "streams",
@@ -78,6 +95,24 @@ impl TunnelMetrics {
             "Agent authentications refused, by reason",
             self.refusals.clone(),
         );
+        r.register(
+            "peer_streams",
+            "Streams between data plane replicas, by role",
+            self.peer_streams.clone(),
+        );
+        r.register(
+            "registry_up",
+            "Whether the tunnel registry shared by the replicas (Redis) answers",
+            self.registry_up.clone(),
+        );
+    }
+
+    pub fn peer_stream(&self, tunnel: &str, role: &'static str) {
+        let labels = PeerLabels {
+            tunnel: tunnel.to_string(),
+            role,
+        };
+        self.peer_streams.get_or_create(&labels).inc();
     }
 
     pub fn refused(&self, tunnel: &str, reason: &'static str) {

@@ -17,15 +17,17 @@ mod cert;
 pub mod keys;
 mod limiter;
 mod metrics;
+pub mod peer;
 pub mod protocol;
 mod registry;
 pub mod session;
 mod table;
 mod tcp;
+pub mod ws;
 
 use crate::net::admission::Admission;
 use crate::net::{Caps, Connections};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -40,6 +42,7 @@ use tokio_util::sync::CancellationToken;
 use crate::feature::Feature;
 use crate::listeners::{Listener, Listeners};
 use crate::reverse::ChooseUpstream;
+use crate::runtime::Runtime;
 use session::State;
 use table::Table;
 
@@ -72,6 +75,36 @@ pub struct TunnelArgs {
         value_name = "IP"
     )]
     pub tunnel_tcp_host: IpAddr,
+    /// The Redis that data-plane replicas share to find which one holds a
+    /// tunnel's agent (`redis://HOST:PORT[/DB]`, `rediss://` for TLS).
+    /// Needs --tunnel-peer-addr. Without it (standalone, one replica) only
+    /// agents connected to this process serve.
+    #[arg(
+        long,
+        env = "POSTERN_REDIS_URL",
+        value_name = "URL",
+        requires = "tunnel_peer_addr"
+    )]
+    pub redis_url: Option<String>,
+    /// The internal port other replicas send streams to for the agents
+    /// connected here. Only replicas holding --tunnel-peer-secret-file get
+    /// past its handshake. Needs --redis-url.
+    #[arg(
+        long,
+        env = "POSTERN_TUNNEL_PEER_ADDR",
+        value_name = "HOST:PORT",
+        requires_all = ["redis_url", "tunnel_peer_secret_file"]
+    )]
+    pub tunnel_peer_addr: Option<SocketAddr>,
+    /// The address other replicas dial for --tunnel-peer-addr (in a pod:
+    /// `$(POD_IP):PORT`); default: the bound address, unless a wildcard.
+    #[arg(long, env = "POSTERN_TUNNEL_PEER_ADVERTISE", value_name = "HOST:PORT")]
+    pub tunnel_peer_advertise: Option<String>,
+    /// A file with the secret (at least 16 bytes) every replica shares and
+    /// proves on the peer port (the chart mounts it from a Secret that
+    /// tenants and agents never see). Read at start-up.
+    #[arg(long, env = "POSTERN_TUNNEL_PEER_SECRET_FILE", value_name = "FILE")]
+    pub tunnel_peer_secret_file: Option<PathBuf>,
 }
 
 /// Why the tunnel feature cannot start.
@@ -86,6 +119,8 @@ pub enum ConfigError {
     Pem(String),
     #[error("tunnel TLS setup: {0}")]
     Tls(#[from] rustls::Error),
+    #[error(transparent)]
+    Peer(#[from] peer::PeerConfigError),
 }
 
 /// The tunnel feature.
@@ -96,6 +131,9 @@ pub struct Tunnels {
     acceptor: Option<TlsAcceptor>,
     tcp_host: IpAddr,
     tcp_wanted: watch::Sender<Vec<(String, u16)>>,
+    /// The caps of `--tunnel-peer-addr`.
+    peer_admission: Admission,
+    runtime: Arc<Runtime>,
 }
 
 impl Tunnels {
@@ -106,7 +144,21 @@ impl Tunnels {
         reports: watch::Sender<Vec<TunnelAgents>>,
         connections: &Arc<Connections>,
         caps: Caps,
+        runtime: &Arc<Runtime>,
     ) -> Result<Tunnels, ConfigError> {
+        let peers = match (
+            &args.redis_url,
+            args.tunnel_peer_addr,
+            &args.tunnel_peer_secret_file,
+        ) {
+            (Some(url), Some(addr), Some(secret)) => Some(Arc::new(peer::Peers::new(
+                url,
+                addr,
+                args.tunnel_peer_advertise.as_deref(),
+                secret,
+            )?)),
+            _ => None,
+        };
         let acceptor = match (&args.tunnel_cert, &args.tunnel_key) {
             (Some(cert), Some(key)) => Some(acceptor(cert, key)?),
             _ => {
@@ -118,7 +170,10 @@ impl Tunnels {
             state: Arc::new(State::new(
                 reports,
                 connections.listener("tunnel_tcp", caps, true),
+                peers,
             )),
+            peer_admission: connections.listener("tunnel_peer", caps, true),
+            runtime: runtime.clone(),
             admission: connections.listener("tunnel", caps, true),
             acceptor,
             tcp_host: args.tunnel_tcp_host,
@@ -131,6 +186,46 @@ impl Tunnels {
         Arc::new(backend::TunnelHook {
             state: self.state.clone(),
         })
+    }
+}
+
+impl Tunnels {
+    /// The registry loop and the peer port, when this replica has peers.
+    fn serve_peers(
+        &self,
+        shutdown: &CancellationToken,
+    ) -> crate::Result<tokio::task::JoinHandle<()>> {
+        let Some(peers) = self.state.peers.clone() else {
+            return Ok(tokio::spawn(async {}));
+        };
+        let listener = peers
+            .listener
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .map(|l| {
+                let addr = l
+                    .local_addr()
+                    .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
+                tokio::net::TcpListener::from_std(l).map_err(|source| {
+                    ConfigError::Peer(peer::PeerConfigError::Bind { addr, source })
+                })
+            })
+            .transpose()?;
+        let directory = peers.directory.clone();
+        let registry =
+            tokio::spawn(directory.run(self.state.clone(), self.runtime.clone(), shutdown.clone()));
+        let (state, admission, stop) = (
+            self.state.clone(),
+            self.peer_admission.clone(),
+            shutdown.clone(),
+        );
+        Ok(tokio::spawn(async move {
+            if let Some(listener) = listener {
+                peer::server::run(listener, admission, peers.key.clone(), state, stop).await;
+            }
+            let _ = registry.await;
+        }))
     }
 }
 
@@ -174,6 +269,7 @@ impl Feature for Tunnels {
         }
         self.state.publish();
         self.tcp_wanted.send_replace(table.tcp.clone());
+        self.state.applied.send_replace(true);
     }
 
     fn serve(
@@ -182,6 +278,13 @@ impl Feature for Tunnels {
         shutdown: CancellationToken,
     ) -> BoxFuture<'static, crate::Result<()>> {
         Box::pin(async move {
+            let peers = self.serve_peers(&shutdown)?;
+            let stopping = self.state.stopping.clone();
+            let stop = shutdown.clone();
+            tokio::spawn(async move {
+                stop.cancelled().await;
+                stopping.cancel();
+            });
             let mut wanted = self.tcp_wanted.subscribe();
             let mut ports = tcp::TcpPorts::new(self.tcp_host);
             let (state, stop) = (self.state.clone(), shutdown.clone());
@@ -210,6 +313,7 @@ impl Feature for Tunnels {
                 None => shutdown.cancelled().await,
             }
             let _ = tcp.await;
+            let _ = peers.await;
             Ok(())
         })
     }

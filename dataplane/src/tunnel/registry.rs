@@ -8,9 +8,9 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use hyper::client::conn::http2::SendRequest;
 use tokio::sync::watch;
@@ -38,6 +38,8 @@ pub struct Session {
     /// Cancelled by [`Session::close`].
     pub closing: CancellationToken,
     pub connected: Instant,
+    /// `connected` on the wall clock, for the shared registry's ordering.
+    pub since: SystemTime,
 }
 
 impl Session {
@@ -60,6 +62,7 @@ impl Session {
             cut: CancellationToken::new(),
             closing: CancellationToken::new(),
             connected: Instant::now(),
+            since: SystemTime::now(),
         }
     }
 
@@ -92,6 +95,8 @@ impl Session {
 pub struct Registry {
     by_tunnel: Mutex<HashMap<String, Vec<Arc<Session>>>>,
     changed: watch::Sender<u64>,
+    /// Turns the pool's round robin.
+    turn: AtomicUsize,
 }
 
 impl Default for Registry {
@@ -99,6 +104,7 @@ impl Default for Registry {
         Registry {
             by_tunnel: Mutex::new(HashMap::new()),
             changed: watch::channel(0).0,
+            turn: AtomicUsize::new(0),
         }
     }
 }
@@ -151,6 +157,37 @@ impl Registry {
     pub fn active(&self, tunnel: &str) -> Option<Arc<Session>> {
         let map = self.lock();
         map.get(tunnel)?.iter().find(|s| s.usable()).cloned()
+    }
+
+    /// The session for the next stream of `tunnel`: the active one, or in
+    /// a pool (`spec.pool`) each usable session in turn, so a session that
+    /// fails its heartbeat or drains drops out and the others carry on.
+    pub fn pick(&self, tunnel: &str, pool: bool) -> Option<Arc<Session>> {
+        if !pool {
+            return self.active(tunnel);
+        }
+        let map = self.lock();
+        let usable: Vec<&Arc<Session>> = map.get(tunnel)?.iter().filter(|s| s.usable()).collect();
+        if usable.is_empty() {
+            return None;
+        }
+        let turn = self.turn.fetch_add(1, Ordering::Relaxed);
+        Some(usable[turn % usable.len()].clone())
+    }
+
+    /// When the oldest usable session of `tunnel` connected.
+    pub fn since(&self, tunnel: &str) -> Option<SystemTime> {
+        let map = self.lock();
+        map.get(tunnel)?
+            .iter()
+            .filter(|s| s.usable())
+            .map(|s| s.since)
+            .min()
+    }
+
+    /// Wakes whoever watches liveness (the shared registry changed).
+    pub fn notify(&self) {
+        self.bump();
     }
 
     /// Live sessions of `tunnel` (active and standby).

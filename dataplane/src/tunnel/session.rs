@@ -21,7 +21,7 @@ use http::{Method, Request};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use postern_snapshot::sync::TunnelAgents;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
@@ -30,11 +30,13 @@ use tokio_util::sync::CancellationToken;
 use super::auth::{AuthError, peek};
 use super::limiter::FailureLimiter;
 use super::metrics::TunnelMetrics;
+use super::peer::{Decision, Peers};
 use super::protocol::{self, Accepted, CONTROL_PATH, DRAINING, Hello, Refused, Welcome};
 use super::registry::{Registry, Session};
 use super::table::Table;
 use crate::net::{Kill, Killable};
-use crate::reverse::ProxyBody;
+use crate::reverse::{ProxyBody, ProxyError};
+use hyper::client::conn::http2::SendRequest;
 
 /// How long an agent has for TLS and its hello.
 const HANDSHAKE: Duration = Duration::from_secs(10);
@@ -59,10 +61,41 @@ pub const FRAME: u32 = 64 * 1024;
 pub const MAX_STREAMS: u32 = 65_536;
 pub const HEARTBEAT: Duration = Duration::from_secs(5);
 pub const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The most token ids remembered for counting reconnects.
+const SEEN: usize = 10_000;
 /// The most tunnels one agent connection may ask for.
 const MAX_TUNNELS: usize = 16;
 /// How long in-flight streams of a closing session may take.
 const DRAIN: Duration = Duration::from_secs(10);
+
+/// The h2 client side of every tunnel connection (to an agent, or to
+/// another replica's peer port): the windows and heartbeats above.
+pub fn h2_client() -> hyper::client::conn::http2::Builder<TokioExecutor> {
+    let mut builder = hyper::client::conn::http2::Builder::new(TokioExecutor::new());
+    builder
+        .timer(TokioTimer::new())
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONN_WINDOW)
+        .max_frame_size(FRAME)
+        .keep_alive_interval(HEARTBEAT)
+        .keep_alive_timeout(HEARTBEAT_TIMEOUT)
+        .keep_alive_while_idle(true);
+    builder
+}
+
+/// The h2 server side of the same connections (the agent, the peer port).
+pub fn h2_server() -> hyper::server::conn::http2::Builder<TokioExecutor> {
+    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    builder
+        .timer(TokioTimer::new())
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONN_WINDOW)
+        .max_concurrent_streams(MAX_STREAMS)
+        .max_frame_size(FRAME)
+        .keep_alive_interval(HEARTBEAT)
+        .keep_alive_timeout(HEARTBEAT_TIMEOUT);
+    builder
+}
 
 /// What the listener, the hooks and the tcp listeners share.
 pub struct State {
@@ -77,10 +110,32 @@ pub struct State {
     reports: watch::Sender<Vec<TunnelAgents>>,
     /// The caps of the public connections to tcp tunnels.
     pub tcp_admission: Admission,
+    /// The other replicas, when there are (`--redis-url`).
+    pub peers: Option<Arc<Peers>>,
+    /// The token ids of the sessions so far (bounded), to count reconnects.
+    seen: Mutex<std::collections::HashSet<String>>,
+    /// Cancelled when the data plane stops (for sessions that no listener
+    /// of this feature accepted: the WebSocket transport).
+    pub stopping: CancellationToken,
+    /// True once a snapshot was applied: before that every tunnel is
+    /// unknown, and an agent refused then would back off for seconds.
+    pub applied: watch::Sender<bool>,
+}
+
+/// Where the next stream of a tunnel goes.
+#[derive(Clone)]
+pub enum Route {
+    Local(Arc<Session>),
+    /// The replica at this peer address holds the agent.
+    Peer(Arc<Peers>, String),
 }
 
 impl State {
-    pub fn new(reports: watch::Sender<Vec<TunnelAgents>>, tcp_admission: Admission) -> State {
+    pub fn new(
+        reports: watch::Sender<Vec<TunnelAgents>>,
+        tcp_admission: Admission,
+        peers: Option<Arc<Peers>>,
+    ) -> State {
         State {
             table: ArcSwap::from_pointee(Table::default()),
             registry: Registry::default(),
@@ -90,7 +145,51 @@ impl State {
             refusals: Mutex::new(HashMap::new()),
             reports,
             tcp_admission,
+            peers,
+            stopping: CancellationToken::new(),
+            seen: Mutex::default(),
+            applied: watch::Sender::new(false),
         }
+    }
+
+    /// Whether a session with token id `jti` connected before (the agent
+    /// reconnects with the same token file). Forgets all past [`SEEN`].
+    fn seen_before(&self, jti: &str) -> bool {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.len() >= SEEN {
+            seen.clear();
+        }
+        !seen.insert(jti.to_string())
+    }
+
+    fn pool(&self, tunnel: &str) -> bool {
+        self.table.load().get(tunnel).is_some_and(|t| t.entry.pool)
+    }
+
+    /// The local session for the next stream of `tunnel`, if any.
+    pub fn local(&self, tunnel: &str) -> Option<Arc<Session>> {
+        self.registry.pick(tunnel, self.pool(tunnel))
+    }
+
+    /// Where the next stream of `tunnel` goes: here, another replica, or
+    /// nowhere (and why).
+    pub fn route(&self, tunnel: &str) -> Result<Route, ProxyError> {
+        let pool = self.pool(tunnel);
+        let local = self.registry.pick(tunnel, pool);
+        let Some(peers) = &self.peers else {
+            return local.map(Route::Local).ok_or(ProxyError::NoAgent);
+        };
+        match peers.decide(tunnel, self.registry.since(tunnel), pool) {
+            Decision::Local => local.map(Route::Local).ok_or(ProxyError::NoAgent),
+            Decision::Peer(addr) => Ok(Route::Peer(peers.clone(), addr)),
+            Decision::NoAgent => Err(ProxyError::NoAgent),
+            Decision::RegistryDown => Err(ProxyError::TunnelRegistryDown),
+        }
+    }
+
+    /// A handle to open the next stream of `tunnel` on.
+    pub async fn open(&self, tunnel: &str) -> Result<SendRequest<ProxyBody>, ProxyError> {
+        Route::sender(self.route(tunnel)?, &self.metrics, tunnel).await
     }
 
     pub fn refresh_agents(&self, tunnels: &[String]) {
@@ -139,6 +238,27 @@ impl State {
             }
             changed
         });
+    }
+}
+
+impl Route {
+    /// The connection the stream goes on: the agent's, or the holder's
+    /// peer connection (dialled when there is none).
+    pub async fn sender(
+        self,
+        metrics: &TunnelMetrics,
+        tunnel: &str,
+    ) -> Result<SendRequest<ProxyBody>, ProxyError> {
+        match self {
+            Route::Local(session) => session.sender().ok_or(ProxyError::NoAgent),
+            Route::Peer(peers, addr) => {
+                metrics.peer_stream(tunnel, "forwarded");
+                peers.clients.sender(&addr).await.map_err(|e| {
+                    tracing::warn!(tunnel = %tunnel, error = %e, "the replica holding the agent cannot be reached");
+                    ProxyError::PeerUnreachable(e)
+                })
+            }
+        }
     }
 }
 
@@ -191,10 +311,58 @@ async fn handle(
         let hello = protocol::read_hello(&mut tls).await?;
         Ok::<_, SessionError>((tls, hello))
     };
-    let (mut tls, hello) = tokio::time::timeout(HANDSHAKE, greet)
+    let (tls, hello) = tokio::time::timeout(HANDSHAKE, greet)
         .await
         .map_err(|_| SessionError::Timeout)??;
+    serve(tls, hello, peer, state, shutdown, "tls").await
+}
+
+/// An agent on the WebSocket transport (`tunnel::ws`), until it ends or
+/// the data plane stops.
+pub async fn serve_ws<S>(mut io: S, peer: SocketAddr, state: Arc<State>)
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let hello = tokio::time::timeout(HANDSHAKE, protocol::read_hello(&mut io)).await;
+    let result = match hello {
+        Ok(Ok(hello)) => {
+            serve(
+                io,
+                hello,
+                peer,
+                state.clone(),
+                state.stopping.clone(),
+                "websocket",
+            )
+            .await
+        }
+        Ok(Err(e)) => Err(e.into()),
+        Err(_) => Err(SessionError::Timeout),
+    };
+    if let Err(e) = result {
+        tracing::debug!(remote = %peer, error = %e, "agent connection ended");
+    }
+}
+
+/// One agent's session after its hello, on either transport.
+async fn serve<S>(
+    mut tls: S,
+    hello: Hello,
+    peer: SocketAddr,
+    state: Arc<State>,
+    shutdown: CancellationToken,
+    transport: &'static str,
+) -> Result<(), SessionError>
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
     let id = format!("s{}", state.next.fetch_add(1, Ordering::Relaxed));
+    // A restarted data plane listens before its first snapshot is in: an
+    // agent that reconnects at once waits for it rather than being refused
+    // (and backing off) for tunnels that are about to exist. Past the
+    // handshake deadline it is judged against what there is.
+    let mut applied = state.applied.subscribe();
+    let _ = tokio::time::timeout(HANDSHAKE, applied.wait_for(|a| *a)).await;
     let (welcome, jti) = authenticate(&state, &hello, peer, &id);
     let kill = Arc::new(Kill::default());
     protocol::write_frame(&mut tls, &welcome).await?;
@@ -202,14 +370,7 @@ async fn handle(
         let _ = tls.shutdown().await;
         return Ok(());
     }
-    let (sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
-        .timer(TokioTimer::new())
-        .initial_stream_window_size(STREAM_WINDOW)
-        .initial_connection_window_size(CONN_WINDOW)
-        .max_frame_size(FRAME)
-        .keep_alive_interval(HEARTBEAT)
-        .keep_alive_timeout(HEARTBEAT_TIMEOUT)
-        .keep_alive_while_idle(true)
+    let (sender, conn) = h2_client()
         .handshake::<_, ProxyBody>(TokioIo::new(Killable::new(tls, kill.clone())))
         .await?;
     let mut conn = tokio::spawn(conn);
@@ -222,13 +383,17 @@ async fn handle(
         sender,
     ));
     let active = state.registry.attach(&session, &tunnels);
+    let again = state.seen_before(&jti);
     for t in &tunnels {
         state.metrics.sessions.get_or_create(&label(t)).inc();
+        if again {
+            state.metrics.reconnects.get_or_create(&label(t)).inc();
+        }
     }
     state.refresh_agents(&tunnels);
     tracing::info!(
         session = %id, remote = %peer, agent_version = %hello.agent_version, jti = %jti,
-        tunnels = ?tunnels, active = ?active,
+        tunnels = ?tunnels, active = ?active, transport, reconnect = again,
         "agent session started"
     );
     tokio::spawn(watch_control(session.clone(), state.clone()));
@@ -317,7 +482,8 @@ fn authenticate(state: &State, hello: &Hello, peer: SocketAddr, id: &str) -> (We
                     Some(postern_snapshot::TunnelMode::Tcp) => "tcp",
                     _ => "http",
                 };
-                let active = state.registry.active(tunnel).is_none();
+                let pool = table.get(tunnel).is_some_and(|t| t.entry.pool);
+                let active = pool || state.registry.active(tunnel).is_none();
                 welcome.accepted.push(Accepted {
                     tunnel: tunnel.clone(),
                     mode: mode.into(),

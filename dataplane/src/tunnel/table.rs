@@ -105,6 +105,7 @@ mod tests {
             tcp_port: None,
             agent_key: "0123456789abcdef0123".into(),
             strip_prefix: true,
+            pool: false,
         }
     }
 

@@ -83,7 +83,7 @@ async fn serve_port(tunnel: String, addr: SocketAddr, state: Arc<State>, stop: C
                 _ = stop.cancelled() => return,
                 changed = changes.changed() => {
                     if changed.is_err() { return; }
-                    if state.registry.active(&tunnel).is_none() {
+                    if state.route(&tunnel).is_err() {
                         tracing::info!(tunnel = %tunnel, %addr, "tcp tunnel closed: no agent");
                         break;
                     }
@@ -110,7 +110,7 @@ async fn wait_live(
     stop: &CancellationToken,
 ) -> bool {
     loop {
-        if state.registry.active(tunnel).is_some() {
+        if state.route(tunnel).is_ok() {
             return true;
         }
         tokio::select! {
@@ -133,8 +133,12 @@ fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 async fn relay(tunnel: String, client: TcpStream, peer: SocketAddr, state: Arc<State>) {
     let _ = client.set_nodelay(true);
     let local = client.local_addr().unwrap_or(peer);
-    let Some(mut sender) = state.registry.active(&tunnel).and_then(|s| s.sender()) else {
-        return;
+    let mut sender = match state.open(&tunnel).await {
+        Ok(sender) => sender,
+        Err(e) => {
+            tracing::info!(tunnel = %tunnel, client = %peer, error = %e, "tcp stream refused");
+            return;
+        }
     };
     let mut connect = Request::new(Empty::new().map_err(|e| match e {}).boxed_unsync());
     *connect.method_mut() = Method::CONNECT;

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use postern_harness::{Agent, Backend, wait_for};
+use postern_harness::{Agent, Backend, tunnel_yaml, wait_for};
 
 use crate::rig::{CONNECT, Rig, host_tunnel};
 
@@ -83,6 +83,66 @@ async fn a_standby_takes_over_a_killed_agent_and_a_drained_one_finishes_its_stre
 }
 
 #[tokio::test]
+async fn a_pool_spreads_streams_over_its_agents_and_drops_a_dead_one() {
+    let (a, b) = (Backend::start("a"), Backend::start("b"));
+    let pool = tunnel_yaml(
+        "app",
+        "agent-key",
+        "  mode: http\n  hostnames: [app.test]\n  tls: {secretRef: {name: app-tls}}\n  pool: true\n",
+    );
+    let rig = Rig::start("tunnel-pool", "hs256", &[pool]).await;
+    let token = rig.key.token(&["default/app"], "1h");
+    let mut first = rig.agent(&token, &[&a.url()]);
+    first.wait_status("connected", 1, CONNECT).await;
+    let second = rig.agent(&token, &[&b.url()]);
+    second.wait_status("connected", 1, CONNECT).await;
+    assert!(
+        !second.log().contains("standby"),
+        "in a pool every agent serves: {}",
+        second.log()
+    );
+    let backend = |r: postern_harness::Curl| r.json()["backend"].as_str().map(String::from);
+    let mut seen = Vec::new();
+    for _ in 0..6 {
+        seen.push(backend(rig.https("app.test", "/", &[]).await));
+    }
+    for name in ["a", "b"] {
+        assert!(
+            seen.iter().any(|s| s.as_deref() == Some(name)),
+            "{name} serves part of the load: {seen:?}"
+        );
+    }
+
+    // A dead agent drops out: every request goes to the other one.
+    first.proc.kill();
+    let killed = Instant::now();
+    wait_for(
+        "the pool to drop the dead agent",
+        Duration::from_secs(5),
+        || async {
+            let mut all_b = true;
+            for _ in 0..4 {
+                let r = rig.https("app.test", "/", &[]).await;
+                all_b &= r.status == 200 && backend(r).as_deref() == Some("b");
+            }
+            all_b.then_some(())
+        },
+    )
+    .await;
+    let took = killed.elapsed();
+    assert!(took < Duration::from_secs(2), "failover took {took:?}");
+    // The second session came with a token already seen: a reconnect.
+    let sample = "postern_tunnel_reconnects_total{tunnel=\"default/app\"}";
+    assert_eq!(rig.postern.metric(sample).await, 1.0);
+    assert_eq!(
+        rig.postern
+            .metric("postern_tunnel_sessions_total{tunnel=\"default/app\"}")
+            .await,
+        2.0
+    );
+}
+
+#[tokio::test]
 async fn the_agent_is_back_within_a_second_of_a_restarted_data_plane() {
     let local = Backend::start("laptop");
     let mut rig = Rig::start(
@@ -107,6 +167,14 @@ async fn the_agent_is_back_within_a_second_of_a_restarted_data_plane() {
     assert!(agent.status_count("reconnecting") >= 1, "{}", agent.log());
     let r = rig.https("app.test", "/again", &[]).await;
     assert_eq!(r.status, 200, "{r:?}");
+    // A data plane listens before its first snapshot is in; an agent that
+    // reconnects in that moment waits for it instead of being refused for
+    // a tunnel about to exist (and backing off for seconds).
+    for round in 3..6 {
+        rig.restart().await;
+        agent.wait_status("connected", round, CONNECT).await;
+    }
+    assert_eq!(agent.status_count("refused"), 0, "{}", agent.log());
 }
 
 /// Sends `sig` to `pid` with kill(1).

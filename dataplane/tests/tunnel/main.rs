@@ -7,5 +7,7 @@ mod auth;
 mod bulk;
 mod failover;
 mod http;
+mod replicas;
 mod rig;
 mod tcp;
+mod websocket;

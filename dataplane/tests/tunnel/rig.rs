@@ -30,6 +30,11 @@ impl Rig {
     /// A data plane serving `docs` besides the key Secret `agent-key`, the
     /// TLS Secret `app-tls` (for `app.test`) and nothing else.
     pub async fn start(label: &str, alg: &str, docs: &[String]) -> Rig {
+        Rig::start_with(label, alg, docs, &[]).await
+    }
+
+    /// [`Rig::start`] with more flags for the data plane.
+    pub async fn start_with(label: &str, alg: &str, docs: &[String], args: &[String]) -> Rig {
         let ca = Ca::new(&format!("{label} CA"));
         let ca_file = ca.write(&tmp_dir(label));
         let key = TunnelKey::generate(alg);
@@ -39,6 +44,7 @@ impl Rig {
         let tunnel_leaf = ca.leaf(&[SERVER_NAME]);
         let postern = Postern::standalone_with(label, &[("all.yaml", manifest(&key, &docs))])
             .tunnel_tls(&tunnel_leaf)
+            .args(args)
             .start()
             .await;
         Rig {
@@ -64,6 +70,21 @@ impl Rig {
             .await;
     }
 
+    /// Another data plane on the same manifests (a second replica), with
+    /// the same tunnel certificate, tcp tunnels on `tcp_host` and `args`.
+    pub async fn replica(&self, tcp_host: &str, args: &[String]) -> Postern {
+        let files = self.tunnel_leaf.write(&tmp_dir("tunnel-replica-cert"));
+        Postern::standalone(self.postern.manifests())
+            .arg("--tunnel-cert")
+            .arg(files.cert)
+            .arg("--tunnel-key")
+            .arg(files.key)
+            .args(["--tunnel-tcp-host", tcp_host])
+            .args(args)
+            .start()
+            .await
+    }
+
     /// Replaces the key Secret with a new key and waits until it serves.
     pub async fn rotate_key(&mut self, alg: &str) {
         self.key = TunnelKey::generate(alg);
@@ -86,7 +107,12 @@ impl Rig {
 
     /// `curl https://HOST:PORT/PATH` on the https listener, trusting the CA.
     pub async fn https(&self, host: &str, path: &str, extra: &[&str]) -> Curl {
-        let port = self.postern.https.port();
+        self.https_on(&self.postern, host, path, extra).await
+    }
+
+    /// [`Rig::https`] on another data plane of this rig.
+    pub async fn https_on(&self, on: &Postern, host: &str, path: &str, extra: &[&str]) -> Curl {
+        let port = on.https.port();
         let resolve = format!("{host}:{port}:127.0.0.1");
         let url = format!("https://{host}:{port}{path}");
         let ca = self.ca_file.to_str().expect("utf-8");
@@ -98,7 +124,12 @@ impl Rig {
 
     /// `curl http://HOST/PATH` on the http listener.
     pub async fn http(&self, host: &str, path: &str, extra: &[&str]) -> Curl {
-        let port = self.postern.http.port();
+        Rig::http_on(&self.postern, host, path, extra).await
+    }
+
+    /// [`Rig::http`] on another data plane.
+    pub async fn http_on(on: &Postern, host: &str, path: &str, extra: &[&str]) -> Curl {
+        let port = on.http.port();
         let resolve = format!("{host}:{port}:127.0.0.1");
         let url = format!("http://{host}:{port}{path}");
         let mut args = vec!["--resolve", resolve.as_str()];
