@@ -132,34 +132,42 @@ async fn a_restarted_dataplane_gets_the_current_snapshot_and_counts_again() {
     spine.ns.cleanup(&spine.client).await;
 }
 
-/// Nothing in Postern talks to Redis yet (no flag, no client: the test
-/// checks the premise through `--help`). So this pins down that proxying,
-/// forward and reverse, has no hidden dependency on it: a private Redis is
-/// stopped and started again while both keep serving. When a feature
-/// starts using Redis, its degraded mode and error messages belong here.
+/// Only the tunnel registry talks to Redis (`postern --redis-url`; the
+/// operator takes no Redis settings, which `--help` checks). So this pins
+/// down that proxying, forward and reverse, has no hidden dependency on
+/// it, and that the data plane says it is degraded: a private Redis is
+/// stopped and started again while both keep serving, `/readyz` stays 200
+/// but says `degraded`, and `postern_tunnel_registry_up` follows Redis.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxying_goes_on_while_redis_is_down_and_back() {
     let rig = rig_or_skip!();
-    let help: [(&str, &[&str]); 3] = [
-        ("postern", &["dataplane", "--help"]),
-        ("postern", &["standalone", "--help"]),
-        ("postern-operator", &["--help"]),
-    ];
-    for (name, args) in help {
-        let program = binary(name);
-        let help = help_text(&program, args);
-        assert!(
-            !help.to_ascii_lowercase().contains("redis"),
-            "{} now takes Redis settings: make this test cover its degraded mode\n{help}",
-            program.display()
-        );
-    }
+    let program = binary("postern-operator");
+    let help = help_text(&program, &["--help"]);
+    assert!(
+        !help.to_ascii_lowercase().contains("redis"),
+        "{} now takes Redis settings: make this test cover its degraded mode\n{help}",
+        program.display()
+    );
     let Some(mut redis) = Redis::start() else {
         return;
     };
     redis.ping().await;
 
-    let spine = Spine::start(rig, "fault-redis").await;
+    let mut spine = Spine::operator_only(rig, "fault-redis").await;
+    let secret = postern_harness::tmp_dir("fault-redis").join("peer-secret");
+    std::fs::write(&secret, "a peer secret of some length").expect("secret");
+    let dp = dataplane(
+        spine.operator.sync,
+        &format!("{}-dp-1", spine.prefix),
+        &spine.token,
+    )
+    .args(["--redis-url", &format!("redis://{}", redis.addr)])
+    .args(["--tunnel-peer-addr", &free_addr().to_string()])
+    .arg("--tunnel-peer-secret-file")
+    .arg(&secret)
+    .start()
+    .await;
+    spine.dataplanes.push(dp);
     let backend = Backend::text("site");
     spine.create(site("web", HOST, &backend.url())).await;
     apply_secret(&spine.client, spine.ns(), "alice-pw", &[("password", "pw")]).await;
@@ -180,6 +188,13 @@ async fn proxying_goes_on_while_redis_is_down_and_back() {
     let forward = || async { forward_get(dp, &backend.url()).await };
     routed(dp.http, HOST, "/", "site /", WAIT).await;
     assert_eq!(forward().await, (200, "site /x".to_string()));
+    let registry_up = |want: f64| async move {
+        match dp.metric("postern_tunnel_registry_up").await {
+            v if v == want => Ok(()),
+            v => Err(v),
+        }
+    };
+    eventually("the registry up", WAIT, || registry_up(1.0)).await;
 
     redis.stop();
     assert!(
@@ -192,12 +207,21 @@ async fn proxying_goes_on_while_redis_is_down_and_back() {
         assert_eq!(forward().await, (200, "site /x".to_string()));
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert_eq!(dp.readyz().await, Ok(200));
+    eventually("the registry down", WAIT, || registry_up(0.0)).await;
+    let (status, body) = dp.get("/readyz").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("degraded"), "{body}");
 
     redis.start_again();
     redis.ping().await;
     assert_eq!(get(dp.http, HOST, "/").await, (200, "site /".to_string()));
     assert_eq!(forward().await, (200, "site /x".to_string()));
+    eventually("the registry up again", WAIT, || registry_up(1.0)).await;
+    let (status, body) = dp.get("/readyz").await;
+    assert!(
+        status == 200 && !body.contains("degraded"),
+        "{status} {body}"
+    );
     spine.ns.cleanup(&spine.client).await;
 }
 

@@ -181,6 +181,10 @@ impl Directory {
         let table = state.table.load();
         let ids: Vec<String> = table.ids().map(String::from).collect();
         let mut pipe = redis::pipe();
+        // Never an empty pipeline (Redis refuses it as "empty command",
+        // which read as Redis down on a replica with no tunnels), and a
+        // real round trip even then: the health is Redis's, not the table's.
+        pipe.cmd("PING").ignore();
         let mut holding = BTreeSet::new();
         for id in &ids {
             if let Some(since) = state.registry.since(id) {
