@@ -55,6 +55,18 @@ fn issuer_args(rig: &Rig, directory: &str) -> Vec<String> {
 }
 
 /// The root that signs what a Pebble issues, from its management API.
+/// The rig's Pebble directory URL.
+fn directory_of(rig: &Rig) -> String {
+    rig.get("ACME_DIRECTORY")
+        .expect("ACME_DIRECTORY")
+        .to_string()
+}
+
+/// The root of the rig's own Pebble, as [`pebble_root`] fetches it.
+fn rig_pebble_root(rig: &Rig, label: &str) -> PathBuf {
+    pebble_root(rig, rig.get("PEBBLE_MANAGEMENT").expect("mgmt"), label)
+}
+
 fn pebble_root(rig: &Rig, management: &str, label: &str) -> PathBuf {
     let ca = rig.get("ACME_CA").expect("ACME_CA");
     let out = tmp_dir(label).join("pebble-root.pem");
@@ -127,15 +139,8 @@ async fn serves_https(root: &Path, host: &str, port: u16, body: &str) {
 async fn standalone_http01_one_certificate_for_three_names_survives_a_restart() {
     let rig = rig_or_skip!();
     let _ports = PORTS.lock().await;
-    let directory = rig
-        .get("ACME_DIRECTORY")
-        .expect("ACME_DIRECTORY")
-        .to_string();
-    let root = pebble_root(
-        &rig,
-        rig.get("PEBBLE_MANAGEMENT").expect("mgmt"),
-        "acme-sa-http01",
-    );
+    let directory = directory_of(&rig);
+    let root = rig_pebble_root(&rig, "acme-sa-http01");
     let site = Backend::text("site");
     let names = ["a.acme.test", "b.acme.test", "c.acme.test"];
     let state = tmp_dir("acme-sa-http01").join("state");
@@ -187,15 +192,8 @@ async fn standalone_http01_one_certificate_for_three_names_survives_a_restart() 
 async fn standalone_tls_alpn01_issues_on_the_https_listener() {
     let rig = rig_or_skip!();
     let _ports = PORTS.lock().await;
-    let directory = rig
-        .get("ACME_DIRECTORY")
-        .expect("ACME_DIRECTORY")
-        .to_string();
-    let root = pebble_root(
-        &rig,
-        rig.get("PEBBLE_MANAGEMENT").expect("mgmt"),
-        "acme-sa-alpn",
-    );
+    let directory = directory_of(&rig);
+    let root = rig_pebble_root(&rig, "acme-sa-alpn");
     let site = Backend::text("alpn-site");
     let postern = Postern::standalone_with(
         "acme-sa-alpn",
@@ -419,10 +417,7 @@ async fn short_lived_certificates_renew_without_dropping_open_connections() {
 /// The cluster fixture: an operator with the Pebble issuer, a data plane on
 /// `http` (Pebble's port or not) and a backend.
 async fn cluster(rig: Rig, prefix: &str, http: SocketAddr) -> Spine {
-    let directory = rig
-        .get("ACME_DIRECTORY")
-        .expect("ACME_DIRECTORY")
-        .to_string();
+    let directory = directory_of(&rig);
     cluster_on(rig, prefix, http, &directory).await
 }
 
@@ -465,11 +460,7 @@ fn target(hostnames: &[&str], backend: &str) -> serde_json::Value {
 async fn cluster_http01_stores_an_owned_secret_and_reports_ready() {
     let rig = rig_or_skip!();
     let _ports = PORTS.lock().await;
-    let root = pebble_root(
-        &rig,
-        rig.get("PEBBLE_MANAGEMENT").expect("mgmt"),
-        "acme-cluster",
-    );
+    let root = rig_pebble_root(&rig, "acme-cluster");
     let spine = cluster(rig, "acme-cl", http01()).await;
     let site = Backend::text("cluster-site");
     spine.create(target(&["web.acme.test"], &site.url())).await;
@@ -594,10 +585,7 @@ async fn unknown_issuers_and_wildcards_are_reported() {
 async fn two_operator_replicas_order_exactly_once() {
     let rig = rig_or_skip!();
     let _ports = PORTS.lock().await;
-    let directory = rig
-        .get("ACME_DIRECTORY")
-        .expect("ACME_DIRECTORY")
-        .to_string();
+    let directory = directory_of(&rig);
     let spine = cluster(rig.clone(), "acme-ha", http01()).await;
     // The first operator holds the lease before the second starts.
     eventually("the first operator leads", ISSUE, || async {

@@ -38,24 +38,7 @@ async fn a_tunnel_is_served_through_its_agent_and_reports_agent_connected() {
         .start()
         .await;
     spine.dataplanes.push(dp);
-    let key = TunnelKey::generate("ed25519");
-    apply_secret(
-        &spine.client,
-        spine.ns(),
-        "agent-key",
-        &[("key", &key.public)],
-    )
-    .await;
-    spine
-        .create(
-            json!({"kind": "Tunnel", "metadata": {"name": "laptop"}, "spec": {
-                "mode": "http",
-                "hostnames": ["laptop.example.test"],
-                "agentKeySecretRef": {"name": "agent-key"},
-            }}),
-        )
-        .await;
-    spine.programmed("Tunnel", "laptop", 1, WAIT).await;
+    let key = http_tunnel(&spine, "laptop.example.test").await;
     agent_connected(&spine, "laptop", ConditionStatus::False, "no agent").await;
 
     // A token for another namespace's Tunnel of the same name is refused.
@@ -117,24 +100,7 @@ async fn a_request_to_the_replica_without_the_agent_reaches_it_in_a_cluster() {
         .await;
         spine.dataplanes.push(dp);
     }
-    let key = TunnelKey::generate("ed25519");
-    apply_secret(
-        &spine.client,
-        spine.ns(),
-        "agent-key",
-        &[("key", &key.public)],
-    )
-    .await;
-    spine
-        .create(
-            json!({"kind": "Tunnel", "metadata": {"name": "laptop"}, "spec": {
-                "mode": "http",
-                "hostnames": ["ha.example.test"],
-                "agentKeySecretRef": {"name": "agent-key"},
-            }}),
-        )
-        .await;
-    spine.programmed("Tunnel", "laptop", 1, WAIT).await;
+    let key = http_tunnel(&spine, "ha.example.test").await;
     let local = Backend::text("laptop");
     let to = format!("{}/laptop={}", spine.ns(), local.url());
     let token = key.token(&[&format!("{}/laptop", spine.ns())], "1h");
@@ -158,4 +124,28 @@ async fn a_request_to_the_replica_without_the_agent_reaches_it_in_a_cluster() {
     agent_connected(&spine, "laptop", ConditionStatus::True, "1 agent(s)").await;
     drop(agent);
     spine.ns.cleanup(&spine.client).await;
+}
+
+/// A key Secret `agent-key` and an http Tunnel `laptop` for `host` using
+/// it, programmed; the key, for the agent's token.
+async fn http_tunnel(spine: &Spine, host: &str) -> TunnelKey {
+    let key = TunnelKey::generate("ed25519");
+    apply_secret(
+        &spine.client,
+        spine.ns(),
+        "agent-key",
+        &[("key", &key.public)],
+    )
+    .await;
+    spine
+        .create(
+            json!({"kind": "Tunnel", "metadata": {"name": "laptop"}, "spec": {
+                "mode": "http",
+                "hostnames": [host],
+                "agentKeySecretRef": {"name": "agent-key"},
+            }}),
+        )
+        .await;
+    spine.programmed("Tunnel", "laptop", 1, WAIT).await;
+    key
 }
