@@ -82,6 +82,13 @@ pub struct Backend {
     pub proxy_protocol: Option<ProxyProtocolVersion>,
 }
 
+impl Backend {
+    /// Neither a Service nor a URL: the target serves no backend.
+    pub fn is_unset(&self) -> bool {
+        self.service.is_none() && self.url.is_none()
+    }
+}
+
 /// The HTTP version spoken to a backend.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
@@ -139,7 +146,7 @@ pub enum AuthType {
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
     {"rule": "self.type != 'bearer' || has(self.tokensSecretRef)", "message": "auth type bearer needs tokensSecretRef"},
-    {"rule": "self.type == 'oauth' || (!has(self.allowedUsers) && !has(self.scopes))", "message": "allowedUsers and scopes apply only to auth type oauth"}
+    {"rule": "self.type == 'oauth' || (!has(self.allowedUsers) && !has(self.allowedOrgs) && !has(self.allowedEmails) && !has(self.scopes) && !has(self.server) && !has(self.identityHeaders))", "message": "server, allowedUsers, allowedOrgs, allowedEmails, scopes and identityHeaders apply only to auth type oauth"}
 ]))]
 pub struct AuthPolicy {
     /// none, bearer or oauth.
@@ -148,10 +155,33 @@ pub struct AuthPolicy {
     /// For bearer: a Secret whose every value is one accepted token (any key).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tokens_secret_ref: Option<LocalRef>,
-    /// For oauth: users allowed on this host (login names of the identity provider).
+    /// For oauth: the ProxyTarget (same namespace) whose
+    /// `authorizationServer` issues the tokens. A Route's oauth override
+    /// without one uses its target's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<crate::ServerRef>,
+    /// For oauth: users allowed on this host (login names of the identity
+    /// provider). A user passes when any allowlist names them; with no
+    /// allowlist at all, every user who logs in passes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 1000), inner(length(min = 1, max = 256)))]
     pub allowed_users: Option<Vec<String>>,
+    /// For oauth: organisations (GitHub orgs, OIDC `groups`) whose members
+    /// are allowed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1000), inner(length(min = 1, max = 256)))]
+    pub allowed_orgs: Option<Vec<String>>,
+    /// For oauth: verified e-mail addresses allowed, exact
+    /// (`ada@example.com`) or a whole domain (`*@example.com`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(max = 1000),
+        inner(length(min = 3, max = 320), regex(pattern = r"^[^@\s]+@[^@\s]+$"))
+    )]
+    pub allowed_emails: Option<Vec<String>>,
+    /// For oauth: the headers that carry the user's identity to the backend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity_headers: Option<crate::IdentityHeaders>,
     /// For oauth: scopes an access token must carry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(

@@ -6,6 +6,7 @@
 //! YAML into them directly. Keeping them free of kube and k8s-openapi is what
 //! lets the data plane binary compile manifests without a cluster client.
 
+mod authorization_server;
 mod common;
 mod duration;
 mod meta;
@@ -17,6 +18,9 @@ pub mod url;
 pub mod user_name;
 mod user_upstream;
 
+pub use authorization_server::{
+    AuthorizationServerSpec, GithubLogin, IdentityHeaders, OidcLogin, ServerRef,
+};
 pub use common::{
     AuthPolicy, AuthType, Backend, BackendProtocol, BackendTls, CertificateStatus, Condition,
     ConditionStatus, LocalRef, ProxyProtocolVersion, ResourceStatus, SecretKeyRef, ServiceBackend,

@@ -50,6 +50,10 @@ pub struct OAuthClientSpec {
         )
     )]
     pub scopes: Vec<String>,
+    /// The name shown on the consent page. Default: the client id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 200))]
+    pub client_name: Option<String>,
     /// The client secret (default key `clientSecret`). Absent: a public client (PKCE only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_ref: Option<SecretKeyRef>,

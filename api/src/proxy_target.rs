@@ -10,7 +10,10 @@ use crate::{AuthPolicy, Backend, Duration, LocalRef};
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
-    {"rule": "!has(self.redirectHttp) || !self.redirectHttp || has(self.tls)", "message": "redirectHttp needs tls"}
+    {"rule": "!has(self.redirectHttp) || !self.redirectHttp || has(self.tls)", "message": "redirectHttp needs tls"},
+    {"rule": "has(self.backend) != has(self.authorizationServer)", "message": "exactly one of backend or authorizationServer must be set"},
+    {"rule": "!has(self.authorizationServer) || has(self.tls)", "message": "authorizationServer needs tls (its issuer is https)"},
+    {"rule": "!has(self.authorizationServer) || !has(self.auth)", "message": "an authorization server takes no auth policy"}
 ]))]
 pub struct ProxyTargetSpec {
     /// Hostnames this target serves: exact (`api.example.com`) or one-label
@@ -26,8 +29,14 @@ pub struct ProxyTargetSpec {
     )]
     #[schemars(extend("x-kubernetes-list-type" = "set"))]
     pub hostnames: Vec<String>,
-    /// Where requests that no Route claims go.
+    /// Where requests that no Route claims go. Exactly one of backend and
+    /// authorizationServer is set.
+    #[serde(default, skip_serializing_if = "Backend::is_unset")]
     pub backend: Backend,
+    /// Serve Postern's OAuth 2.1 authorization server on these hostnames
+    /// instead of proxying to a backend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization_server: Option<crate::AuthorizationServerSpec>,
     /// TLS termination. Absent: the target is served over plain HTTP only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsConfig>,

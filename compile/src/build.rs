@@ -127,6 +127,33 @@ impl<'a> Build<'a> {
         }
     }
 
+    /// Changes an object's verdict to a refusal after the fact (a later
+    /// pass found it cannot work) and takes it out of the snapshot.
+    pub(crate) fn overrule(&mut self, kind: Kind, key: &ObjectKey, refusal: Refusal) {
+        let (ns, name) = (key.namespace.as_str(), key.name.as_str());
+        self.objects
+            .retain(|o| !(o.kind == kind.as_str() && o.namespace == ns && o.name == name));
+        for verdict in &mut self.verdicts {
+            if verdict.kind == kind && &verdict.key == key {
+                (verdict.reason, verdict.message) = refusal.clone();
+            }
+        }
+    }
+
+    /// Every key and value of Secret `namespace/name`, sorted by key.
+    pub(crate) fn secret_entries(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Vec<(&'a str, &'a [u8])>, Refusal> {
+        let secret = self.secret(namespace, name)?;
+        Ok(secret
+            .data
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_slice()))
+            .collect())
+    }
+
     /// Every value of Secret `namespace/name`, sorted by key.
     pub(crate) fn secret_values(
         &self,

@@ -22,11 +22,13 @@ mod refusal;
 mod acme;
 mod backends;
 mod oauth_clients;
+mod oauth_servers;
 mod sites;
 mod tunnels;
 mod user_upstreams;
 
 pub use acme::{AcmeRequest, CHALLENGES_KEY, acme_secret_name};
+pub use oauth_servers::signing_keys_secret_name;
 pub use inputs::{Inputs, Options, SecretData, ServiceInfo};
 pub use verdict::{Reason, Verdict};
 

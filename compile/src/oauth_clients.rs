@@ -94,6 +94,7 @@ fn oauth_client(
     Ok(OAuthClientEntry {
         id: obj.key().to_string(),
         client_id: obj.meta.name.clone(),
+        client_name: spec.client_name.clone(),
         redirect_uris: sorted(&spec.redirect_uris),
         grant_types,
         scopes: sorted(&spec.scopes),

@@ -18,6 +18,7 @@ use crate::Reason;
 use crate::backends::{backend, header_rules};
 use crate::build::{Build, oldest_first};
 use crate::checks;
+use crate::oauth_servers;
 use crate::refusal::Refusal;
 
 pub(crate) fn compile(build: &mut Build<'_>) -> Vec<Site> {
@@ -47,6 +48,7 @@ pub(crate) fn compile(build: &mut Build<'_>) -> Vec<Site> {
         build.verdict(Kind::ProxyTarget, target, outcome);
     }
     attach_routes(build, &mut sites);
+    oauth_servers::link(build, &mut sites);
     sites.into_values().collect()
 }
 
@@ -77,7 +79,39 @@ fn site(
     if hostnames.is_empty() {
         return Err((Reason::InvalidSpec, "hostnames must not be empty".into()));
     }
-    let backend = backend(build, ns, &spec.backend)?;
+    let authorization_server = match &spec.authorization_server {
+        Some(server) => {
+            if !spec.backend.is_unset() {
+                return Err((
+                    Reason::InvalidSpec,
+                    "exactly one of backend or authorizationServer must be set".into(),
+                ));
+            }
+            if spec.tls.is_none() {
+                return Err((
+                    Reason::InvalidSpec,
+                    "authorizationServer needs tls (its issuer is https)".into(),
+                ));
+            }
+            if spec.auth.is_some() {
+                return Err((
+                    Reason::InvalidSpec,
+                    "an authorization server takes no auth policy".into(),
+                ));
+            }
+            Some(oauth_servers::server(
+                build,
+                ns,
+                &target.meta.name,
+                server,
+            )?)
+        }
+        None => None,
+    };
+    let backend = match authorization_server {
+        Some(_) => Default::default(),
+        None => backend(build, ns, &spec.backend)?,
+    };
     let (tls, certificate) = match &spec.tls {
         Some(tls) => {
             let secret = crate::acme_secret_name(Kind::ProxyTarget, &target.meta.name);
@@ -98,7 +132,7 @@ fn site(
         backend,
         tls,
         redirect_http,
-        auth: auth(build, ns, spec.auth.as_ref())?,
+        auth: auth(build, ns, spec.auth.as_ref(), None)?,
         timeouts: Timeouts {
             connect_ms: checks::millis(timeouts.connect.as_ref(), defaults.connect_ms)?,
             response_headers_ms: checks::millis(
@@ -113,6 +147,7 @@ fn site(
         request_headers: header_rules(spec.request_headers.as_ref())?,
         response_headers: header_rules(spec.response_headers.as_ref())?,
         tunnel: None,
+        authorization_server,
     };
     Ok((site, certificate))
 }
@@ -177,10 +212,29 @@ pub(crate) fn site_tls(
     }
 }
 
-fn auth(build: &Build<'_>, ns: &str, policy: Option<&AuthPolicy>) -> Result<AuthRule, Refusal> {
+/// `inherited`: the server of the target's own oauth policy, for a Route
+/// override that names none.
+fn auth(
+    build: &Build<'_>,
+    ns: &str,
+    policy: Option<&AuthPolicy>,
+    inherited: Option<&str>,
+) -> Result<AuthRule, Refusal> {
     let Some(policy) = policy else {
         return Ok(AuthRule::None);
     };
+    let oauth_only = policy.server.is_some()
+        || policy.allowed_users.is_some()
+        || policy.allowed_orgs.is_some()
+        || policy.allowed_emails.is_some()
+        || policy.scopes.is_some()
+        || policy.identity_headers.is_some();
+    if oauth_only && policy.kind != AuthType::Oauth {
+        return Err((
+            Reason::InvalidSpec,
+            "server, allowlists, scopes and identityHeaders apply only to auth type oauth".into(),
+        ));
+    }
     match policy.kind {
         AuthType::None => Ok(AuthRule::None),
         AuthType::Bearer => {
@@ -209,18 +263,9 @@ fn auth(build: &Build<'_>, ns: &str, policy: Option<&AuthPolicy>) -> Result<Auth
                 token_sha256: hashes,
             })
         }
-        AuthType::Oauth => {
-            let sorted = |v: &Option<Vec<String>>| {
-                let mut v = v.clone().unwrap_or_default();
-                v.sort();
-                v.dedup();
-                v
-            };
-            Ok(AuthRule::Oauth {
-                allowed_users: sorted(&policy.allowed_users),
-                scopes: sorted(&policy.scopes),
-            })
-        }
+        AuthType::Oauth => Ok(AuthRule::Oauth(oauth_servers::policy(
+            build, ns, policy, inherited,
+        )?)),
     }
 }
 
@@ -230,7 +275,11 @@ fn attach_routes(build: &mut Build<'_>, sites: &mut BTreeMap<ObjectKey, Site>) {
         let target = ObjectKey::new(route.namespace(), route.spec.target_ref.name.clone());
         let outcome = match sites.get_mut(&target) {
             None => Err(target_missing(build, &target)),
-            Some(site) => route_entry(build, route).map(|entry| {
+            Some(site) if site.authorization_server.is_some() => Err((
+                Reason::InvalidSpec,
+                format!("ProxyTarget {target} serves an authorization server: Routes cannot attach to it"),
+            )),
+            Some(site) => route_entry(build, route, inherited_server(&site.auth)).map(|entry| {
                 site.routes.push(entry);
                 String::new()
             }),
@@ -261,7 +310,19 @@ fn target_missing(build: &Build<'_>, target: &ObjectKey) -> Refusal {
     (Reason::TargetNotFound, message)
 }
 
-fn route_entry(build: &Build<'_>, route: &Object<RouteSpec>) -> Result<RouteEntry, Refusal> {
+/// The authorization server a target's oauth policy names, if any.
+fn inherited_server(rule: &AuthRule) -> Option<String> {
+    match rule {
+        AuthRule::Oauth(policy) => Some(policy.server.clone()),
+        _ => None,
+    }
+}
+
+fn route_entry(
+    build: &Build<'_>,
+    route: &Object<RouteSpec>,
+    inherited: Option<String>,
+) -> Result<RouteEntry, Refusal> {
     let ns = route.namespace();
     let spec = &route.spec;
     let value = spec.matches.path.value.clone();
@@ -321,7 +382,7 @@ fn route_entry(build: &Build<'_>, route: &Object<RouteSpec>) -> Result<RouteEntr
         auth: spec
             .auth
             .as_ref()
-            .map(|a| auth(build, ns, Some(a)))
+            .map(|a| auth(build, ns, Some(a), inherited.as_deref()))
             .transpose()?,
     })
 }

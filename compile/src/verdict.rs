@@ -30,6 +30,8 @@ pub enum Reason {
     PortConflict,
     /// An ACME issuer the configuration does not define.
     UnknownIssuer,
+    /// An oauth policy names no accepted ProxyTarget with authorizationServer.
+    ServerNotFound,
 }
 
 impl Reason {
@@ -47,6 +49,7 @@ impl Reason {
             Reason::InvalidSpec => "InvalidSpec",
             Reason::PortConflict => "PortConflict",
             Reason::UnknownIssuer => "UnknownIssuer",
+            Reason::ServerNotFound => "ServerNotFound",
         }
     }
 }

@@ -94,6 +94,7 @@ pub fn client(name: &str) -> Object<OAuthClientSpec> {
             redirect_uris: vec!["https://app.example.com/callback".into()],
             grant_types: vec![GrantType::AuthorizationCode, GrantType::RefreshToken],
             scopes: vec!["read".into()],
+            client_name: None,
             secret_ref: None,
         },
     )

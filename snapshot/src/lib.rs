@@ -10,13 +10,17 @@
 //! sides and by standalone mode.
 
 mod model;
+mod oauth;
 pub mod sync;
 mod validate;
 
 pub use model::*;
+pub use oauth::*;
 pub use validate::SnapshotError;
 
 /// The snapshot schema this build writes and reads.
 /// 2: `acmeChallenges` (a schema-1 data plane would ack a snapshot whose
 /// challenges it cannot answer).
-pub const SCHEMA: u32 = 2;
+/// 3: authorization servers on sites and the oauth policy (a schema-2 data
+/// plane answers 501 for oauth and would ack what it cannot serve).
+pub const SCHEMA: u32 = 3;

@@ -72,6 +72,10 @@ pub struct Site {
     /// agent of the tunnel with this id, not to `backend`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tunnel: Option<String>,
+    /// Set on a ProxyTarget that serves Postern's authorization server on
+    /// its hostnames instead of a backend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization_server: Option<crate::AuthorizationServer>,
 }
 
 impl Site {
@@ -239,12 +243,8 @@ pub enum AuthRule {
     /// presented token and compares in constant time, and no token is kept
     /// in the snapshot in the clear.
     Bearer { token_sha256: Vec<String> },
-    /// Checked by the OAuth authorization server.
-    #[serde(rename_all = "camelCase")]
-    Oauth {
-        allowed_users: Vec<String>,
-        scopes: Vec<String>,
-    },
+    /// An access token (or browser session) from an authorization server.
+    Oauth(crate::OauthPolicy),
 }
 
 /// Timeouts towards a backend, in milliseconds.
@@ -468,6 +468,9 @@ pub enum GrantType {
 pub struct OAuthClientEntry {
     pub id: String,
     pub client_id: String,
+    /// Shown on the consent page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_name: Option<String>,
     pub redirect_uris: Vec<String>,
     /// Sorted, no duplicates.
     pub grant_types: Vec<GrantType>,

@@ -1,14 +1,15 @@
 //! The auth seam in front of a site or route: a [`Guard`] compiled once
 //! per snapshot and checked per request, before anything reaches a backend.
 //!
-//! `none` and `bearer` are complete. `oauth` is a variant with its policy
-//! already compiled: the OAuth issue replaces [`Guard::check`]'s answer for
-//! it (today a clear 501) with token validation, and nothing else changes.
-//! The guard never claims a path on the proxied host (`/token`,
-//! `/register`, ...): those belong to the backend.
+//! `none` and `bearer` are checked here. `oauth` is claimed by the oauth
+//! capability's authenticate hook (`crate::oauth`); a build or a process
+//! without it answers 501 rather than let anyone through. The guard never
+//! claims `/token`, `/register` and friends on a protected host: those
+//! paths belong to the backend, and the authorization server has hosts of
+//! its own.
 
 use http::{HeaderMap, header};
-use postern_snapshot::AuthRule;
+use postern_snapshot::{AuthRule, OauthPolicy};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -20,11 +21,9 @@ pub enum Guard {
     Open,
     /// SHA-256 digests of the accepted tokens.
     Bearer(Vec<[u8; 32]>),
-    /// Validated by the OAuth authorization server (not in this build).
-    Oauth {
-        allowed_users: Vec<String>,
-        scopes: Vec<String>,
-    },
+    /// An access token or browser session from an authorization server:
+    /// checked by the oauth capability's authenticate hook.
+    Oauth(Box<OauthPolicy>),
 }
 
 impl Guard {
@@ -34,13 +33,7 @@ impl Guard {
             AuthRule::Bearer { token_sha256 } => {
                 Guard::Bearer(token_sha256.iter().filter_map(|h| hex32(h)).collect())
             }
-            AuthRule::Oauth {
-                allowed_users,
-                scopes,
-            } => Guard::Oauth {
-                allowed_users: allowed_users.clone(),
-                scopes: scopes.clone(),
-            },
+            AuthRule::Oauth(policy) => Guard::Oauth(Box::new(policy.clone())),
         }
     }
 
@@ -63,7 +56,7 @@ impl Guard {
                     Err(ProxyError::Unauthorized { presented: true })
                 }
             }
-            Guard::Oauth { .. } => Err(ProxyError::AuthUnavailable),
+            Guard::Oauth(_) => Err(ProxyError::AuthUnavailable),
         }
     }
 }
@@ -128,15 +121,12 @@ mod tests {
     }
 
     #[test]
-    fn open_passes_and_oauth_says_not_yet() {
+    fn open_passes_and_unclaimed_oauth_is_unavailable() {
         assert_eq!(
             Guard::compile(&AuthRule::None).check(&HeaderMap::new()),
             Ok(())
         );
-        let oauth = Guard::compile(&AuthRule::Oauth {
-            allowed_users: vec![],
-            scopes: vec![],
-        });
+        let oauth = Guard::compile(&AuthRule::Oauth(OauthPolicy::default()));
         assert_eq!(
             oauth.check(&with_auth("Bearer x")),
             Err(ProxyError::AuthUnavailable)
