@@ -10,6 +10,9 @@ RIG_PACKAGES=(
   ca-certificates
   # reverse-proxy tests: a real WebSocket client and gRPC client and server
   python3-websockets python3-grpcio
+  # OAuth tests (e2e/oauth/setup): the browser login, a throwaway NSS
+  # database to trust the test CA in it, and the venv for the mcp SDK
+  chromium libnss3-tools python3-venv
 )
 
 pkg_installed() {
