@@ -28,8 +28,8 @@ mod tunnels;
 mod user_upstreams;
 
 pub use acme::{AcmeRequest, CHALLENGES_KEY, acme_secret_name};
-pub use oauth_servers::signing_keys_secret_name;
 pub use inputs::{Inputs, Options, SecretData, ServiceInfo};
+pub use oauth_servers::signing_keys_secret_name;
 pub use verdict::{Reason, Verdict};
 
 use postern_snapshot::Snapshot;

@@ -62,9 +62,10 @@ pub(crate) fn server(
         .oidc
         .as_ref()
         .map(|o| {
-            let scopes = o.scopes.clone().unwrap_or_else(|| {
-                ["openid", "email", "profile"].map(String::from).to_vec()
-            });
+            let scopes = o
+                .scopes
+                .clone()
+                .unwrap_or_else(|| ["openid", "email", "profile"].map(String::from).to_vec());
             if !scopes.iter().any(|s| s == "openid") {
                 return Err(invalid("oidc.scopes must include openid".into()));
             }
@@ -309,9 +310,7 @@ fn key_alg(pem: &str) -> Option<SigningAlg> {
         .strip_prefix("-----BEGIN PRIVATE KEY-----")?
         .strip_suffix("-----END PRIVATE KEY-----")?;
     let b64: String = body.split_ascii_whitespace().collect();
-    let der = base64::engine::general_purpose::STANDARD
-        .decode(b64)
-        .ok()?;
+    let der = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
     // The algorithm identifier sits in the first few dozen bytes.
     let head = &der[..der.len().min(48)];
     let has = |oid: &[u8]| head.windows(oid.len()).any(|w| w == oid);

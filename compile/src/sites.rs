@@ -99,12 +99,7 @@ fn site(
                     "an authorization server takes no auth policy".into(),
                 ));
             }
-            Some(oauth_servers::server(
-                build,
-                ns,
-                &target.meta.name,
-                server,
-            )?)
+            Some(oauth_servers::server(build, ns, &target.meta.name, server)?)
         }
         None => None,
     };
@@ -277,7 +272,9 @@ fn attach_routes(build: &mut Build<'_>, sites: &mut BTreeMap<ObjectKey, Site>) {
             None => Err(target_missing(build, &target)),
             Some(site) if site.authorization_server.is_some() => Err((
                 Reason::InvalidSpec,
-                format!("ProxyTarget {target} serves an authorization server: Routes cannot attach to it"),
+                format!(
+                    "ProxyTarget {target} serves an authorization server: Routes cannot attach to it"
+                ),
             )),
             Some(site) => route_entry(build, route, inherited_server(&site.auth)).map(|entry| {
                 site.routes.push(entry);

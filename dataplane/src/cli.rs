@@ -192,6 +192,9 @@ pub struct ListenerArgs {
     /// The agent listener (`--tunnel-addr`) and tcp tunnels.
     #[command(flatten)]
     pub tunnel: crate::tunnel::TunnelArgs,
+    /// The OAuth authorization server and guard.
+    #[command(flatten)]
+    pub oauth: crate::oauth::OauthArgs,
     /// Connection caps of the traffic listeners.
     #[command(flatten)]
     pub caps: CapArgs,

@@ -22,6 +22,7 @@ pub mod forward;
 pub mod fuzzing;
 pub mod listeners;
 pub mod net;
+pub mod oauth;
 pub mod reverse;
 pub mod runtime;
 pub mod standalone;
@@ -95,6 +96,7 @@ pub async fn run_until(command: Command, shutdown: CancellationToken) -> Result<
                 limits,
                 runtime.clone(),
                 Some(local),
+                args.state_dir.clone(),
                 shutdown.clone(),
             );
             let stop = shutdown.clone();
@@ -166,8 +168,16 @@ fn features(
         caps,
         runtime,
     )?);
+    let oauth = oauth::Oauth::new(
+        &listeners.oauth,
+        listeners.tunnel.redis_url.as_deref(),
+        listeners.reverse.https_redirect_port,
+    )?;
     let mut hooks = reverse::Hooks::default();
     hooks.upstream.push(tunnels.hook());
+    let (endpoints, guard) = oauth.hooks();
+    hooks.early.push(endpoints);
+    hooks.authenticate.push(guard);
     let challenges = acme::Challenges::new(runtime.clone());
     hooks.early.push(challenges.clone());
     hooks.tls.push(challenges);
@@ -182,7 +192,7 @@ fn features(
         upstream_api,
         &connections,
     ));
-    Ok(vec![admin, forward, reverse, tunnels])
+    Ok(vec![admin, forward, reverse, tunnels, oauth])
 }
 
 /// The process's connection budget, from the open-file limit (raised by

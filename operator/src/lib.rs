@@ -58,6 +58,7 @@ pub mod fleet;
 pub mod index;
 pub mod lease;
 pub mod metrics;
+mod oauth_keys;
 pub mod publish;
 pub mod status;
 pub mod sync_server;
@@ -200,6 +201,12 @@ pub async fn run_with(config: Config, client: Client, shutdown: CancellationToke
         operator_id: config.operator_id.clone(),
     };
     tasks.spawn(ordering.run(shutdown.clone()));
+    let keys = oauth_keys::OauthKeys {
+        client: client.clone(),
+        index: index.clone(),
+        leader: leader.clone(),
+    };
+    tasks.spawn(keys.run(shutdown.clone()));
     let writer = StatusWriter {
         client,
         index,

@@ -23,7 +23,7 @@ use postern_snapshot::AcmeChallenge;
 use rustls::server::ClientHello;
 use rustls::sign::CertifiedKey;
 
-use crate::reverse::{ConnInfo, EarlyRequest, ProxyBody, TlsHook, unchecked_key};
+use crate::reverse::{Answer, ConnInfo, EarlyRequest, ProxyBody, TlsHook, unchecked_key};
 use crate::runtime::Runtime;
 
 /// The certificate manager of `postern standalone`, when `--state-dir` is
@@ -113,12 +113,8 @@ impl Challenges {
     }
 }
 
-impl EarlyRequest for Challenges {
-    fn early_request(
-        &self,
-        req: &Request<Incoming>,
-        conn: &ConnInfo,
-    ) -> Option<Response<ProxyBody>> {
+impl Challenges {
+    fn answer(&self, req: &Request<Incoming>, conn: &ConnInfo) -> Option<Response<ProxyBody>> {
         // RFC 8555 8.3: the CA fetches over plain HTTP; a redirect to
         // HTTPS must not come first, so this runs before routing.
         if conn.tls || (req.method() != Method::GET && req.method() != Method::HEAD) {
@@ -136,6 +132,19 @@ impl EarlyRequest for Challenges {
             .header(header::CONTENT_TYPE, "application/octet-stream")
             .body(body)
             .ok()
+    }
+}
+
+impl EarlyRequest for Challenges {
+    fn early_request(
+        &self,
+        req: Request<Incoming>,
+        conn: &Arc<ConnInfo>,
+    ) -> Result<Answer, Request<Incoming>> {
+        match self.answer(&req, conn) {
+            Some(response) => Ok(Box::pin(async move { response })),
+            None => Err(req),
+        }
     }
 }
 

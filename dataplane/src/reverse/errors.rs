@@ -69,6 +69,22 @@ pub enum ProxyError {
     /// The replica holding the tunnel's agent did not answer on its peer port.
     #[error("the data plane replica holding this tunnel's agent cannot be reached: {0}")]
     PeerUnreachable(String),
+    /// An auth hook refused with an answer of its own: an OAuth challenge
+    /// (401 with `WWW-Authenticate`, 403 `insufficient_scope`) or a browser
+    /// sent to log in (302).
+    #[error("{}", .0.description)]
+    Refused(Box<Refusal>),
+}
+
+/// The answer of an auth hook that refuses a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub status: StatusCode,
+    /// The `error` member of the JSON body (RFC 6750 codes), and the label.
+    pub error: &'static str,
+    pub description: String,
+    /// Extra headers (`WWW-Authenticate`, `Location`, `Set-Cookie`, CORS).
+    pub headers: Vec<(header::HeaderName, HeaderValue)>,
 }
 
 impl ProxyError {
@@ -86,6 +102,7 @@ impl ProxyError {
             ProxyError::BackendTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::NoAgent | ProxyError::TunnelRegistryDown => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::PeerUnreachable(_) => StatusCode::BAD_GATEWAY,
+            ProxyError::Refused(r) => r.status,
         }
     }
 
@@ -106,6 +123,7 @@ impl ProxyError {
             ProxyError::NoAgent => "no_agent",
             ProxyError::TunnelRegistryDown => "tunnel_registry_down",
             ProxyError::PeerUnreachable(_) => "peer_unreachable",
+            ProxyError::Refused(r) => r.error,
         }
     }
 
@@ -174,6 +192,11 @@ impl ProxyError {
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if let ProxyError::Refused(refusal) = self {
+            for (name, value) in &refusal.headers {
+                headers.append(name.clone(), value.clone());
+            }
+        }
         if let ProxyError::Unauthorized { presented } = self {
             let challenge = if *presented {
                 "Bearer realm=\"postern\", error=\"invalid_token\""

@@ -18,7 +18,7 @@ use hyper::body::Incoming;
 use super::body::{ProxyBody, Watched};
 use super::errors::{ProxyError, wants_html};
 use super::headers::{self, Forwarding, X_REQUEST_ID};
-use super::phases::{Backend, LogRecord};
+use super::phases::{AuthContext, Backend, LogRecord};
 use super::router::{SiteTable, normalise_host};
 use super::tables::Tables;
 use super::{ConnInfo, Shared, upgrade};
@@ -100,8 +100,8 @@ fn access_log(r: &LogRecord<'_>) {
 }
 
 async fn proxy<'t>(
-    mut req: Request<Incoming>,
-    conn: &ConnInfo,
+    req: Request<Incoming>,
+    conn: &Arc<ConnInfo>,
     tables: &'t Tables,
     shared: &Shared,
     id: &HeaderValue,
@@ -109,9 +109,10 @@ async fn proxy<'t>(
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let hooks = &shared.hooks;
     // 1. early request
-    if let Some(response) = hooks.early_request(&req, conn) {
-        return Ok(response);
-    }
+    let mut req = match hooks.early_request(req, conn) {
+        Ok(answer) => return Ok(answer.await),
+        Err(req) => req,
+    };
     // 2. route
     let raw_host = raw_host(&req)?;
     let host = normalise_host(&raw_host).ok_or(ProxyError::BadRequest("invalid Host header"))?;
@@ -129,11 +130,20 @@ async fn proxy<'t>(
         Ok(Cow::Owned(path)) => Some(path),
         Err(e) => return Err(ProxyError::BadRequest(e.as_str())),
     };
-    let path = normalised.as_deref().unwrap_or(req.uri().path());
+    // Owned: the auth phase may edit the request it was read from.
+    let path: String = normalised
+        .clone()
+        .unwrap_or_else(|| req.uri().path().to_string());
+    let path = path.as_str();
     let target = site.target(req.method(), path);
     trace.route = target.route.as_deref();
     // 3. authenticate
-    hooks.authenticate(&target.guard, &req, conn)?;
+    let ctx = AuthContext {
+        host: &host,
+        raw_host: &raw_host,
+        path,
+    };
+    hooks.authenticate(&target.guard, &mut req, &ctx)?;
     // 4. choose upstream
     let upstream = hooks.choose_upstream(site, target, req.method(), path)?;
     // 5. upstream request

@@ -16,7 +16,7 @@ mod backend;
 mod body;
 mod certs;
 mod connector;
-mod errors;
+pub(crate) mod errors;
 mod handler;
 mod headers;
 mod idle;
@@ -57,8 +57,9 @@ use crate::listeners::{Listener, Listeners};
 use crate::net::admission::{Admission, Permit};
 use crate::net::{Caps, Connections};
 pub(crate) use phases::Hooks;
-pub(crate) use phases::{EarlyRequest, TlsHook};
+pub(crate) use phases::{Answer, AuthContext, Authenticate, EarlyRequest, TlsHook};
 use proxy_protocol::Trusted;
+pub(crate) use router::normalise_host;
 use tables::Live;
 
 /// Flags of the reverse proxy listeners.

@@ -43,24 +43,45 @@ use super::auth::Guard;
 use super::router::{SiteTable, Target};
 use super::{ConnInfo, ProxyBody, ProxyError};
 
+/// The answer of an early-request hook: it may read the body and call out
+/// (the authorization server's endpoints do) before it responds.
+pub type Answer = BoxFuture<'static, Response<ProxyBody>>;
+
 /// Phase 1: answers a request before routing, or lets it through.
 pub trait EarlyRequest: Send + Sync {
-    /// `Some` ends the request with that response.
+    /// `Ok` takes the request and ends it with that answer; `Err` hands
+    /// the request back untouched for the next hook and routing. (Handing
+    /// it back by value is the point: boxing it would cost every request
+    /// an allocation.)
+    #[allow(clippy::result_large_err)]
     fn early_request(
         &self,
-        req: &Request<Incoming>,
-        conn: &ConnInfo,
-    ) -> Option<Response<ProxyBody>>;
+        req: Request<Incoming>,
+        conn: &Arc<ConnInfo>,
+    ) -> Result<Answer, Request<Incoming>>;
 }
 
-/// Phase 3: checks the guard kinds this hook owns.
+/// What phase 3 knows besides the request: the routed host and path.
+pub struct AuthContext<'a> {
+    /// Lowercase, without the port.
+    pub host: &'a str,
+    /// As the client wrote it (`host[:port]`), for absolute URLs.
+    pub raw_host: &'a str,
+    /// The normalised path routing and auth decide on.
+    pub path: &'a str,
+}
+
+/// Phase 3: checks the guard kinds this hook owns. It may edit the request
+/// on its way to the backend (drop the client's credentials, add the
+/// identity headers) and refuse with its own challenge
+/// ([`ProxyError::Refused`]).
 pub trait Authenticate: Send + Sync {
     /// `None`: not this hook's kind of guard. `Some(Err)` refuses.
     fn authenticate(
         &self,
         guard: &Guard,
-        req: &Request<Incoming>,
-        conn: &ConnInfo,
+        req: &mut Request<Incoming>,
+        ctx: &AuthContext<'_>,
     ) -> Option<Result<(), ProxyError>>;
 }
 
@@ -145,26 +166,35 @@ pub struct Hooks {
 }
 
 impl Hooks {
-    /// Phase 1: the first hook that answers.
+    /// Phase 1: the first hook that answers, else the request back.
+    #[allow(clippy::result_large_err)]
     pub fn early_request(
         &self,
-        req: &Request<Incoming>,
-        conn: &ConnInfo,
-    ) -> Option<Response<ProxyBody>> {
-        self.early.iter().find_map(|h| h.early_request(req, conn))
+        mut req: Request<Incoming>,
+        conn: &Arc<ConnInfo>,
+    ) -> Result<Answer, Request<Incoming>> {
+        for hook in &self.early {
+            match hook.early_request(req, conn) {
+                Ok(answer) => return Ok(answer),
+                Err(back) => req = back,
+            }
+        }
+        Err(req)
     }
 
     /// Phase 3: the first hook that owns the guard, else the built-in check.
     pub fn authenticate(
         &self,
         guard: &Guard,
-        req: &Request<Incoming>,
-        conn: &ConnInfo,
+        req: &mut Request<Incoming>,
+        ctx: &AuthContext<'_>,
     ) -> Result<(), ProxyError> {
-        self.authenticate
-            .iter()
-            .find_map(|h| h.authenticate(guard, req, conn))
-            .unwrap_or_else(|| guard.check(req.headers()))
+        for hook in &self.authenticate {
+            if let Some(verdict) = hook.authenticate(guard, req, ctx) {
+                return verdict;
+            }
+        }
+        guard.check(req.headers())
     }
 
     /// Phase 4: the first hook that owns the target, else its pooled client.

@@ -15,6 +15,7 @@
 //! `lastError` until fixed.
 
 pub(crate) mod load;
+mod oauth_keys;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -49,11 +50,13 @@ pub async fn run(
     limits: Limits,
     runtime: Arc<Runtime>,
     acme: Option<Arc<Local>>,
+    state_dir: Option<PathBuf>,
     shutdown: CancellationToken,
 ) {
     tracing::info!(dir = %dir.display(), "watching manifests (polling every {}ms)", POLL.as_millis());
     let mut watcher = Watcher::new(dir, runtime, limits);
     watcher.acme = acme;
+    watcher.oauth_keys = oauth_keys::OauthKeys::new(state_dir);
     let mut tick = tokio::time::interval(POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -95,6 +98,8 @@ pub struct Watcher {
     /// with: a new revision recompiles them.
     files: Option<Vec<ManifestFile>>,
     acme_revision: u64,
+    /// Signing keys of authorization servers that name none.
+    oauth_keys: oauth_keys::OauthKeys,
 }
 
 impl Watcher {
@@ -110,6 +115,7 @@ impl Watcher {
             acme: None,
             files: None,
             acme_revision: 0,
+            oauth_keys: oauth_keys::OauthKeys::default(),
         }
     }
 
@@ -170,6 +176,7 @@ impl Watcher {
         if let Some(acme) = &self.acme {
             self.acme_revision = acme.augment(&mut inputs);
         }
+        self.oauth_keys.augment(&mut inputs);
         let output = postern_compile::compile(&inputs);
         if let Some(acme) = &self.acme {
             acme.compiled(output.acme.clone());

@@ -75,16 +75,12 @@ pub struct TunnelArgs {
         value_name = "IP"
     )]
     pub tunnel_tcp_host: IpAddr,
-    /// The Redis that data-plane replicas share to find which one holds a
-    /// tunnel's agent (`redis://HOST:PORT[/DB]`, `rediss://` for TLS).
-    /// Needs --tunnel-peer-addr. Without it (standalone, one replica) only
-    /// agents connected to this process serve.
-    #[arg(
-        long,
-        env = "POSTERN_REDIS_URL",
-        value_name = "URL",
-        requires = "tunnel_peer_addr"
-    )]
+    /// The Redis that data-plane replicas share (`redis://HOST:PORT[/DB]`,
+    /// `rediss://` for TLS): OAuth state (codes, sessions, refresh tokens,
+    /// registered clients, rate counters) and, with --tunnel-peer-addr,
+    /// which replica holds a tunnel's agent. Without it, OAuth state is
+    /// kept in memory and only agents connected to this process serve.
+    #[arg(long, env = "POSTERN_REDIS_URL", value_name = "URL")]
     pub redis_url: Option<String>,
     /// The internal port other replicas send streams to for the agents
     /// connected here. Only replicas holding --tunnel-peer-secret-file get
