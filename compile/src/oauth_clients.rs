@@ -11,6 +11,9 @@ use crate::Reason;
 use crate::build::{Build, oldest_first};
 use crate::refusal::Refusal;
 
+/// The client id protected hosts use towards their authorization server.
+const RESERVED_CLIENT_ID: &str = "postern-guard";
+
 /// Compiles OAuthClients oldest first: the client id is the object's name,
 /// and the older object keeps one used in two namespaces.
 pub(crate) fn compile(build: &mut Build<'_>) -> Vec<OAuthClientEntry> {
@@ -41,6 +44,12 @@ fn oauth_client(
 ) -> Result<OAuthClientEntry, Refusal> {
     let ns = obj.namespace();
     let spec = &obj.spec;
+    if obj.meta.name == RESERVED_CLIENT_ID {
+        return Err((
+            Reason::InvalidSpec,
+            format!("client id {RESERVED_CLIENT_ID} is reserved for Postern's own browser sign-in"),
+        ));
+    }
     if spec.redirect_uris.is_empty() || spec.grant_types.is_empty() {
         return Err((
             Reason::InvalidSpec,

@@ -270,7 +270,11 @@ impl Pools {
             .previous
             .remove(&key)
             .unwrap_or_else(|| Arc::new(BackendClient::new(&key)));
-        if let Some(why) = up.broken() {
+        // An empty URL is a site with no backend (an authorization server,
+        // answered before routing): nothing to warn about.
+        if let Some(why) = up.broken()
+            && !endpoint.url.is_empty()
+        {
             tracing::warn!(backend = %endpoint.url, error = why, "backend unusable; its requests get 502");
         }
         self.current.insert(key, up.clone());
