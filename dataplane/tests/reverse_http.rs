@@ -83,7 +83,7 @@ metadata: {{name: oauth, namespace: default}}
 spec:
   hostnames: [oauth.test]
   backend: {{url: "{main}"}}
-  auth: {{type: oauth}}
+  auth: {{type: oauth, server: {{name: missing}}}}
 ---
 apiVersion: postern.io/v1alpha1
 kind: ProxyTarget
@@ -268,11 +268,13 @@ async fn bearer_auth_per_target_and_route_and_the_oauth_seam() {
     // The route overrides the target's auth.
     let u = url(&proxy, "/public/page");
     assert_eq!(fetch(&["-H", "Host: guarded.test", &u]).status, 200);
-    // OAuth is not available yet: a clear 501, and no path of the host is taken over.
+    // A target protected by an authorization server that does not exist
+    // is refused, so nobody gets past it; and no path of another host is
+    // taken over by the OAuth capability.
     let u = url(&proxy, "/");
     let r = fetch(&["-H", "Host: oauth.test", &u]);
-    assert_eq!(r.status, 501);
-    assert_eq!(r.json()["error"], "auth_unavailable");
+    assert_eq!(r.status, 404);
+    assert_eq!(r.json()["error"], "unknown_host");
     for path in [
         "/token",
         "/register",
