@@ -9,16 +9,20 @@
 //! - [`store`]: the runtime state replicas share (codes, sessions,
 //!   refresh-token families, registered clients, rate counters), in Redis
 //!   or in memory;
+//! - [`codes`], [`refresh`]: single-use authorization codes and rotating
+//!   refresh-token families with reuse detection, over the store;
 //! - [`ratelimit`]: fixed windows per client address over the store;
 //! - [`login`]: the upstream identity providers (GitHub's web flow and
 //!   generic OpenID Connect) as clients.
 
+pub mod codes;
 pub mod identity;
 pub mod keys;
 pub mod login;
 pub mod pkce;
 pub mod ratelimit;
 pub mod redirect;
+pub mod refresh;
 pub mod resource;
 pub mod store;
 pub mod tokens;
