@@ -19,7 +19,6 @@ use postern_oauth::tokens::{self, AccessClaims, SessionClaims};
 use postern_snapshot::OauthPolicy;
 
 use super::Oauth;
-use super::tables::Server;
 use super::web::{self, https_origin, port_of};
 use crate::reverse::auth::Guard;
 use crate::reverse::errors::Refusal;
@@ -86,6 +85,7 @@ impl GuardHook {
             .map(|h| https_origin(h, port))
             .collect();
         let metadata = metadata_url(&audience, ctx.path);
+        same_origin_off(req.headers_mut(), &audience);
         let now = web::now();
         if let Some(token) = bearer(req.headers()) {
             let claims = match tokens::verify_access(&server.keys, token, &issuers, &audience, now)
@@ -110,9 +110,7 @@ impl GuardHook {
         }
         if browser(req) {
             metrics.guard("login_redirect");
-            return Err(login_redirect(
-                server, policy, req, ctx, &audience, &issuers,
-            ));
+            return Err(login_redirect(policy, req, ctx, &audience, &issuers));
         }
         metrics.guard("challenge");
         Err(challenge(&metadata, policy, None))
@@ -253,7 +251,6 @@ fn forbidden(login: &str) -> ProxyError {
 /// Sends a browser to the authorization server, remembering in a cookie of
 /// this host the state, the PKCE verifier and the page to come back to.
 fn login_redirect(
-    server: &Server,
     policy: &OauthPolicy,
     req: &Request<Incoming>,
     ctx: &AuthContext<'_>,
@@ -292,7 +289,6 @@ fn login_redirect(
     if let Some(cookie) = web::set_cookie(LOGIN_COOKIE, &pending, 600) {
         headers.push((header::SET_COOKIE, cookie));
     }
-    let _ = server;
     refusal(
         StatusCode::FOUND,
         "login_redirect",
@@ -341,6 +337,19 @@ fn browser(req: &Request<Incoming>) -> bool {
 
 fn web_accepts_html(headers: &HeaderMap) -> bool {
     crate::reverse::errors::wants_html(headers)
+}
+
+/// A browser's `Origin` naming this very host means nothing to the backend,
+/// which sees its own `host:port` and (an MCP SDK server with DNS-rebinding
+/// protection) refuses an Origin that is not its own (OAUTH-MCP 8).
+/// Cross-origin requests keep theirs, for the backend's CORS decision.
+fn same_origin_off(headers: &mut HeaderMap, audience: &str) {
+    if headers
+        .get(header::ORIGIN)
+        .is_some_and(|o| o.as_bytes().eq_ignore_ascii_case(audience.as_bytes()))
+    {
+        headers.remove(header::ORIGIN);
+    }
 }
 
 /// The client may not speak for the user: identity headers come only from here.
