@@ -1,6 +1,8 @@
 //! The OAuth 2.1 core of Postern's authorization server and guard, with no
 //! HTTP server in it (the data plane's `oauth` module serves the endpoints):
 //!
+//! - [`cimd`]: Client ID Metadata Documents, fetched SSRF-safely and
+//!   cached in the store;
 //! - [`identity`]: who logged in, from whichever provider;
 //! - [`keys`]: signing keys from the snapshot, JWKS, verification keys;
 //! - [`tokens`]: access-token claims, signing and local verification;
@@ -15,6 +17,7 @@
 //! - [`login`]: the upstream identity providers (GitHub's web flow and
 //!   generic OpenID Connect) as clients.
 
+pub mod cimd;
 pub mod codes;
 pub mod identity;
 pub mod keys;

@@ -32,6 +32,7 @@ use arc_swap::ArcSwap;
 use futures::future::BoxFuture;
 use http::Request;
 use hyper::body::Incoming;
+use postern_oauth::cimd::PublicHttp;
 use postern_oauth::login::github::Github;
 use postern_oauth::login::http::HttpClient;
 use postern_oauth::login::oidc::Oidc;
@@ -81,6 +82,8 @@ impl Providers {
 pub struct Oauth {
     tables: ArcSwap<Tables>,
     providers: Providers,
+    /// Fetches clients' metadata documents: public addresses only.
+    cimd: PublicHttp,
     store: Arc<dyn Store>,
     metrics: OauthMetrics,
     /// The port browsers are sent to for https when a request came over
@@ -102,11 +105,14 @@ impl Oauth {
         };
         let http = HttpClient::new(ca.as_deref())
             .map_err(|e| crate::Error::Usage(format!("--oauth-provider-ca: {e}")))?;
+        let cimd = PublicHttp::new()
+            .map_err(|e| crate::Error::Usage(format!("client metadata documents: {e}")))?;
         let store = postern_oauth::store::open(redis_url)
             .map_err(|e| crate::Error::Usage(format!("--redis-url: {e}")))?;
         Ok(Arc::new(Oauth {
             tables: ArcSwap::from_pointee(Tables::default()),
             providers: Providers { http },
+            cimd,
             store,
             metrics: OauthMetrics::default(),
             https_port,

@@ -15,6 +15,7 @@ use bytes::Bytes;
 use http::header::{ACCEPT, CONTENT_TYPE, HeaderName, HeaderValue, USER_AGENT};
 use http::{HeaderMap, Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -96,13 +97,7 @@ impl HttpClient {
     /// Plain `http://` URLs are allowed: which URLs are acceptable is the
     /// configuration's decision, not the transport's.
     pub fn new(extra_roots_pem: Option<&[u8]>) -> Result<Self, HttpError> {
-        let roots = root_store(extra_roots_pem)?;
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| HttpError::Tls(e.to_string()))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let tls = tls_config(extra_roots_pem)?;
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()
@@ -167,25 +162,56 @@ impl HttpClient {
             .request(req)
             .await
             .map_err(|e| HttpError::Transport(target.to_owned(), error_chain(&e)))?;
-        let (parts, body) = resp.into_parts();
-        let body = Limited::new(body, MAX_BODY)
-            .collect()
+        read_capped(resp, MAX_BODY, target)
             .await
-            .map_err(|e| {
-                if e.is::<http_body_util::LengthLimitError>() {
-                    HttpError::TooLarge(target.to_owned())
-                } else {
-                    HttpError::Transport(target.to_owned(), error_chain(e.as_ref()))
-                }
-            })?
-            .to_bytes();
-        Ok(HttpResponse {
-            status: parts.status,
-            headers: parts.headers,
-            body,
-            target: target.to_owned(),
-        })
+            .map_err(|e| match e {
+                BodyError::TooLarge => HttpError::TooLarge(target.to_owned()),
+                BodyError::Transport(e) => HttpError::Transport(target.to_owned(), e),
+            })
     }
+}
+
+/// A rustls client configuration (ring) trusting the system's roots and
+/// every certificate in `extra_roots_pem`.
+pub(crate) fn tls_config(
+    extra_roots_pem: Option<&[u8]>,
+) -> Result<rustls::ClientConfig, HttpError> {
+    let roots = root_store(extra_roots_pem)?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| HttpError::Tls(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+/// Why a response body was not read whole.
+pub(crate) enum BodyError {
+    TooLarge,
+    Transport(String),
+}
+
+/// A response read whole, refused once its body passes `max` bytes.
+pub(crate) async fn read_capped(
+    resp: http::Response<Incoming>,
+    max: usize,
+    target: &str,
+) -> Result<HttpResponse, BodyError> {
+    let (parts, body) = resp.into_parts();
+    let body = Limited::new(body, max)
+        .collect()
+        .await
+        .map_err(|e| match e.is::<http_body_util::LengthLimitError>() {
+            true => BodyError::TooLarge,
+            false => BodyError::Transport(error_chain(e.as_ref())),
+        })?
+        .to_bytes();
+    Ok(HttpResponse {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+        target: target.to_owned(),
+    })
 }
 
 fn root_store(extra_pem: Option<&[u8]>) -> Result<rustls::RootCertStore, HttpError> {
@@ -245,7 +271,7 @@ fn build(
 
 /// Scheme, authority and path: what errors may show of a URL (queries can
 /// hold codes or tokens).
-fn describe(uri: &Uri) -> String {
+pub(crate) fn describe(uri: &Uri) -> String {
     format!(
         "{}://{}{}",
         uri.scheme_str().unwrap_or("?"),
@@ -262,7 +288,7 @@ fn describe_str(url: &str) -> String {
 /// The error and its causes on one line ("client error (Connect): tcp
 /// connect error: Connection refused"), since hyper's top level alone says
 /// little.
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
     while let Some(cause) = source {

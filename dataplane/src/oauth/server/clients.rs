@@ -6,6 +6,7 @@
 
 use base64::Engine;
 use http::{HeaderMap, header};
+use postern_oauth::cimd::{self, CimdError};
 use postern_oauth::redirect;
 use postern_oauth::store::StoreError;
 use postern_snapshot::{GrantType, salted_sha256, sha256_hex};
@@ -163,7 +164,7 @@ pub async fn find(ctx: &Ctx, client_id: &str) -> Result<Option<Client>, StoreErr
             guard: false,
         }));
     }
-    Ok(registered(ctx, client_id).await?.map(|r| Client {
+    if let Some(client) = registered(ctx, client_id).await?.map(|r| Client {
         id: r.client_id,
         name: r.client_name,
         redirect_uris: r.redirect_uris,
@@ -176,7 +177,40 @@ pub async fn find(ctx: &Ctx, client_id: &str) -> Result<Option<Client>, StoreErr
             None => Secret::None,
         },
         guard: false,
-    }))
+    }) {
+        return Ok(Some(client));
+    }
+    if ctx.server.config.client_id_metadata_documents && client_id.starts_with("https://") {
+        return metadata_document(ctx, client_id).await;
+    }
+    Ok(None)
+}
+
+/// A client whose id is the https URL of its metadata document (Client ID
+/// Metadata Documents, MCP 2025-11-25): public, with the document's name,
+/// redirect URIs and grant types. A document that cannot be fetched or is
+/// refused makes an unknown client; the reason is logged, the body never.
+async fn metadata_document(ctx: &Ctx, client_id: &str) -> Result<Option<Client>, StoreError> {
+    match cimd::fetch(&ctx.oauth.cimd, ctx.oauth.store.as_ref(), client_id).await {
+        Ok(doc) => Ok(Some(Client {
+            id: doc.client_id,
+            name: doc.client_name,
+            redirect_uris: doc.redirect_uris,
+            grant_types: doc.grant_types,
+            // The scope the document names is what the client wants, not a
+            // cap: MCP clients step up on `insufficient_scope` with the
+            // same client_id.
+            scopes: None,
+            secret: Secret::None,
+            guard: false,
+        })),
+        Err(CimdError::Store(e)) => Err(e),
+        Err(reason) => {
+            let shown: String = client_id.chars().take(256).collect();
+            tracing::info!(server = %ctx.server.id, client_id = ?shown, %reason, "client metadata document refused");
+            Ok(None)
+        }
+    }
 }
 
 pub fn store_key(ctx: &Ctx, client_id: &str) -> String {
