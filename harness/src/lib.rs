@@ -23,6 +23,7 @@ pub mod dirs;
 pub mod http;
 pub mod manifests;
 pub mod memory;
+pub mod oauth;
 pub mod operator;
 pub mod peers;
 pub mod pki;

@@ -189,9 +189,16 @@ pub async fn rotate(
             .await?
             .ok_or(RefreshError::Invalid)?;
         let used: Used = decode(&bytes)?;
+        // Once the successor was itself rotated, this token is a replay
+        // of an older generation, however recent: the grace window only
+        // covers presentations racing the first rotation.
+        let moved_on = store
+            .get(&used_key(&digest(&successor(&used.seed, token))))
+            .await?
+            .is_some();
         // A replica whose clock is behind may see `now` before `at`:
         // that is within the window too.
-        if now > used.at.saturating_add(grace.as_secs()) {
+        if moved_on || now > used.at.saturating_add(grace.as_secs()) {
             revoke_family(store, &grant.family).await?;
             return Err(RefreshError::Reused);
         }

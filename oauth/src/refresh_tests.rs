@@ -196,3 +196,22 @@ async fn across_replicas_in_redis() {
         Err(RefreshError::Invalid)
     );
 }
+
+/// Within the grace window, a token whose successor was already rotated
+/// is a replay of an older generation: refused, and the family goes.
+#[tokio::test]
+async fn a_replay_two_generations_back_is_reuse_even_within_the_grace() {
+    let store = MemoryStore::new();
+    let t0 = start(&store).await;
+    let t1 = rotate_at(&store, &t0, NOW).await.expect("t0 rotates");
+    assert_eq!(rotate_at(&store, &t0, NOW + 1).await, Ok(t1.clone()));
+    let t2 = rotate_at(&store, &t1, NOW + 2).await.expect("t1 rotates");
+    assert_eq!(
+        rotate_at(&store, &t0, NOW + 3).await,
+        Err(RefreshError::Reused)
+    );
+    assert_eq!(
+        rotate_at(&store, &t2, NOW + 4).await,
+        Err(RefreshError::Invalid)
+    );
+}

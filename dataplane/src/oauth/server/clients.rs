@@ -164,14 +164,16 @@ pub async fn find(ctx: &Ctx, client_id: &str) -> Result<Option<Client>, StoreErr
             guard: false,
         }));
     }
+    // A registered client's `scope` is what it said it wanted, not a cap:
+    // the client wrote it itself (it could register again with more), and
+    // MCP clients register with the first challenge's scope, then step up
+    // to more on `insufficient_scope` with the same registration.
     if let Some(client) = registered(ctx, client_id).await?.map(|r| Client {
         id: r.client_id,
         name: r.client_name,
         redirect_uris: r.redirect_uris,
         grant_types: r.grant_types,
-        scopes: r
-            .scope
-            .map(|s| s.split_ascii_whitespace().map(String::from).collect()),
+        scopes: None,
         secret: match r.secret_sha256 {
             Some(h) => Secret::Plain(h),
             None => Secret::None,
