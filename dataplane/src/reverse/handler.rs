@@ -48,6 +48,7 @@ pub async fn handle(
     let logged = (access || shared.hooks.logs())
         .then(|| (req.method().clone(), req.uri().path().to_string()));
     let mut trace = Trace::default();
+    let sent_body = req.version() < Version::HTTP_2 && has_body(req.headers());
     let result = proxy(req, &conn, &tables, &shared, &id, &mut trace).await;
     let (mut response, outcome) = match result {
         Ok(response) => (response, "ok"),
@@ -61,6 +62,14 @@ pub async fn handle(
     response
         .headers_mut()
         .insert(X_REQUEST_ID.clone(), id.clone());
+    // A refusal is answered before the request body is read, and HTTP/1.1
+    // cannot reuse a connection with a body left on it: say so, or the
+    // client sends its next request into a connection being closed.
+    if sent_body && (outcome != "ok" || response.status().is_client_error()) {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     shared.metrics.request(outcome);
     // 7. log
     if let Some((method, path)) = logged {
@@ -81,6 +90,14 @@ pub async fn handle(
         shared.hooks.log(&record);
     }
     Ok(response)
+}
+
+/// Whether an HTTP/1.x request carries a body (RFC 9112 §6.3).
+fn has_body(headers: &http::HeaderMap) -> bool {
+    headers.contains_key(header::TRANSFER_ENCODING)
+        || headers
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0")
 }
 
 /// The built-in log phase: one line per request on `postern::access`.
