@@ -33,7 +33,9 @@ use crate::runtime::{Runtime, Source};
 use crate::standalone::{ManifestFile, load};
 use crate::sync::session;
 
+mod oauth;
 mod tunnel;
+pub use oauth::oauth_inputs;
 pub use tunnel::tunnel_hello;
 
 /// The user every fuzzed handshake may authenticate as (`alice:secret`).

@@ -23,6 +23,7 @@ const TARGETS: &[(&str, Run)] = &[
     ("path_normalise", path),
     ("authority", authority),
     ("tunnel_hello", tunnel_hello),
+    ("oauth_inputs", oauth_inputs),
 ];
 
 fn corpus() -> PathBuf {

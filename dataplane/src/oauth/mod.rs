@@ -23,7 +23,7 @@ mod metrics;
 mod protected;
 mod server;
 mod tables;
-mod web;
+pub(crate) mod web;
 
 use std::path::PathBuf;
 use std::sync::Arc;
