@@ -16,7 +16,7 @@ use hyper_util::rt::TokioIo;
 use postern_snapshot::{Credentials, Upstream};
 
 use super::errors::ForwardError;
-use super::relay::{Bytes as Counters, Counted, Outcome};
+use super::relay::{Bytes as Counters, Outcome, counted};
 use super::reply::{Body, refuse};
 use super::target::Target;
 use super::{Admitted, Forward};
@@ -49,7 +49,7 @@ pub(super) async fn forward(
     };
     let req = prepare_request(req, upstream_creds);
     let bytes = Arc::new(Counters::default());
-    let io = Counted::new(stream, bytes.clone(), fwd.metrics(), &user.user);
+    let io = counted(stream, bytes.clone(), fwd.metrics(), &user.user);
     let (mut sender, conn) = match hyper::client::conn::http1::handshake(TokioIo::new(io)).await {
         Ok(pair) => pair,
         Err(e) => {

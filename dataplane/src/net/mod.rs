@@ -2,15 +2,17 @@
 //! ahead of it ([`Prefixed`]), the hop-by-hop header rules
 //! ([`strip_hop_by_hop`]), the canonical form of request paths
 //! ([`path::normalise`]), the open-file limit ([`limits`]), a stream that
-//! can be broken from outside ([`Killable`]), and who may hold a connection
-//! ([`admission`]) taken by the one accept step every listener uses
-//! ([`Acceptor`]). Nothing here knows about snapshots or features.
+//! can be broken from outside ([`Killable`]), one that counts what passes
+//! ([`Metered`]), and who may hold a connection ([`admission`]) taken by
+//! the one accept step every listener uses ([`Acceptor`]). Nothing here
+//! knows about snapshots or features.
 
 mod accept;
 pub mod admission;
 mod hop_by_hop;
 mod killable;
 pub mod limits;
+mod metered;
 pub mod path;
 #[cfg(test)]
 mod path_props;
@@ -20,4 +22,5 @@ pub use accept::{Accepted, Acceptor};
 pub use admission::{Caps, Connections};
 pub use hop_by_hop::strip_hop_by_hop;
 pub use killable::{Kill, Killable};
+pub use metered::{Metered, Tally};
 pub use prefixed::Prefixed;

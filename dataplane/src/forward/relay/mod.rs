@@ -11,18 +11,17 @@
 
 use std::future::Future;
 use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::counter::Counter;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
 use super::metrics::ForwardMetrics;
 use super::upstream::Stream;
+use crate::net::{Metered, Tally};
 
 #[cfg(target_os = "linux")]
 mod splice;
@@ -213,62 +212,39 @@ pub fn finish(record: &Record, outcome: &Outcome, bytes: &Bytes, metrics: &Forwa
     );
 }
 
-/// A stream that counts what passes through it (plain-HTTP exchanges,
-/// where hyper owns the copying).
-pub struct Counted<S> {
-    inner: S,
+/// What a plain-HTTP exchange's stream reports (hyper owns the copying):
+/// read is down, written is up, into the tunnel's and the user's counters.
+pub struct UserTally {
     bytes: Arc<Bytes>,
     up: Counter,
     down: Counter,
 }
 
-impl<S> Counted<S> {
-    pub fn new(inner: S, bytes: Arc<Bytes>, metrics: &ForwardMetrics, user: &str) -> Self {
-        let labels = ForwardMetrics::user(user);
-        Counted {
-            inner,
-            bytes,
-            up: metrics.bytes_up.get_or_create(&labels).clone(),
-            down: metrics.bytes_down.get_or_create(&labels).clone(),
-        }
-    }
+/// `inner`, counting what passes into `bytes` and `user`'s byte counters.
+pub fn counted<S>(
+    inner: S,
+    bytes: Arc<Bytes>,
+    metrics: &ForwardMetrics,
+    user: &str,
+) -> Metered<S, UserTally> {
+    let labels = ForwardMetrics::user(user);
+    let tally = UserTally {
+        bytes,
+        up: metrics.bytes_up.get_or_create(&labels).clone(),
+        down: metrics.bytes_down.get_or_create(&labels).clone(),
+    };
+    Metered::new(inner, tally)
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        let n = (buf.filled().len() - before) as u64;
-        if n > 0 {
-            self.bytes.down.fetch_add(n, Relaxed);
-            self.down.inc_by(n);
-        }
-        r
+impl Tally for UserTally {
+    fn read(&self, n: u64) {
+        self.bytes.down.fetch_add(n, Relaxed);
+        self.down.inc_by(n);
     }
-}
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = r {
-            self.bytes.up.fetch_add(n as u64, Relaxed);
-            self.up.inc_by(n as u64);
-        }
-        r
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+    fn wrote(&self, n: u64) {
+        self.bytes.up.fetch_add(n, Relaxed);
+        self.up.inc_by(n);
     }
 }
 
