@@ -105,6 +105,12 @@ pub trait Backend: Send + Sync {
         addrs: (SocketAddr, SocketAddr),
         client_broke: Arc<AtomicBool>,
     ) -> BoxFuture<'_, Result<Response<Incoming>, ProxyError>>;
+    /// The response body of a request this backend answered (not of a
+    /// protocol switch), on its way to the client: a backend that counts
+    /// what it relays wraps it. The default passes it through.
+    fn response_body(&self, body: ProxyBody) -> ProxyBody {
+        body
+    }
 }
 
 /// Phase 4: picks the backend of the targets this hook owns.

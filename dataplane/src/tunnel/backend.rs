@@ -7,19 +7,24 @@
 //! under h2 flow control). An HTTP Upgrade (WebSocket) is a raw `CONNECT`
 //! stream to the local service over which the request is spoken as
 //! HTTP/1.1, so the reverse proxy's own upgrade splice works unchanged.
+//! Either way the stream is counted ([`Relayed`]): an http request's body
+//! frames both ways, an upgrade's every byte.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use futures::future::BoxFuture;
 use http::uri::{Authority, PathAndQuery};
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
 
 use super::protocol::{H_CLIENT, H_SERVER, H_STREAM, H_TUNNEL};
+use super::relayed::{Counted, Relayed, Way};
 use super::session::{Route, State};
+use crate::net::Metered;
 use crate::reverse::{Backend, ChooseUpstream, ProxyBody, ProxyError, SiteTable, Target};
 
 /// The hook the reverse proxy asks in phase 4.
@@ -65,6 +70,7 @@ impl TunnelHook {
             strip,
             authority: Authority::from_static(AUTHORITY),
             state: self.state.clone(),
+            relayed: OnceLock::new(),
         }))
     }
 }
@@ -82,6 +88,8 @@ pub struct TunnelBackend {
     strip: Option<String>,
     authority: Authority,
     state: Arc<State>,
+    /// This request's stream, counted once it is sent.
+    relayed: OnceLock<Arc<Relayed>>,
 }
 
 impl Backend for TunnelBackend {
@@ -127,9 +135,12 @@ impl Backend for TunnelBackend {
                 request.headers_mut().insert(name, value);
             }
             let upgrade = request.headers().contains_key(header::UPGRADE);
-            self.state
-                .metrics
-                .stream(&self.tunnel, if upgrade { "upgrade" } else { "http" });
+            let kind = if upgrade { "upgrade" } else { "http" };
+            self.state.metrics.stream(&self.tunnel, kind);
+            let relayed = self
+                .relayed
+                .get_or_init(|| Relayed::open(&self.state.metrics, &self.tunnel, kind))
+                .clone();
             let failed = |e: hyper::Error| {
                 if client_broke.load(Ordering::Relaxed) {
                     ProxyError::ClientGone
@@ -144,6 +155,7 @@ impl Backend for TunnelBackend {
                 .await?;
             sender.ready().await.map_err(|_| ProxyError::NoAgent)?;
             if !upgrade {
+                let request = request.map(|b| Counted::wrap(b, relayed, Way::ToAgent));
                 return sender.send_request(request).await.map_err(failed);
             }
             let mut connect = Request::new(Empty::new().map_err(|e| match e {}).boxed_unsync());
@@ -161,6 +173,7 @@ impl Backend for TunnelBackend {
                 return Ok(opened);
             }
             let raw = hyper::upgrade::on(&mut opened).await.map_err(failed)?;
+            let raw = TokioIo::new(Metered::new(TokioIo::new(raw), relayed));
             let (mut http1, conn) = hyper::client::conn::http1::Builder::new()
                 .handshake::<_, ProxyBody>(raw)
                 .await
@@ -173,6 +186,17 @@ impl Backend for TunnelBackend {
             as_http1(&mut request);
             http1.send_request(request).await.map_err(failed)
         })
+    }
+
+    /// An http request's response body is counted; an upgrade's bytes are
+    /// counted on its raw stream, so its body (a refusal's) is not again.
+    fn response_body(&self, body: ProxyBody) -> ProxyBody {
+        match self.relayed.get() {
+            Some(relayed) if relayed.kind() == "http" => {
+                Counted::wrap(body, relayed.clone(), Way::FromAgent)
+            }
+            _ => body,
+        }
     }
 }
 

@@ -82,12 +82,12 @@ impl TunnelMetrics {
         );
         r.register(
             "streams_open",
-            "Raw streams (tcp, upgrades) open now",
+            "Streams to agents open now, by kind (an http request until both its bodies end)",
             self.open.clone(),
         );
         r.register(
             "bytes",
-            "Bytes relayed on raw streams, by direction",
+            "Bytes relayed to (in) and from (out) agents: http bodies, upgraded and tcp streams",
             self.bytes.clone(),
         );
         r.register(
@@ -136,15 +136,5 @@ impl TunnelMetrics {
             tunnel: tunnel.to_string(),
         };
         self.agents.get_or_create(&labels).set(n as i64);
-    }
-
-    pub fn bytes(&self, tunnel: &str, into_agent: u64, from_agent: u64) {
-        for (direction, n) in [("in", into_agent), ("out", from_agent)] {
-            let labels = BytesLabels {
-                tunnel: tunnel.to_string(),
-                direction,
-            };
-            self.bytes.get_or_create(&labels).inc_by(n);
-        }
     }
 }

@@ -7,7 +7,8 @@
 //! and [`limiter`] (who may serve what), [`keys`] (`postern tunnel`),
 //! [`table`] (one snapshot's tunnels), [`registry`] (live agents, one
 //! active per tunnel), [`session`] (the agent listener), [`backend`] (the
-//! reverse proxy's `ChooseUpstream` hook) and [`tcp`] (tcp ports). This
+//! reverse proxy's `ChooseUpstream` hook), [`tcp`] (tcp ports) and
+//! [`relayed`] (what each stream carries, counted). This
 //! feature never edits the reverse proxy's tables: http Tunnels' hostnames
 //! reach it as sites the compiler marked with `Site::tunnel`.
 
@@ -20,6 +21,7 @@ mod metrics;
 pub mod peer;
 pub mod protocol;
 mod registry;
+mod relayed;
 pub mod session;
 mod table;
 mod tcp;

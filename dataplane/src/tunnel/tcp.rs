@@ -15,8 +15,9 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::protocol::{H_CLIENT, H_SERVER, H_STREAM, H_TUNNEL};
+use super::relayed::Relayed;
 use super::session::State;
-use crate::net::Acceptor;
+use crate::net::{Acceptor, Metered};
 
 /// Keeps one listener task per `(tunnel, port)` of the table in service.
 pub struct TcpPorts {
@@ -173,17 +174,11 @@ async fn relay(tunnel: String, client: TcpStream, peer: SocketAddr, state: Arc<S
             return;
         }
     };
-    let labels = super::metrics::StreamLabels {
-        tunnel: tunnel.clone(),
-        kind: "tcp",
-    };
-    let open = state.metrics.open.get_or_create(&labels).clone();
-    open.inc();
-    let mut raw = TokioIo::new(raw);
+    let relayed = Relayed::open(&state.metrics, &tunnel, "tcp");
+    let mut raw = Metered::new(TokioIo::new(raw), relayed);
     let mut client = client;
     let result = tokio::io::copy_bidirectional(&mut client, &mut raw).await;
-    open.dec();
+    drop(raw);
     let (up, down) = result.as_ref().map_or((0, 0), |(a, b)| (*a, *b));
-    state.metrics.bytes(&tunnel, up, down);
     tracing::info!(tunnel = %tunnel, client = %peer, bytes_in = up, bytes_out = down, "tcp stream ended");
 }

@@ -11,7 +11,9 @@ use postern_harness::python::{
     GRPC_ECHO_CLIENT, GRPC_ECHO_SERVER, WS_ECHO_CLIENT, WS_ECHO_SERVER, python_client,
     python_server,
 };
-use postern_harness::{Agent, Backend, Ca, python_with, target_yaml, tmp_dir, tunnel_yaml};
+use postern_harness::{
+    Agent, Backend, Ca, eventually, python_with, target_yaml, tmp_dir, tunnel_yaml,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::rig::{CONNECT, Rig, SERVER_NAME, host_tunnel, prefix_tunnel};
@@ -72,6 +74,15 @@ async fn host_and_prefix_tunnels_carry_requests_sse_and_websockets() {
         .https("app.test", "/sink", &["--data-binary", &data])
         .await;
     assert_eq!((r.status, r.body.as_str()), (200, "3145735"), "{r:?}");
+    // Both bodies counted, and the streams closed once they ended.
+    let bytes = |tunnel: &str, direction: &str| {
+        format!(
+            "postern_tunnel_bytes_total{{tunnel=\"default/{tunnel}\",direction=\"{direction}\"}}"
+        )
+    };
+    assert!(rig.postern.metric(&bytes("app", "in")).await >= 3145735.0);
+    assert!(rig.postern.metric(&bytes("app", "out")).await > 0.0);
+    closed(&rig, "app", "http").await;
 
     // By path prefix on the gateway's host, the prefix stripped.
     let r = rig.http("gateway.test", "/t/laptop/deep/x?q=2", &[]).await;
@@ -103,6 +114,11 @@ async fn host_and_prefix_tunnels_carry_requests_sse_and_websockets() {
             WS_ECHO_CLIENT,
             &[&port],
         );
+        for direction in ["in", "out"] {
+            let n = rig.postern.metric(&bytes("ws", direction)).await;
+            assert!(n > 0.0, "WebSocket bytes {direction}: {n}");
+        }
+        closed(&rig, "ws", "upgrade").await;
     }
     let log = agent.log();
     assert!(!log.contains(&token), "the agent never logs its token");
@@ -110,6 +126,22 @@ async fn host_and_prefix_tunnels_carry_requests_sse_and_websockets() {
         !rig.postern.log().contains(&token),
         "nor does the data plane"
     );
+}
+
+/// Waits until no stream of `kind` is open on the Tunnel `name`.
+async fn closed(rig: &Rig, name: &str, kind: &str) {
+    let open = format!("postern_tunnel_streams_open{{tunnel=\"default/{name}\",kind=\"{kind}\"}}");
+    eventually(
+        &format!("no {kind} stream open on {name}"),
+        CONNECT,
+        || async {
+            match rig.postern.metric(&open).await {
+                0.0 => Ok(()),
+                n => Err(n),
+            }
+        },
+    )
+    .await;
 }
 
 /// Sends `GET /sse` for `host` and returns what arrived within 3 s, read
