@@ -22,6 +22,8 @@ pub struct Rig {
     pub postern: Postern,
     /// The manifests besides the key Secret, for [`Rig::rotate_key`].
     docs: Vec<String>,
+    /// The `app-tls` Secret, among `docs`.
+    app_tls: String,
     /// The agent listener's certificate, for [`Rig::restart`].
     tunnel_leaf: Leaf,
 }
@@ -39,8 +41,9 @@ impl Rig {
         let ca_file = ca.write(&tmp_dir(label));
         let key = TunnelKey::generate(alg);
         let app_leaf = ca.leaf(&["app.test", "ws.test"]);
+        let app_tls = tls_secret("app-tls", &app_leaf.cert, &app_leaf.key);
         let mut docs = docs.to_vec();
-        docs.push(tls_secret("app-tls", &app_leaf.cert, &app_leaf.key));
+        docs.push(app_tls.clone());
         let tunnel_leaf = ca.leaf(&[SERVER_NAME]);
         let postern = Postern::standalone_with(label, &[("all.yaml", manifest(&key, &docs))])
             .tunnel_tls(&tunnel_leaf)
@@ -53,6 +56,7 @@ impl Rig {
             key,
             postern,
             docs,
+            app_tls,
             tunnel_leaf,
         }
     }
@@ -88,9 +92,26 @@ impl Rig {
     /// Replaces the key Secret with a new key and waits until it serves.
     pub async fn rotate_key(&mut self, alg: &str) {
         self.key = TunnelKey::generate(alg);
+        self.write(&manifest(&self.key, &self.docs)).await;
+    }
+
+    /// Serves `docs` besides `app-tls` and, when `key_secret`, the key
+    /// Secret (so a document left out is deleted); waits until it serves.
+    pub async fn serve(&mut self, docs: &[String], key_secret: bool) {
+        self.docs = docs.to_vec();
+        self.docs.push(self.app_tls.clone());
+        let yaml = if key_secret {
+            manifest(&self.key, &self.docs)
+        } else {
+            documents(&self.docs)
+        };
+        self.write(&yaml).await;
+    }
+
+    /// Replaces the manifests with `yaml` and waits until they serve.
+    async fn write(&self, yaml: &str) {
         let before = self.postern.version().await;
-        self.postern
-            .write("all.yaml", &manifest(&self.key, &self.docs));
+        self.postern.write("all.yaml", yaml);
         self.postern.serving(before.as_deref()).await;
     }
 
