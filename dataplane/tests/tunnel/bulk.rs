@@ -1,7 +1,7 @@
 //! Large bodies both ways stream with bounded memory on both sides: the
 //! data plane's and the agent's resident size are sampled throughout.
-//! `POSTERN_TUNNEL_BULK_MIB` sets the size (default 256; 1024 for the
-//! issue's 1 GiB).
+//! `POSTERN_TUNNEL_BULK_MIB` sets the size (default 256; `e2e/test` sets
+//! 1024, the 1 GiB).
 
 use std::process::Command;
 use std::sync::Arc;
