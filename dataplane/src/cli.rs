@@ -77,6 +77,10 @@ pub struct DataplaneArgs {
     /// (default: $POD_NAME, else the hostname).
     #[arg(long, env = "POD_NAME")]
     pub dataplane_id: Option<String>,
+    /// Keep the last applied snapshot here (created if missing, owner-only),
+    /// and serve it at start-up while the operator cannot be reached.
+    #[arg(long, env = "POSTERN_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
     #[command(flatten)]
     pub listeners: ListenerArgs,
 }

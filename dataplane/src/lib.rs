@@ -70,6 +70,13 @@ pub async fn run_until(command: Command, shutdown: CancellationToken) -> Result<
             let (agents, reports) = tokio::sync::watch::channel(Vec::new());
             config.agents = Some(reports);
             let runtime = Runtime::new(Source::Operator);
+            let cache = match &args.state_dir {
+                Some(dir) => Some(Arc::new(sync::cache::SnapshotCache::new(dir).map_err(
+                    |e| Error::Usage(format!("--state-dir {}: {e}", dir.display())),
+                )?)),
+                None => None,
+            };
+            let kept = runtime.clone();
             serve(
                 &args.listeners,
                 None,
@@ -79,7 +86,17 @@ pub async fn run_until(command: Command, shutdown: CancellationToken) -> Result<
                 (
                     "sync",
                     Box::pin(async move {
-                        sync::run(config, runtime, shutdown).await;
+                        let sync = sync::run(config, runtime, shutdown.clone());
+                        match cache {
+                            Some(cache) => {
+                                let keeping = sync::cache::keep(cache, kept);
+                                tokio::select! {
+                                    () = sync => {}
+                                    () = keeping => {}
+                                }
+                            }
+                            None => sync.await,
+                        }
                         Ok(())
                     }),
                 ),

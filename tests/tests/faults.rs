@@ -76,6 +76,59 @@ async fn a_killed_operator_leaves_the_site_served_and_a_new_one_catches_up() {
     spine.ns.cleanup(&spine.client).await;
 }
 
+/// A data plane that starts while the operator is down serves the snapshot
+/// it kept in `--state-dir`; one without a state directory serves nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dataplane_started_while_the_operator_is_down_serves_its_kept_snapshot() {
+    let mut spine = Spine::operator_only(rig_or_skip!(), "fault-keep").await;
+    let state = postern_harness::tmp_dir("fault-keep-state");
+    let id = format!("{}-dp-1", spine.prefix);
+    let (sync, token) = (spine.operator.sync, spine.token.clone());
+    let kept_dataplane = || dataplane(sync, &id, &token).arg("--state-dir").arg(&state);
+    spine.dataplanes.push(kept_dataplane().start().await);
+    let v1 = Backend::text("v1");
+    spine.create(site("web", HOST, &v1.url())).await;
+    routed(spine.dataplane().http, HOST, "/", "v1 /", WAIT).await;
+    let version = spine.dataplane().version().await.expect("a version");
+    let file = state.join("last-snapshot.json");
+    eventually("the snapshot kept on disk", WAIT, || async {
+        let text = std::fs::read_to_string(&file).map_err(|e| e.to_string())?;
+        if text.contains(&version) {
+            Ok(())
+        } else {
+            Err("an older snapshot".to_string())
+        }
+    })
+    .await;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file)
+            .expect("metadata")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "the kept snapshot holds secrets");
+    }
+
+    spine.operator.kill();
+    spine.dataplanes.remove(0).into_proc().kill();
+    let restarted = kept_dataplane().start().await;
+    routed(restarted.http, HOST, "/", "v1 /", WAIT).await;
+    assert_eq!(restarted.version().await.as_deref(), Some(version.as_str()));
+    assert_eq!(restarted.metric("postern_sync_connected").await, 0.0);
+    assert!(
+        restarted
+            .log()
+            .contains("serving the last snapshot kept on disk")
+    );
+
+    let bare = dataplane(spine.operator.sync, "fault-keep-bare", &spine.token)
+        .start()
+        .await;
+    let (status, _) = get(bare.http, HOST, "/").await;
+    assert_eq!(status, 404, "without --state-dir nothing is served");
+    spine.ns.cleanup(&spine.client).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_dataplane_gets_the_current_snapshot_and_counts_again() {
     let mut spine = Spine::start(rig_or_skip!(), "fault-dp").await;

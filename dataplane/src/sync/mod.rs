@@ -15,6 +15,7 @@
 //! stream is plain TCP and a warning says so at start-up.
 
 pub mod backoff;
+pub mod cache;
 pub(crate) mod session;
 pub mod tls;
 
