@@ -16,6 +16,7 @@ pub mod agent;
 pub mod cli;
 mod error;
 pub mod feature;
+mod files;
 pub mod forward;
 /// Parsers driven from memory, for `fuzz/` only: not an API.
 #[doc(hidden)]

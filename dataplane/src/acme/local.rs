@@ -6,7 +6,6 @@
 //! as the operator feeds Secrets and challenges to the same compiler.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -234,19 +233,6 @@ fn read_all(dir: &Path) -> Vec<(ObjectKey, Stored)> {
         .collect()
 }
 
-/// Writes `bytes` to `path` whole: a 0600 temporary file, synced, renamed.
-fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(&tmp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)
-}
-
 fn read_stored(path: &Path) -> Result<Option<Stored>, String> {
     match std::fs::read(path) {
         Ok(bytes) => serde_json::from_slice(&bytes)
@@ -259,7 +245,7 @@ fn read_stored(path: &Path) -> Result<Option<Stored>, String> {
 
 fn write_stored(path: &Path, stored: &Stored) -> Result<(), String> {
     let json = serde_json::to_vec_pretty(stored).map_err(|e| e.to_string())?;
-    write_atomic(path, &json).map_err(|e| format!("{}: {e}", path.display()))
+    crate::files::write_private(path, &json).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 impl Store for FileStore {
@@ -279,8 +265,8 @@ impl Store for FileStore {
         json: String,
     ) -> BoxFuture<'a, Result<(), String>> {
         let path = self.dir.join("accounts").join(format!("{issuer}.json"));
-        let out =
-            write_atomic(&path, json.as_bytes()).map_err(|e| format!("{}: {e}", path.display()));
+        let out = crate::files::write_private(&path, json.as_bytes())
+            .map_err(|e| format!("{}: {e}", path.display()));
         futures::future::ready(out).boxed()
     }
 

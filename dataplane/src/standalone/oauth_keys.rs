@@ -72,7 +72,7 @@ impl OauthKeys {
             }
         };
         match &file {
-            Some(file) => match write_private(file, &pem) {
+            Some(file) => match write_key(file, &pem) {
                 Ok(()) => {
                     tracing::info!(secret = %key, file = %file.display(), "generated an OAuth signing key")
                 }
@@ -89,21 +89,10 @@ impl OauthKeys {
     }
 }
 
-/// Writes `text` to `path` readable by the owner only, atomically.
-fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
+/// Writes the key file, its directory created first.
+fn write_key(path: &std::path::Path, pem: &str) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let tmp = path.with_extension("tmp");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    file.write_all(text.as_bytes())?;
-    file.sync_all()?;
-    std::fs::rename(tmp, path)
+    crate::files::write_private(path, pem.as_bytes())
 }

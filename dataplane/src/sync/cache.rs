@@ -9,8 +9,7 @@
 //! with a warning. A snapshot from the operator replaces it as soon as the
 //! sync stream delivers one.
 
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -67,16 +66,7 @@ impl SnapshotCache {
     /// Keeps `snapshot`, replacing the previous one atomically.
     pub fn store(&self, snapshot: &Snapshot) -> std::io::Result<()> {
         let bytes = snapshot.to_json().map_err(std::io::Error::other)?;
-        let tmp = self.path.with_extension("tmp");
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        file.write_all(&bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, &self.path)
+        crate::files::write_private(&self.path, &bytes)
     }
 }
 
