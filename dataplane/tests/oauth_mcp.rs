@@ -209,6 +209,24 @@ async fn the_sdk_discovers_registers_logs_in_and_calls_a_tool() {
         assert!(headers.get("authorization").is_none(), "{entry:#}");
         assert_eq!(headers["x-forwarded-user"], "alice", "{entry:#}");
     }
+    // What happened is counted, under the documented names.
+    let postern = &fx.rig.postern;
+    let issued = postern
+        .metric(r#"postern_oauth_tokens_issued_total{grant="authorization_code"}"#)
+        .await;
+    assert!(issued >= 1.0, "{issued}");
+    let passed = postern
+        .metric(r#"postern_oauth_guard_decisions_total{result="bearer"}"#)
+        .await;
+    assert!(passed >= 1.0, "{passed}");
+    let challenged = postern
+        .metric(r#"postern_oauth_guard_decisions_total{result="challenge"}"#)
+        .await;
+    assert!(challenged >= 1.0, "{challenged}");
+    let registered = postern
+        .metric(r#"postern_oauth_requests_total{endpoint="register",class="2xx"}"#)
+        .await;
+    assert!(registered >= 1.0, "{registered}");
 }
 
 #[tokio::test]

@@ -37,24 +37,25 @@ pub struct OauthMetrics {
 
 impl OauthMetrics {
     pub fn register(&self, registry: &mut Registry) {
-        registry.register(
-            "postern_oauth_requests",
-            "Requests to the authorization server, by endpoint and status class.",
+        let r = registry.sub_registry_with_prefix("oauth");
+        r.register(
+            "requests",
+            "Requests to the authorization server, by endpoint and status class",
             self.requests.clone(),
         );
-        registry.register(
-            "postern_oauth_tokens_issued",
-            "Access tokens issued, by grant type.",
+        r.register(
+            "tokens_issued",
+            "Access tokens issued, by grant type",
             self.tokens.clone(),
         );
-        registry.register(
-            "postern_oauth_guard_decisions",
-            "Decisions of the guard on protected hosts, by result.",
+        r.register(
+            "guard_decisions",
+            "Decisions of the guard on protected hosts, by result",
             self.guard.clone(),
         );
-        registry.register(
-            "postern_oauth_rate_limited",
-            "Requests to token, registration and login endpoints refused with 429.",
+        r.register(
+            "rate_limited",
+            "Requests to token, registration and login endpoints refused with 429",
             self.rate_limited.clone(),
         );
     }
