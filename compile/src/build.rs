@@ -2,9 +2,10 @@
 //! accepted objects, the certificates sites need and Secret lookups. It
 //! knows no kind and calls no pass; the pass order is [`crate::compile`]'s.
 
+use std::cell::OnceCell;
 use std::collections::BTreeMap;
 
-use postern_api::{Kind, Object, ObjectKey};
+use postern_api::{Kind, Object, ObjectKey, ProxyTargetSpec};
 use postern_snapshot::{
     AcmeChallenge, Certificate, OAuthClientEntry, ProxyUser, Site, Snapshot, SourceObject,
     TunnelEntry,
@@ -20,6 +21,9 @@ pub(crate) struct Build<'a> {
     verdicts: Vec<Verdict>,
     objects: Vec<SourceObject>,
     pub(crate) certificates: BTreeMap<String, Certificate>,
+    /// ProxyTargets by `namespace/name`, made on first use: oauth policies
+    /// look up the target they name once each, not by a scan each.
+    targets_by_id: OnceCell<BTreeMap<String, &'a Object<ProxyTargetSpec>>>,
 }
 
 impl<'a> Build<'a> {
@@ -29,7 +33,23 @@ impl<'a> Build<'a> {
             verdicts: Vec::new(),
             objects: Vec::new(),
             certificates: BTreeMap::new(),
+            targets_by_id: OnceCell::new(),
         }
+    }
+
+    /// The ProxyTarget `namespace/name`, if one is among the inputs.
+    pub(crate) fn target(&self, id: &str) -> Option<&'a Object<ProxyTargetSpec>> {
+        let inputs = self.inputs;
+        self.targets_by_id
+            .get_or_init(|| {
+                inputs
+                    .proxy_targets
+                    .iter()
+                    .map(|t| (t.key().to_string(), t))
+                    .collect()
+            })
+            .get(id)
+            .copied()
     }
 
     /// Seals the snapshot of what the passes built, with every verdict.

@@ -213,11 +213,7 @@ fn policies(site: &Site) -> impl Iterator<Item = &OauthPolicy> {
 
 /// The hostnames of the ProxyTarget `server`, if it declares a server.
 fn issuer_hosts(build: &Build<'_>, server: &str) -> Result<Vec<String>, Refusal> {
-    let target = build
-        .inputs
-        .proxy_targets
-        .iter()
-        .find(|t| t.key().to_string() == server);
+    let target = build.target(server);
     let declares = |spec: &ProxyTargetSpec| spec.authorization_server.is_some();
     match target {
         Some(t) if declares(&t.spec) => {

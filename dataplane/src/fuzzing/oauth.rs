@@ -43,31 +43,22 @@ pub fn oauth_inputs(data: &[u8]) {
         let mut headers = HeaderMap::new();
         headers.insert(header::COOKIE, value);
         headers.append(header::COOKIE, HeaderValue::from_static("keep=1"));
-        let before = cookie_pairs(&headers);
+        let before: Vec<String> = web::cookie_pairs(&headers).map(String::from).collect();
         web::drop_cookie(&mut headers, OURS);
         assert_eq!(web::cookie(&headers, OURS), None);
         let kept: Vec<String> = before
             .into_iter()
             .filter(|p| p.split_once('=').is_none_or(|(name, _)| name != OURS))
             .collect();
-        assert_eq!(cookie_pairs(&headers), kept, "only our cookie is dropped");
+        assert_eq!(
+            web::cookie_pairs(&headers).collect::<Vec<_>>(),
+            kept,
+            "only our cookie is dropped"
+        );
     }
     let issuers = ["https://auth.example".to_string()];
     assert!(
         tokens::verify_access(&KEYS, &text, &issuers, "https://api.example", 1_000).is_err(),
         "arbitrary bytes are not a token"
     );
-}
-
-/// Every `name=value` of the Cookie headers, in order.
-fn cookie_pairs(headers: &HeaderMap) -> Vec<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-        .map(String::from)
-        .collect()
 }

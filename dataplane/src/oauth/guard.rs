@@ -20,7 +20,7 @@ use postern_snapshot::OauthPolicy;
 
 use super::Oauth;
 use super::web::{self, https_origin, port_of};
-use crate::reverse::auth::Guard;
+use crate::reverse::auth::{Guard, bearer_token};
 use crate::reverse::errors::Refusal;
 use crate::reverse::{AuthContext, Authenticate, ProxyError};
 
@@ -87,7 +87,7 @@ impl GuardHook {
         let metadata = metadata_url(&audience, ctx.path);
         same_origin_off(req.headers_mut(), &audience);
         let now = web::now();
-        if let Some(token) = bearer(req.headers()) {
+        if let Some(token) = bearer_token(req.headers()) {
             let claims = match tokens::verify_access(&server.keys, token, &issuers, &audience, now)
             {
                 Ok(claims) => claims,
@@ -320,14 +320,6 @@ fn www_authenticate(value: String) -> Vec<(HeaderName, HeaderValue)> {
         .map(|v| (header::WWW_AUTHENTICATE, v))
         .into_iter()
         .collect()
-}
-
-/// The token of `Authorization: Bearer <token>`.
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.trim().split_once(' ')?;
-    let token = token.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 /// A page load: a browser gets a login, an API client a challenge.

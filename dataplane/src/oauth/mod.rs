@@ -33,11 +33,9 @@ use futures::future::BoxFuture;
 use http::Request;
 use hyper::body::Incoming;
 use postern_oauth::cimd::PublicHttp;
-use postern_oauth::login::github::Github;
 use postern_oauth::login::http::HttpClient;
-use postern_oauth::login::oidc::Oidc;
 use postern_oauth::store::Store;
-use postern_snapshot::{GithubProvider, OidcProvider, Snapshot};
+use postern_snapshot::Snapshot;
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
@@ -59,29 +57,11 @@ pub struct OauthArgs {
     pub oauth_provider_ca: Option<PathBuf>,
 }
 
-/// Builds the upstream login clients, all on one outbound HTTP client.
-pub struct Providers {
-    http: HttpClient,
-}
-
-impl Providers {
-    pub fn github(&self, config: &GithubProvider) -> Github {
-        Github::from(config)
-    }
-
-    pub fn oidc(&self, config: &OidcProvider) -> Oidc {
-        Oidc::from(config)
-    }
-
-    pub fn http(&self) -> &HttpClient {
-        &self.http
-    }
-}
-
 /// What every oauth request shares.
 pub struct Oauth {
     tables: ArcSwap<Tables>,
-    providers: Providers,
+    /// Outbound calls to the identity providers.
+    http: HttpClient,
     /// Fetches clients' metadata documents: public addresses only.
     cimd: PublicHttp,
     store: Arc<dyn Store>,
@@ -111,7 +91,7 @@ impl Oauth {
             .map_err(|e| crate::Error::Usage(format!("--redis-url: {e}")))?;
         Ok(Arc::new(Oauth {
             tables: ArcSwap::from_pointee(Tables::default()),
-            providers: Providers { http },
+            http,
             cimd,
             store,
             metrics: OauthMetrics::default(),
@@ -142,7 +122,7 @@ impl Feature for Oauth {
     }
 
     fn apply(&self, snapshot: &Snapshot) {
-        let tables = Tables::build(snapshot, &self.providers);
+        let tables = Tables::build(snapshot, &self.tables.load());
         if !tables.servers_by_id.is_empty() {
             tracing::info!(
                 servers = tables.servers_by_id.len(),
@@ -181,10 +161,15 @@ impl EarlyRequest for Endpoints {
         req: Request<Incoming>,
         conn: &Arc<ConnInfo>,
     ) -> Result<Answer, Request<Incoming>> {
+        let loaded = self.0.tables.load();
+        // Most data planes serve no OAuth at all: cost them nothing here.
+        if loaded.servers_by_host.is_empty() && loaded.protected.is_empty() {
+            return Err(req);
+        }
         let Some((host, raw_host)) = request_host(&req) else {
             return Err(req);
         };
-        let tables = self.0.tables.load_full();
+        let tables = arc_swap::Guard::into_inner(loaded);
         if let Some(server) = tables.server_for_host(&host).cloned() {
             let ctx = server::Ctx {
                 oauth: self.0.clone(),

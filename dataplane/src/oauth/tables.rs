@@ -62,9 +62,11 @@ pub struct Tables {
 }
 
 impl Tables {
-    /// Builds the tables; a server whose keys or providers cannot be loaded
-    /// is left out (its hosts answer 503) and logged.
-    pub fn build(snapshot: &Snapshot, providers: &super::Providers) -> Tables {
+    /// Builds the tables; a server whose keys cannot be loaded is left out
+    /// (its hosts answer 503) and logged. An OIDC provider whose settings
+    /// did not change is carried over from `previous` with its discovery
+    /// and key caches, so an unrelated change costs no refetch.
+    pub fn build(snapshot: &Snapshot, previous: &Tables) -> Tables {
         let mut tables = Tables::default();
         for site in &snapshot.sites {
             let Some(config) = &site.authorization_server else {
@@ -82,8 +84,8 @@ impl Tables {
                 hosts: site.hostnames.clone(),
                 keys,
                 config: config.clone(),
-                github: config.github.as_ref().map(|g| providers.github(g)),
-                oidc: config.oidc.as_ref().map(|o| providers.oidc(o)),
+                github: config.github.as_ref().map(Github::from),
+                oidc: config.oidc.as_ref().map(|o| previous.oidc(&site.id, o)),
                 policies: site_policies(snapshot, &site.id),
             });
             for host in &site.hostnames {
@@ -130,6 +132,16 @@ impl Tables {
             .map(|c| (c.client_id.clone(), c.clone()))
             .collect();
         tables
+    }
+
+    /// The provider client of server `id` when configured as `config`,
+    /// kept from these tables if the settings are the same.
+    fn oidc(&self, id: &str, config: &postern_snapshot::OidcProvider) -> Oidc {
+        self.servers_by_id
+            .get(id)
+            .filter(|s| s.config.oidc.as_ref() == Some(config))
+            .and_then(|s| s.oidc.clone())
+            .unwrap_or_else(|| Oidc::from(config))
     }
 
     pub fn server_for_host(&self, host: &str) -> Option<&Arc<Server>> {

@@ -102,20 +102,7 @@ pub fn error_page(status: StatusCode, message: &str) -> Response<ProxyBody> {
     )
 }
 
-pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '&' => out.push_str("&amp;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
+pub(crate) use crate::reverse::errors::escape_html as escape;
 
 /// CORS for browser-based clients on metadata, token and registration
 /// endpoints and on the guard's challenges (OAUTH-MCP 6).
@@ -189,14 +176,22 @@ pub fn query_pairs(uri: &http::Uri) -> Result<Vec<(String, String)>, String> {
     form(uri.query().unwrap_or("").as_bytes())
 }
 
-/// The value of cookie `name`.
-pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+/// Every `name=value` pair of the request's Cookie headers, in order
+/// (pairs without `=` included, empty ones not).
+pub fn cookie_pairs(headers: &HeaderMap) -> impl Iterator<Item = &str> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
+        .map(str::trim)
+        .filter(|pair| !pair.is_empty())
+}
+
+/// The value of cookie `name`.
+pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    cookie_pairs(headers)
+        .filter_map(|pair| pair.split_once('='))
         .find(|(k, _)| *k == name)
         .map(|(_, v)| v)
 }
@@ -204,13 +199,8 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 /// Removes cookie `name` from the request's Cookie headers, keeping the
 /// application's own cookies for the backend.
 pub fn drop_cookie(headers: &mut HeaderMap, name: &str) {
-    let kept: Vec<String> = headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .map(str::trim)
-        .filter(|pair| !pair.is_empty() && pair.split_once('=').is_none_or(|(k, _)| k != name))
+    let kept: Vec<String> = cookie_pairs(headers)
+        .filter(|pair| pair.split_once('=').is_none_or(|(k, _)| k != name))
         .map(String::from)
         .collect();
     headers.remove(header::COOKIE);
@@ -265,11 +255,7 @@ pub fn with_query(url: &str, pairs: &[(&str, &str)]) -> String {
 }
 
 /// Seconds since the epoch.
-pub fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
+pub use postern_oauth::refresh::unix_now as now;
 
 #[cfg(test)]
 mod tests {

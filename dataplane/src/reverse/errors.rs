@@ -226,11 +226,13 @@ fn find<'a, E: std::error::Error + 'static>(
     None
 }
 
-fn escape_html(text: &str) -> String {
+/// Text safe inside HTML elements and quoted attributes.
+pub(crate) fn escape_html(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")
+        .replace('\'', "&#39;")
 }
 
 /// True when the client prefers HTML (a browser).

@@ -147,11 +147,10 @@ async fn proxy<'t>(
         Ok(Cow::Owned(path)) => Some(path),
         Err(e) => return Err(ProxyError::BadRequest(e.as_str())),
     };
-    // Owned: the auth phase may edit the request it was read from.
-    let path: String = normalised
-        .clone()
-        .unwrap_or_else(|| req.uri().path().to_string());
-    let path = path.as_str();
+    // The auth phase may edit the request, so the path is read from a copy
+    // of its URI (a reference count, not a copy of the bytes).
+    let uri = req.uri().clone();
+    let path = normalised.as_deref().unwrap_or(uri.path());
     let target = site.target(req.method(), path);
     trace.route = target.route.as_deref();
     // 3. authenticate

@@ -249,7 +249,7 @@ async fn provider_redirect(ctx: &Ctx, id: &str, p: &Pending) -> Response<ProxyBo
             None => web::error_page(StatusCode::BAD_REQUEST, "GitHub login is not configured"),
         },
         Some("oidc") => match &ctx.server.oidc {
-            Some(o) => match o.discover(ctx.oauth.providers.http()).await {
+            Some(o) => match o.discover(&ctx.oauth.http).await {
                 Ok(discovered) => web::redirect(&o.authorize_url(
                     &discovered,
                     &callback,
@@ -341,7 +341,7 @@ pub async fn callback(ctx: &Ctx, req: Request<Incoming>) -> Response<ProxyBody> 
         return web::error_page(StatusCode::BAD_REQUEST, "the provider's answer has no code");
     };
     let callback = format!("{}/login/callback", ctx.issuer());
-    let http = ctx.oauth.providers.http();
+    let http = &ctx.oauth.http;
     let identity = match p.provider.as_deref() {
         Some("github") => match &ctx.server.github {
             Some(g) => g.finish(http, code, &callback, &p.upstream_verifier).await,

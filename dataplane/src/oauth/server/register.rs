@@ -17,6 +17,7 @@ use super::Ctx;
 use super::clients::{self, AuthMethod, Registered};
 use crate::oauth::web;
 use crate::reverse::ProxyBody;
+use crate::reverse::auth::bearer_token;
 
 const GRANTS: [&str; 3] = ["authorization_code", "refresh_token", "client_credentials"];
 
@@ -258,15 +259,8 @@ pub async fn manage(
         Ok(None) => return unauthorized(),
         Err(_) => return web::unavailable("register"),
     };
-    let presented = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(|t| sha256_hex(t.trim().as_bytes()))
+    let presented = bearer_token(req.headers())
+        .map(|t| sha256_hex(t.as_bytes()))
         .unwrap_or_default();
     if !bool::from(
         presented

@@ -16,6 +16,7 @@ use super::clients::{self, AuthFailure, Client};
 use super::grants::{self, GrantError};
 use crate::oauth::web;
 use crate::reverse::ProxyBody;
+use crate::reverse::auth::bearer_token;
 
 /// How long a rotated refresh token still answers (with the same
 /// successor) so that concurrent refreshes do not log the user out.
@@ -451,12 +452,6 @@ pub async fn introspect(ctx: &Ctx, req: Request<Incoming>) -> Response<ProxyBody
     )
 }
 
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.trim().split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-}
-
 fn bearer_challenge(ctx: &Ctx, error: Option<&str>) -> Response<ProxyBody> {
     let mut r = web::oauth_error(
         StatusCode::UNAUTHORIZED,
@@ -474,7 +469,7 @@ fn bearer_challenge(ctx: &Ctx, error: Option<&str>) -> Response<ProxyBody> {
 }
 
 pub fn userinfo(ctx: &Ctx, req: &Request<Incoming>) -> Response<ProxyBody> {
-    let Some(token) = bearer(req.headers()) else {
+    let Some(token) = bearer_token(req.headers()) else {
         return bearer_challenge(ctx, None);
     };
     let Some(claims) = own_access_token(ctx, token) else {
@@ -514,7 +509,7 @@ pub fn verify(ctx: &Ctx, req: &Request<Incoming>) -> Response<ProxyBody> {
     let audience = web::https_origin(&host, web::port_of(forwarded));
     let now = web::now();
     let issuers = ctx.issuers();
-    let who = if let Some(token) = bearer(headers) {
+    let who = if let Some(token) = bearer_token(headers) {
         tokens::verify_access(&ctx.server.keys, token, &issuers, &audience, now)
             .ok()
             .map(|c| (c.login, c.email, c.groups, Some(c.scope)))
