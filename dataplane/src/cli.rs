@@ -202,6 +202,9 @@ pub struct ListenerArgs {
     /// Connection caps of the traffic listeners.
     #[command(flatten)]
     pub caps: CapArgs,
+    /// The request log's store and retention.
+    #[command(flatten)]
+    pub request_log: crate::reqlog::RequestLogArgs,
 }
 
 /// Caps on client connections. Every traffic listener (proxy, socks, http,

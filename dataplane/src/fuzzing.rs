@@ -62,6 +62,7 @@ static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {
         CancellationToken::new(),
         &Connections::new(0),
         unlimited,
+        std::sync::Arc::new(crate::reqlog::RequestLog::off()),
     )
     .expect("the default proxy configuration");
     fwd.apply(&users());

@@ -24,6 +24,7 @@ pub mod fuzzing;
 pub mod listeners;
 pub mod net;
 pub mod oauth;
+pub mod reqlog;
 pub mod reverse;
 pub mod runtime;
 pub mod standalone;
@@ -167,11 +168,16 @@ fn features(
 ) -> Result<Vec<Arc<dyn Feature>>> {
     let connections = connections(runtime);
     let caps = listeners.caps.caps();
+    let request_log = Arc::new(
+        reqlog::RequestLog::from_args(&listeners.request_log, listeners.tunnel.redis_url.as_deref())
+            .map_err(|e| Error::Usage(e.to_string()))?,
+    );
     let forward = forward::Forward::new(
         listeners.proxy.config(),
         shutdown.clone(),
         &connections,
         caps,
+        request_log.clone(),
     )?;
     let token = listeners.proxy.admin_token()?;
     let upstream_api = Arc::new(upstreamgate::UpstreamApi::new(
@@ -185,6 +191,7 @@ fn features(
         &connections,
         caps,
         runtime,
+        request_log.clone(),
     )?);
     let oauth = oauth::Oauth::new(
         &listeners.oauth,
@@ -192,6 +199,9 @@ fn features(
         listeners.reverse.https_redirect_port,
     )?;
     let mut hooks = reverse::Hooks::default();
+    if request_log.enabled() {
+        hooks.log.push(Arc::new(reqlog::LogHook(request_log.clone())));
+    }
     hooks.upstream.push(tunnels.hook());
     let (endpoints, guard) = oauth.hooks();
     hooks.early.push(endpoints);
@@ -210,7 +220,7 @@ fn features(
         upstream_api,
         &connections,
     ));
-    Ok(vec![admin, forward, reverse, tunnels, oauth])
+    Ok(vec![admin, forward, reverse, tunnels, oauth, request_log])
 }
 
 /// The process's connection budget, from the open-file limit (raised by

@@ -47,7 +47,7 @@ pub async fn serve(fwd: Arc<Forward>, tcp: TcpStream, peer: SocketAddr, permit: 
         let fwd = fwd.clone();
         hyper::service::service_fn(move |req| {
             let (fwd, cache, permit) = (fwd.clone(), cache.clone(), permit.clone());
-            async move { Ok::<_, Infallible>(handle(&fwd, req, &cache, permit).await) }
+            async move { Ok::<_, Infallible>(handle(&fwd, req, peer, &cache, permit).await) }
         })
     };
     let conn = http1(fwd.config())
@@ -79,6 +79,7 @@ pub(crate) fn http1(config: &super::ForwardConfig) -> hyper::server::conn::http1
 async fn handle(
     fwd: &Arc<Forward>,
     req: Request<Incoming>,
+    peer: SocketAddr,
     cache: &AuthCache,
     permit: Arc<Permit>,
 ) -> Response<Body> {
@@ -89,24 +90,24 @@ async fn handle(
     };
     let target = match request_target(&req) {
         Ok(t) => t,
-        Err(e) => return refuse(fwd, inbound, "", "", e),
+        Err(e) => return refuse(fwd, (inbound, peer), "", "", e),
     };
     let dest = target.to_string();
     let (presented, user) = match authenticate(fwd, &req, cache) {
         Ok(found) => found,
-        Err(e) => return refuse(fwd, inbound, "", &dest, e),
+        Err(e) => return refuse(fwd, (inbound, peer), "", &dest, e),
     };
     let admitted = match fwd.admit(user, &presented, &target) {
         Ok(a) => a,
-        Err(e) => return refuse(fwd, inbound, &presented.user, &dest, e),
+        Err(e) => return refuse(fwd, (inbound, peer), &presented.user, &dest, e),
     };
     if let Some(value) = req.headers().get(header::PROXY_AUTHORIZATION) {
         *lock(cache) = Some((value.clone(), admitted.user.clone()));
     }
     if inbound == "connect" {
-        open_tunnel(fwd, req, admitted, target, permit).await
+        open_tunnel(fwd, req, peer, admitted, target, permit).await
     } else {
-        super::plain::forward(fwd, req, admitted, target).await
+        super::plain::forward(fwd, req, peer, admitted, target).await
     }
 }
 
@@ -158,16 +159,25 @@ fn authenticate(
 async fn open_tunnel(
     fwd: &Arc<Forward>,
     mut req: Request<Incoming>,
+    peer: SocketAddr,
     admitted: Admitted,
     target: Target,
     permit: Arc<Permit>,
 ) -> Response<Body> {
     let upstream = match fwd.dial(&admitted, &target).await {
         Ok(s) => s,
-        Err(e) => return refuse(fwd, "connect", &admitted.user.user, &target.to_string(), e),
+        Err(e) => {
+            return refuse(
+                fwd,
+                ("connect", peer),
+                &admitted.user.user,
+                &target.to_string(),
+                e,
+            );
+        }
     };
     let on_upgrade = hyper::upgrade::on(&mut req);
-    let record = fwd.record("connect", &admitted, &target);
+    let record = fwd.record("connect", peer, &admitted, &target);
     let fwd = fwd.clone();
     tokio::spawn(async move {
         // Named, so the block takes them whole: the tunnel holds the client's

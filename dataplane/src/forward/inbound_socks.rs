@@ -41,7 +41,7 @@ pub async fn serve(fwd: Arc<Forward>, mut tcp: TcpStream, peer: SocketAddr, perm
     let handshake = tokio::time::timeout(fwd.config().handshake_timeout, handshake(&fwd, &mut tcp));
     let (presented, user, target) = match handshake.await {
         Ok(Ok(found)) => found,
-        Ok(Err(Stop::Replied(e))) => return fwd.refused("socks5", "", "", &e),
+        Ok(Err(Stop::Replied(e))) => return fwd.refused("socks5", peer, "", "", &e),
         Ok(Err(Stop::Gone)) | Err(_) => {
             tracing::debug!(%peer, "SOCKS5 client left during the handshake");
             return;
@@ -50,13 +50,13 @@ pub async fn serve(fwd: Arc<Forward>, mut tcp: TcpStream, peer: SocketAddr, perm
     let dest = target.to_string();
     let admitted = match fwd.admit(user, &presented, &target) {
         Ok(a) => a,
-        Err(e) => return refuse(&fwd, &mut tcp, &presented.user, &dest, e).await,
+        Err(e) => return refuse(&fwd, &mut tcp, peer, &presented.user, &dest, e).await,
     };
     let upstream = match fwd.dial(&admitted, &target).await {
         Ok(s) => s,
-        Err(e) => return refuse(&fwd, &mut tcp, &presented.user, &dest, e).await,
+        Err(e) => return refuse(&fwd, &mut tcp, peer, &presented.user, &dest, e).await,
     };
-    let record = fwd.record("socks5", &admitted, &target);
+    let record = fwd.record("socks5", peer, &admitted, &target);
     let bytes = Bytes::default();
     let outcome = match reply(&mut tcp, REPLY_OK).await {
         Ok(()) => {
@@ -169,8 +169,15 @@ async fn read_request<S: AsyncRead + AsyncWrite + Unpin>(tcp: &mut S) -> Result<
     }
 }
 
-async fn refuse(fwd: &Forward, tcp: &mut TcpStream, user: &str, dest: &str, e: ForwardError) {
-    fwd.refused("socks5", user, dest, &e);
+async fn refuse(
+    fwd: &Forward,
+    tcp: &mut TcpStream,
+    peer: SocketAddr,
+    user: &str,
+    dest: &str,
+    e: ForwardError,
+) {
+    fwd.refused("socks5", peer, user, dest, &e);
     let _ = reply(tcp, e.socks_reply()).await;
 }
 

@@ -49,6 +49,7 @@ use crate::feature::Feature;
 use crate::listeners::{Listener, Listeners};
 use crate::net::admission::{Admission, Permit, Slot};
 use crate::net::{Acceptor, Caps, Connections};
+use crate::reqlog::{Ended, Kind, RequestLog};
 use auth::Presented;
 use errors::{ConfigError, ForwardError};
 use metrics::ForwardMetrics;
@@ -100,6 +101,7 @@ pub struct Forward {
     /// Admission of `--proxy-addr` and `--socks-addr`.
     admission: [Admission; 2],
     connections: Arc<Connections>,
+    request_log: Arc<RequestLog>,
 }
 
 /// A connection let in: its user, the rules' verdict and its registry lease.
@@ -119,6 +121,7 @@ impl Forward {
         shutdown: CancellationToken,
         connections: &Arc<Connections>,
         caps: Caps,
+        request_log: Arc<RequestLog>,
     ) -> Result<Arc<Forward>, ConfigError> {
         config.max_header_bytes = config.max_header_bytes.max(8192);
         Ok(Arc::new(Forward {
@@ -132,6 +135,7 @@ impl Forward {
                 connections.listener("socks", caps, true),
             ],
             connections: connections.clone(),
+            request_log,
         }))
     }
 
@@ -259,6 +263,7 @@ impl Forward {
     pub(crate) fn refused(
         &self,
         inbound: &'static str,
+        client: std::net::SocketAddr,
         user: &str,
         destination: &str,
         err: &ForwardError,
@@ -269,6 +274,24 @@ impl Forward {
             user
         };
         self.metrics.error(user, err.metric_label());
+        if !user.is_empty() {
+            // Like the log line: refusals of unknown clients stay out, so a
+            // scanner cannot push real records out of the request log.
+            self.request_log.ended(&Ended {
+                kind: Kind::Connect,
+                client,
+                host: host_of(destination),
+                // An absolute-form request's method is not kept this far.
+                method: (inbound != "http").then_some("CONNECT"),
+                path: None,
+                status: Some(err.status().as_u16()),
+                bytes: (0, 0),
+                took: Duration::ZERO,
+                upstream: None,
+                user: Some(user),
+                outcome: err.metric_label(),
+            });
+        }
         // Failures before authentication are counted, and logged at debug
         // only: a scanner must not be able to flood the log.
         if user.is_empty() {
@@ -297,6 +320,7 @@ impl Forward {
     pub(crate) fn record(
         &self,
         inbound: &'static str,
+        client: std::net::SocketAddr,
         admitted: &Admitted,
         target: &Target,
     ) -> Record {
@@ -306,10 +330,14 @@ impl Forward {
             .inc();
         Record {
             inbound,
+            client,
             user: admitted.user.user.clone(),
             destination: target.to_string(),
             upstream: admitted.user.upstream_label(),
             started: Instant::now(),
+            request: None,
+            // A tunnel's client got its 200 (or SOCKS success) by now.
+            status: Arc::new(std::sync::atomic::AtomicU16::new(200)),
         }
     }
 
@@ -322,10 +350,37 @@ impl Forward {
         lease: Lease,
     ) {
         relay::finish(record, outcome, bytes, &self.metrics);
+        self.log_request(record, outcome, bytes);
         drop(lease);
         self.metrics
             .registry_users
             .set(self.registry.slot_count() as i64);
+    }
+
+    /// A finished connection's request-log record.
+    fn log_request(&self, record: &Record, outcome: &relay::Outcome, bytes: &relay::Bytes) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let status = record.status.load(Relaxed);
+        let (method, path) = match &record.request {
+            Some((method, path)) => (method.as_str(), Some(path.as_str())),
+            None => ("CONNECT", None),
+        };
+        self.request_log.ended(&Ended {
+            kind: Kind::Connect,
+            client: record.client,
+            host: host_of(&record.destination),
+            method: Some(method),
+            path,
+            status: (status != 0).then_some(status),
+            bytes: (bytes.up.load(Relaxed), bytes.down.load(Relaxed)),
+            took: record.started.elapsed(),
+            upstream: Some(&record.upstream),
+            user: Some(&record.user),
+            outcome: match outcome {
+                relay::Outcome::Closed => "ok",
+                other => other.as_str(),
+            },
+        });
     }
 
     pub(crate) fn config(&self) -> &ForwardConfig {
@@ -339,6 +394,12 @@ impl Forward {
     pub(crate) fn dialer(&self) -> &upstream::Dialer {
         &self.dialer
     }
+}
+
+/// The host of `host:port` or `[v6]:port`, as the request log files it.
+fn host_of(destination: &str) -> &str {
+    let host = destination.rsplit_once(':').map_or(destination, |(h, _)| h);
+    host.trim_start_matches('[').trim_end_matches(']')
 }
 
 impl Feature for Forward {

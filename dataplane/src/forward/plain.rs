@@ -28,6 +28,7 @@ use crate::net::strip_hop_by_hop;
 pub(super) async fn forward(
     fwd: &Arc<Forward>,
     req: Request<Incoming>,
+    peer: std::net::SocketAddr,
     admitted: Admitted,
     target: Target,
 ) -> Response<Body> {
@@ -45,8 +46,9 @@ pub(super) async fn forward(
     };
     let stream = match stream {
         Ok(s) => s,
-        Err(e) => return refuse(fwd, "http", &user.user, &dest, e),
+        Err(e) => return refuse(fwd, ("http", peer), &user.user, &dest, e),
     };
+    let request = (req.method().to_string(), req.uri().path().to_string());
     let req = prepare_request(req, upstream_creds);
     let bytes = Arc::new(Counters::default());
     let io = counted(stream, bytes.clone(), fwd.metrics(), &user.user);
@@ -55,14 +57,17 @@ pub(super) async fn forward(
         Err(e) => {
             return refuse(
                 fwd,
-                "http",
+                ("http", peer),
                 &user.user,
                 &dest,
                 ForwardError::unreachable(&dest, e),
             );
         }
     };
-    let record = fwd.record("http", &admitted, &target);
+    let mut record = fwd.record("http", peer, &admitted, &target);
+    record.request = Some(request);
+    record.status.store(0, std::sync::atomic::Ordering::Relaxed);
+    let status = record.status.clone();
     let lease = admitted.lease;
     let task_fwd = fwd.clone();
     tokio::spawn(async move {
@@ -85,23 +90,24 @@ pub(super) async fn forward(
                 upstream: upstream_label,
                 status: "407 Proxy Authentication Required".into(),
             };
-            refuse(fwd, "http", &user.user, &dest, e)
+            refuse(fwd, ("http", peer), &user.user, &dest, e)
         }
         Ok(Ok(resp)) => {
+            status.store(resp.status().as_u16(), std::sync::atomic::Ordering::Relaxed);
             let (mut parts, body) = resp.into_parts();
             strip_hop_by_hop(&mut parts.headers, false);
             Response::from_parts(parts, body.boxed())
         }
         Ok(Err(e)) => refuse(
             fwd,
-            "http",
+            ("http", peer),
             &user.user,
             &dest,
             ForwardError::unreachable(&dest, e),
         ),
         Err(_) => refuse(
             fwd,
-            "http",
+            ("http", peer),
             &user.user,
             &dest,
             ForwardError::Timeout(dest.clone()),

@@ -16,12 +16,12 @@ pub(super) type Body = BoxBody<Bytes, hyper::Error>;
 /// Counts and logs a refusal, then answers it.
 pub(super) fn refuse(
     fwd: &Forward,
-    inbound: &'static str,
+    (inbound, client): (&'static str, std::net::SocketAddr),
     user: &str,
     dest: &str,
     e: ForwardError,
 ) -> Response<Body> {
-    fwd.refused(inbound, user, dest, &e);
+    fwd.refused(inbound, client, user, dest, &e);
     error_response(&e)
 }
 

@@ -22,6 +22,7 @@ use super::Oauth;
 use super::web::{self, https_origin, port_of};
 use crate::reverse::auth::{Guard, bearer_token};
 use crate::reverse::errors::Refusal;
+use crate::reverse::phases::AuthenticatedUser;
 use crate::reverse::{AuthContext, Authenticate, ProxyError};
 
 /// The browser session on a protected host.
@@ -147,6 +148,8 @@ impl GuardHook {
         }
         req.headers_mut().remove(header::AUTHORIZATION);
         self.oauth.metrics.guard("bearer");
+        req.extensions_mut()
+            .insert(AuthenticatedUser(claims.login.clone()));
         identify(
             req.headers_mut(),
             policy,
@@ -176,6 +179,8 @@ impl GuardHook {
         }
         web::drop_cookie(req.headers_mut(), SESSION_COOKIE);
         self.oauth.metrics.guard("session");
+        req.extensions_mut()
+            .insert(AuthenticatedUser(session.login.clone()));
         identify(
             req.headers_mut(),
             policy,

@@ -177,6 +177,10 @@ impl Backend for BackendClient {
         BackendClient::broken(self)
     }
 
+    fn label(&self) -> std::borrow::Cow<'_, str> {
+        std::borrow::Cow::Borrowed(&self.endpoint.url)
+    }
+
     fn exchange(
         &self,
         request: Request<ProxyBody>,

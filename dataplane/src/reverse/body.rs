@@ -4,7 +4,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -16,15 +16,21 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Every body the proxy sends or receives, streamed frame by frame.
 pub type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
 
-/// A client's request body that records whether it failed.
+/// A client's request body that records whether it failed, and counts
+/// its bytes when the request log wants them.
 pub struct Watched<B> {
     inner: B,
     broken: Arc<AtomicBool>,
+    received: Option<Arc<AtomicU64>>,
 }
 
 impl<B> Watched<B> {
-    pub fn new(inner: B, broken: Arc<AtomicBool>) -> Self {
-        Watched { inner, broken }
+    pub fn new(inner: B, broken: Arc<AtomicBool>, received: Option<Arc<AtomicU64>>) -> Self {
+        Watched {
+            inner,
+            broken,
+            received,
+        }
     }
 }
 
@@ -45,6 +51,12 @@ where
             Poll::Ready(Some(Err(e))) => {
                 this.broken.store(true, Ordering::Relaxed);
                 Poll::Ready(Some(Err(e.into())))
+            }
+            Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(received), Some(data)) = (&this.received, frame.data_ref()) {
+                    received.fetch_add(data.len() as u64, Ordering::Relaxed);
+                }
+                Poll::Ready(Some(Ok(frame)))
             }
             other => other.map(|f| f.map(|r| r.map_err(Into::into))),
         }

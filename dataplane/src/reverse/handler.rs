@@ -6,7 +6,7 @@
 use std::borrow::Cow;
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -18,19 +18,26 @@ use hyper::body::Incoming;
 use super::body::{ProxyBody, Watched};
 use super::errors::{ProxyError, wants_html};
 use super::headers::{self, Forwarding, X_REQUEST_ID};
-use super::phases::{AuthContext, Backend, LogRecord};
+use super::logged::{Logged, Pending};
+use super::phases::{AuthContext, AuthenticatedUser, Backend};
 use super::router::{SiteTable, normalise_host};
 use super::tables::Tables;
 use super::{ConnInfo, Shared, upgrade};
 use crate::net::path::normalise;
 use crate::net::strip_hop_by_hop;
 
-/// What the access log says about a request beyond the basics, borrowed
-/// from the tables the request was served with.
+/// What the log phase says about a request beyond the basics: site and
+/// route borrowed from the tables the request was served with; the rest
+/// filled only when something logs (`received` is then set).
 #[derive(Default)]
 struct Trace<'t> {
     site: Option<&'t str>,
     route: Option<&'t str>,
+    host: Option<String>,
+    user: Option<String>,
+    upstream: Option<String>,
+    /// Body bytes read from the client so far.
+    received: Option<Arc<AtomicU64>>,
 }
 
 /// Serves one request: runs the phases, answers errors, logs, counts.
@@ -47,7 +54,10 @@ pub async fn handle(
     let access = tracing::enabled!(target: "postern::access", tracing::Level::INFO);
     let logged = (access || shared.hooks.logs())
         .then(|| (req.method().clone(), req.uri().path().to_string()));
-    let mut trace = Trace::default();
+    let mut trace = Trace {
+        received: logged.as_ref().map(|_| Arc::default()),
+        ..Trace::default()
+    };
     let sent_body = req.version() < Version::HTTP_2 && has_body(req.headers());
     let result = proxy(req, &conn, &tables, &shared, &id, &mut trace).await;
     let (mut response, outcome) = match result {
@@ -71,23 +81,26 @@ pub async fn handle(
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     shared.metrics.request(outcome);
-    // 7. log
+    // 7. log, once the body is done (see `logged`).
     if let Some((method, path)) = logged {
-        let record = LogRecord {
+        let pending = Pending {
+            access,
             client: conn.client,
-            method: &method,
-            path: &path,
+            method,
+            host: trace.host,
+            path,
             status: response.status(),
             outcome,
-            site: trace.site,
-            route: trace.route,
-            request_id: id.to_str().unwrap_or("-"),
-            millis: started.elapsed().as_millis() as u64,
+            site: trace.site.map(String::from),
+            route: trace.route.map(String::from),
+            upstream: trace.upstream,
+            user: trace.user,
+            request_id: id.to_str().unwrap_or("-").to_string(),
+            received: trace.received,
+            started,
+            shared: shared.clone(),
         };
-        if access {
-            access_log(&record);
-        }
-        shared.hooks.log(&record);
+        response = response.map(|body| Logged::new(body, pending).boxed_unsync());
     }
     Ok(response)
 }
@@ -98,22 +111,6 @@ fn has_body(headers: &http::HeaderMap) -> bool {
         || headers
             .get(header::CONTENT_LENGTH)
             .is_some_and(|v| v.as_bytes() != b"0")
-}
-
-/// The built-in log phase: one line per request on `postern::access`.
-fn access_log(r: &LogRecord<'_>) {
-    tracing::info!(
-        target: "postern::access",
-        client = %r.client.ip(),
-        method = %r.method,
-        path = r.path,
-        status = r.status.as_u16(),
-        outcome = r.outcome,
-        site = r.site.unwrap_or("-"),
-        route = r.route.unwrap_or("-"),
-        request_id = r.request_id,
-        ms = r.millis,
-    );
 }
 
 async fn proxy<'t>(
@@ -133,6 +130,9 @@ async fn proxy<'t>(
     // 2. route
     let raw_host = raw_host(&req)?;
     let host = normalise_host(&raw_host).ok_or(ProxyError::BadRequest("invalid Host header"))?;
+    if trace.received.is_some() {
+        trace.host = Some(host.clone());
+    }
     let site = tables.router.site(&host).ok_or(ProxyError::UnknownHost)?;
     trace.site = Some(&site.id);
     if conn.tls {
@@ -160,8 +160,17 @@ async fn proxy<'t>(
         path,
     };
     hooks.authenticate(&target.guard, &mut req, &ctx)?;
+    if trace.received.is_some() {
+        trace.user = req
+            .extensions_mut()
+            .remove::<AuthenticatedUser>()
+            .map(|u| u.0);
+    }
     // 4. choose upstream
     let upstream = hooks.choose_upstream(site, target, req.method(), path)?;
+    if trace.received.is_some() {
+        trace.upstream = Some(upstream.label().into_owned());
+    }
     // 5. upstream request
     let upgrading = upgrade::requested(&req);
     let on_client_upgrade = upgrading.then(|| hyper::upgrade::on(&mut req));
@@ -182,7 +191,7 @@ async fn proxy<'t>(
     );
     parts.uri = upstream.uri(forwarded.as_ref());
     let client_broke = Arc::new(AtomicBool::new(false));
-    let body = Watched::new(body, client_broke.clone()).boxed_unsync();
+    let body = Watched::new(body, client_broke.clone(), trace.received.clone()).boxed_unsync();
     let request = Request::from_parts(parts, body);
     let sent = upstream.exchange(request, (conn.client, conn.server), client_broke);
     let mut response = match tokio::time::timeout(site.response_timeout, sent).await {

@@ -96,14 +96,8 @@ pub fn request_id(headers: &HeaderMap) -> HeaderValue {
     {
         return v.clone();
     }
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let id: [u8; 16] = rand::random();
-    let mut hex = [0u8; 32];
-    for (i, b) in id.iter().enumerate() {
-        hex[2 * i] = HEX[usize::from(b >> 4)];
-        hex[2 * i + 1] = HEX[usize::from(b & 0xf)];
-    }
-    HeaderValue::from_bytes(&hex).unwrap_or_else(|_| HeaderValue::from_static("0"))
+    HeaderValue::from_bytes(&crate::reqlog::new_id())
+        .unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
 /// A target's header changes, parsed once per snapshot.

@@ -21,6 +21,7 @@ mod handler;
 mod headers;
 mod idle;
 mod listener;
+mod logged;
 pub mod metrics;
 pub(crate) mod phases;
 pub(crate) mod proxy_protocol;

@@ -16,8 +16,9 @@
 //!    headers and the request id in, Host, the target's header changes.
 //! 6. **response filter** ([`ResponseFilter`]): after the built-in
 //!    hop-by-hop stripping and the target's header changes; every hook runs.
-//! 7. **log** ([`Log`]): once per request, answered or refused, after the
-//!    built-in access log line and metrics; every hook runs.
+//! 7. **log** ([`Log`]): once per request, answered or refused, when its
+//!    response body has ended or was dropped (only then are the bytes
+//!    sent known), after the built-in access log line; every hook runs.
 //!
 //! And one hook outside the request path, [`TlsHook`], for the https
 //! listener's handshake: extra ALPN protocols and certificates chosen
@@ -28,6 +29,7 @@
 //! block; they read their own live state, swapped per snapshot by their
 //! feature.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -60,6 +62,12 @@ pub trait EarlyRequest: Send + Sync {
         conn: &Arc<ConnInfo>,
     ) -> Result<Answer, Request<Incoming>>;
 }
+
+/// Who phase 3 let in: the hook that checked puts it in the request's
+/// extensions (never read from a header a client could send), and the log
+/// phase reads it.
+#[derive(Clone, Debug)]
+pub struct AuthenticatedUser(pub String);
 
 /// What phase 3 knows besides the request: the routed host and path.
 pub struct AuthContext<'a> {
@@ -111,6 +119,10 @@ pub trait Backend: Send + Sync {
     fn response_body(&self, body: ProxyBody) -> ProxyBody {
         body
     }
+    /// What the request log calls this backend (never credentials).
+    fn label(&self) -> Cow<'_, str> {
+        Cow::Borrowed(self.authority().as_str())
+    }
 }
 
 /// Phase 4: picks the backend of the targets this hook owns.
@@ -135,13 +147,25 @@ pub trait ResponseFilter: Send + Sync {
 pub struct LogRecord<'a> {
     pub client: SocketAddr,
     pub method: &'a Method,
+    /// Lowercase, without the port; `None` when the request had no usable Host.
+    pub host: Option<&'a str>,
     pub path: &'a str,
     pub status: StatusCode,
-    /// `ok` or the error's metric label.
+    /// `ok` or the error's metric label; `client_gone` when the client
+    /// left before the body ended, `body_failed` when the backend's broke.
     pub outcome: &'static str,
     pub site: Option<&'a str>,
     pub route: Option<&'a str>,
+    /// The backend that took it ([`Backend::label`]).
+    pub upstream: Option<&'a str>,
+    /// Who the authenticate phase let in ([`AuthenticatedUser`]).
+    pub user: Option<&'a str>,
     pub request_id: &'a str,
+    /// Body bytes read from the client (a refused request's body is not read).
+    pub bytes_in: u64,
+    /// Body bytes sent to the client.
+    pub bytes_out: u64,
+    /// From the request head to the end of the response body.
     pub millis: u64,
 }
 

@@ -119,6 +119,10 @@ impl Backend for TunnelBackend {
         None
     }
 
+    fn label(&self) -> std::borrow::Cow<'_, str> {
+        std::borrow::Cow::Owned(format!("tunnel {}", self.tunnel))
+    }
+
     fn exchange(
         &self,
         mut request: Request<ProxyBody>,

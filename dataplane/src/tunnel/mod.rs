@@ -129,6 +129,8 @@ pub struct Tunnels {
     acceptor: Option<TlsAcceptor>,
     tcp_host: IpAddr,
     tcp_wanted: watch::Sender<Vec<(String, u16)>>,
+    /// Where tcp streams are recorded when they end.
+    request_log: Arc<crate::reqlog::RequestLog>,
     /// The caps of `--tunnel-peer-addr`.
     peer_admission: Admission,
     runtime: Arc<Runtime>,
@@ -143,6 +145,7 @@ impl Tunnels {
         connections: &Arc<Connections>,
         caps: Caps,
         runtime: &Arc<Runtime>,
+        request_log: Arc<crate::reqlog::RequestLog>,
     ) -> Result<Tunnels, ConfigError> {
         let peers = match (
             &args.redis_url,
@@ -176,6 +179,7 @@ impl Tunnels {
             acceptor,
             tcp_host: args.tunnel_tcp_host,
             tcp_wanted: watch::channel(Vec::new()).0,
+            request_log,
         })
     }
 
@@ -284,7 +288,7 @@ impl Feature for Tunnels {
                 stopping.cancel();
             });
             let mut wanted = self.tcp_wanted.subscribe();
-            let mut ports = tcp::TcpPorts::new(self.tcp_host);
+            let mut ports = tcp::TcpPorts::new(self.tcp_host, self.request_log.clone());
             let (state, stop) = (self.state.clone(), shutdown.clone());
             let tcp = tokio::spawn(async move {
                 loop {

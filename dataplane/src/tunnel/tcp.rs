@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Instant;
 
 use http::{HeaderValue, Method, Request, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Empty};
@@ -18,18 +19,21 @@ use super::protocol::{H_CLIENT, H_SERVER, H_STREAM, H_TUNNEL};
 use super::relayed::Relayed;
 use super::session::State;
 use crate::net::{Acceptor, Metered};
+use crate::reqlog::{Ended, Kind, RequestLog};
 
 /// Keeps one listener task per `(tunnel, port)` of the table in service.
 pub struct TcpPorts {
     host: IpAddr,
     running: HashMap<(String, u16), CancellationToken>,
+    log: Arc<RequestLog>,
 }
 
 impl TcpPorts {
-    pub fn new(host: IpAddr) -> TcpPorts {
+    pub fn new(host: IpAddr, log: Arc<RequestLog>) -> TcpPorts {
         TcpPorts {
             host,
             running: HashMap::new(),
+            log,
         }
     }
 
@@ -54,14 +58,27 @@ impl TcpPorts {
             }
             let token = stop.child_token();
             let addr = SocketAddr::new(self.host, *port);
-            tokio::spawn(serve_port(id.clone(), addr, state.clone(), token.clone()));
+            let port = serve_port(
+                id.clone(),
+                addr,
+                state.clone(),
+                self.log.clone(),
+                token.clone(),
+            );
+            tokio::spawn(port);
             self.running.insert(key, token);
         }
     }
 }
 
 /// Binds `addr` while `tunnel` has a live agent, until `stop`.
-async fn serve_port(tunnel: String, addr: SocketAddr, state: Arc<State>, stop: CancellationToken) {
+async fn serve_port(
+    tunnel: String,
+    addr: SocketAddr,
+    state: Arc<State>,
+    log: Arc<RequestLog>,
+    stop: CancellationToken,
+) {
     let mut changes = state.registry.subscribe();
     loop {
         if !wait_live(&tunnel, &state, &mut changes, &stop).await {
@@ -91,11 +108,26 @@ async fn serve_port(tunnel: String, addr: SocketAddr, state: Arc<State>, stop: C
                 }
                 accepted = clients.next(&stop) => {
                     let Some(accepted) = accepted else { return };
-                    let relayed = relay(tunnel.clone(), accepted.stream, accepted.peer, state.clone());
+                    let (tunnel, peer, log) = (tunnel.clone(), accepted.peer, log.clone());
+                    let relayed = relay(tunnel.clone(), accepted.stream, peer, state.clone());
                     let permit = accepted.permit;
                     tokio::spawn(async move {
-                        relayed.await;
+                        let started = Instant::now();
+                        let (outcome, bytes) = relayed.await;
                         drop(permit);
+                        log.ended(&Ended {
+                            kind: Kind::Tunnel,
+                            client: peer,
+                            host: &tunnel,
+                            method: None,
+                            path: None,
+                            status: None,
+                            bytes,
+                            took: started.elapsed(),
+                            upstream: Some(&tunnel),
+                            user: None,
+                            outcome,
+                        });
                     });
                 }
             }
@@ -131,14 +163,21 @@ fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(1024)
 }
 
-async fn relay(tunnel: String, client: TcpStream, peer: SocketAddr, state: Arc<State>) {
+/// Relays one client; says how it ended (`ok`, `refused`, `failed`) and
+/// the bytes (up, down).
+async fn relay(
+    tunnel: String,
+    client: TcpStream,
+    peer: SocketAddr,
+    state: Arc<State>,
+) -> (&'static str, (u64, u64)) {
     let _ = client.set_nodelay(true);
     let local = client.local_addr().unwrap_or(peer);
     let mut sender = match state.open(&tunnel).await {
         Ok(sender) => sender,
         Err(e) => {
             tracing::info!(tunnel = %tunnel, client = %peer, error = %e, "tcp stream refused");
-            return;
+            return ("refused", (0, 0));
         }
     };
     let mut connect = Request::new(Empty::new().map_err(|e| match e {}).boxed_unsync());
@@ -160,18 +199,18 @@ async fn relay(tunnel: String, client: TcpStream, peer: SocketAddr, state: Arc<S
         Ok(r) if r.status() == StatusCode::OK => r,
         Ok(r) => {
             tracing::info!(tunnel = %tunnel, client = %peer, status = r.status().as_u16(), "tcp stream refused by the agent");
-            return;
+            return ("refused", (0, 0));
         }
         Err(e) => {
             tracing::info!(tunnel = %tunnel, client = %peer, error = %e, "tcp stream failed");
-            return;
+            return ("failed", (0, 0));
         }
     };
     let raw = match hyper::upgrade::on(&mut response).await {
         Ok(raw) => raw,
         Err(e) => {
             tracing::info!(tunnel = %tunnel, client = %peer, error = %e, "tcp stream failed");
-            return;
+            return ("failed", (0, 0));
         }
     };
     let relayed = Relayed::open(&state.metrics, &tunnel, "tcp");
@@ -181,4 +220,6 @@ async fn relay(tunnel: String, client: TcpStream, peer: SocketAddr, state: Arc<S
     drop(raw);
     let (up, down) = result.as_ref().map_or((0, 0), |(a, b)| (*a, *b));
     tracing::info!(tunnel = %tunnel, client = %peer, bytes_in = up, bytes_out = down, "tcp stream ended");
+    let outcome = if result.is_ok() { "ok" } else { "failed" };
+    (outcome, (up, down))
 }

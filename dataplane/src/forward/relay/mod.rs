@@ -68,10 +68,17 @@ pub struct Bytes {
 pub struct Record {
     /// `connect`, `http` or `socks5`.
     pub inbound: &'static str,
+    /// The client's address, for the request log.
+    pub client: std::net::SocketAddr,
     pub user: String,
     pub destination: String,
     pub upstream: String,
     pub started: Instant,
+    /// The absolute-form request's method and path (`http` only).
+    pub request: Option<(String, String)>,
+    /// The status the client got: 200 for a tunnel, the upstream's for an
+    /// absolute-form request (0 until it answers).
+    pub status: Arc<std::sync::atomic::AtomicU16>,
 }
 
 /// What a splice watches besides the two streams.
