@@ -87,6 +87,8 @@ pub struct OidcLogin {
     /// exactly this issuer.
     #[schemars(length(max = 2048), regex(pattern = r"^https?://[^\s?#@]+$"))]
     pub issuer_url: String,
+    /// The client id this authorization server was registered with at the
+    /// OpenID provider.
     #[schemars(length(min = 1, max = 256))]
     pub client_id: String,
     /// The client secret (default key `clientSecret`). Absent: a public

@@ -64,9 +64,13 @@ pub struct UserUpstreamSpec {
 /// Deny wins over allow; an empty allow list allows everything not denied.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Destinations {
+    /// Destinations the user may reach (`host:port` globs or CIDRs). Empty:
+    /// every destination not denied.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 1000), inner(length(min = 1, max = 260)))]
     pub allow: Vec<String>,
+    /// Destinations the user may never reach (`host:port` globs or CIDRs),
+    /// even when an allow rule matches.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 1000), inner(length(min = 1, max = 260)))]
     pub deny: Vec<String>,
