@@ -178,7 +178,14 @@ function endSession() {
   state.csrf = null;
   state.hidden.clear();
   stopPolling();
-  for (const page of Object.values(PAGES)) page.leave?.();
+  armed.clear();
+  // Nothing rendered for one session (an admin's buttons, say) outlives it.
+  for (const page of Object.values(PAGES)) {
+    page.leave?.();
+    page.lastText = null;
+    if (page.reset) page.reset();
+    else page.body?.replaceChildren();
+  }
 }
 
 // --- routing --------------------------------------------------------------------
@@ -478,7 +485,9 @@ function renderOverview(o) {
     const r = o.lastRefused;
     parts.push(h('div', { class: 'card alert', id: 'last-refused', 'data-test': 'last-refused' },
       h('h2', {}, 'Last refused snapshot'),
-      h('p', {}, h('strong', {}, dash(r.version)), r.file ? ` in ${r.file}` : ''),
+      h('p', { class: 'muted' }, r.version ? ['Version ', h('code', {}, r.version), ' '] : null,
+        r.file ? ['File ', h('code', {}, r.file)] : null,
+        '. The last good snapshot stays in service.'),
       h('pre', { class: 'message' }, dash(r.message))));
   }
   const rejected = o.rejected ?? [];
@@ -856,6 +865,11 @@ PAGES.requests = {
       }
     });
   },
+  reset() {
+    this.tbody?.replaceChildren();
+    this.seen.clear();
+    this.expanded.clear();
+  },
   stopLive() {
     if (this.source) this.source.close();
     this.source = null;
@@ -906,6 +920,9 @@ async function startSession(role, csrf) {
 // Hides what this component does not serve (an operator has no users,
 // tunnels, certificates or request log; a data plane has no data-plane list).
 async function probePages() {
+  api('/api/v1/overview', { quiet401: true }).then(({ data }) => {
+    $('brand-sub').textContent = [data?.component, data?.version && `v${data.version}`].filter(Boolean).join(' ');
+  }).catch(() => {});
   await Promise.all(Object.entries(PAGES).filter(([, p]) => p.probe).map(async ([id, p]) => {
     try {
       await api(p.probe, { quiet401: true });
@@ -953,6 +970,7 @@ function wire() {
     }
   });
   $('logout').addEventListener('click', logout);
+  $('toast').addEventListener('click', () => { $('toast').hidden = true; });
   $('nav-toggle').addEventListener('click', () => {
     const open = !$('topbar').classList.contains('nav-open');
     $('topbar').classList.toggle('nav-open', open);

@@ -16,8 +16,12 @@ e2e/oauth/browser.py, imported from there):
   5. turns on the live tail and sees one request with a unique path arrive;
   6. with --proxy-user: holds a CONNECT open through the forward proxy,
      sees it on the users page and cuts it with the Disconnect button;
-  7. checks CSRF (a cookie POST without the header is refused) and the
-     read-only role (403 on actions, no Disconnect buttons), logs out;
+     a narrow window and the dark scheme; a rejected Route and a refused
+     manifests folder on the overview (both files removed again);
+  7. checks CSRF (a cookie POST without the header is refused); rotates
+     the admin token in its file (the open page drops to the login form,
+     the new token signs in); logs out; signs in with the read-only token
+     (403 on actions, no Disconnect buttons) and out;
   8. without cookie or token, calls every operation of
      /api/v1/openapi.json (path parameters filled) and expects 401, except
      those the document marks public (`security: []`).
@@ -246,6 +250,23 @@ async def every_page(d, api, report):
     return pages
 
 
+async def certificates(d, args, report):
+    """--expect-expiry HOST=red|amber|ok: the row's highlight."""
+    want = dict(pair.split("=", 1) for pair in args.expect_expiry.split(","))
+    await d.goto("certificates")
+    got = await d.js("Object.fromEntries([...document.querySelectorAll('#certs-table tr[data-test=cert-row]')]"
+                     ".map(tr => [tr.cells[0].textContent, [tr.dataset.expiry, getComputedStyle(tr.cells[0])"
+                     ".backgroundColor]]))")
+    report["certificates"] = got
+    for host, expiry in want.items():
+        row = next((v for k, v in got.items() if host in k.split(", ")), None)
+        if row is None or row[0] != expiry:
+            raise Failure(f"certificate {host}: expected {expiry}, the page shows {row}")
+    shades = {row[0]: row[1] for row in got.values()}
+    if len(set(shades.values())) < len(shades):
+        raise Failure(f"different expiries look the same: {shades}")
+
+
 async def add_site(d, api, args, report):
     """A new ProxyTarget: the time from the write to the API, and to the page."""
     await d.goto("sites")
@@ -254,11 +275,8 @@ async def add_site(d, api, args, report):
     site_id = f"default/{name}"
     yaml = (f"apiVersion: postern.io/v1alpha1\nkind: ProxyTarget\nmetadata: {{name: {name}, namespace: default}}\n"
             f"spec:\n  hostnames: [{host}]\n  backend: {{url: \"{args.backend}\"}}\n  auth: {{type: none}}\n")
-    tmp = os.path.join(args.manifests, f".{name}.yaml.tmp")
-    with open(tmp, "w") as f:
-        f.write(yaml)
+    write_manifest(args.manifests, f"{name}.yaml", yaml)
     written = time.monotonic()
-    os.rename(tmp, os.path.join(args.manifests, f"{name}.yaml"))
 
     async def api_sees():
         while True:
@@ -396,8 +414,8 @@ async def live_tail(d, args, report):
     site = urlsplit(args.site)
     sent_at = time.monotonic()
     status = http(f"{site.scheme}://{site.netloc}{path}")[0]
-    sel = json.dumps(f"[data-source=live]")
-    await d.wait(f"[...document.querySelectorAll('#requests-rows tr{sel}')]"
+    sel = json.dumps("#requests-rows tr[data-source=live]")
+    await d.wait(f"[...document.querySelectorAll({sel})]"
                  f".some(tr => tr.querySelector('[data-col=path]').textContent === {json.dumps(path)})",
                  f"the live row for {path}")
     first = await d.js("document.querySelector('#requests-rows tr[data-request-id] [data-col=path]').textContent")
@@ -464,6 +482,7 @@ async def disconnect_user(d, args, report):
             raise Failure(f"Disconnect says {toast!r}")
         await d.wait(f"document.querySelector({json.dumps(row + ' [data-test=user-connections]')})?.textContent === '0'",
                      "0 connections after Disconnect")
+        await d.click("#toast")
     finally:
         sock.close()
 
@@ -478,6 +497,57 @@ async def csrf_checks(d, report):
     report["csrf"] = {"missing": missing[0], "wrong": wrong[0], "right": right[0], "session_via": session.get("via")}
     if (missing[0], wrong[0], right[0]) != (403, 403, 200):
         raise Failure(f"CSRF checks: without {missing}, wrong {wrong}, right {right}")
+
+
+async def rotate(d, api, args, report):
+    """A new admin token in the file: the open session is refused at its
+    next poll (401 → the login form), the old token no longer works, the
+    new one signs in. No restart."""
+    new_token = f"rotated-{uuid.uuid4().hex}"
+    tmp = args.token_file + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(new_token + "\n")
+    rotated = time.monotonic()
+    os.rename(tmp, args.token_file)
+    await d.wait("!document.getElementById('page-login').hidden", "the login form after the token changed")
+    out = {"login_form_ms_after_rotation": round((time.monotonic() - rotated) * 1000)}
+    out["old_token_status"] = api.call("/api/v1/overview")[0]
+    if out["old_token_status"] != 401:
+        raise Failure(f"the old admin token still answers {out['old_token_status']}")
+    api.token = new_token
+    await login(d, new_token, out, "role")
+    report["rotation"] = out
+
+
+def write_manifest(folder, name, text):
+    tmp = os.path.join(folder, f".{name}.tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.rename(tmp, os.path.join(folder, name))
+
+
+async def refusals(d, args, report):
+    """The overview shows a rejected object with its reason, then a refused
+    folder with its message; both files are removed afterwards."""
+    tag = uuid.uuid4().hex[:8]
+    orphan, broken = f"orphan-{tag}.yaml", f"broken-{tag}.yaml"
+    await d.goto("overview")
+    write_manifest(args.manifests, orphan,
+                   f"apiVersion: postern.io/v1alpha1\nkind: Route\nmetadata: {{name: orphan-{tag}, namespace: default}}\n"
+                   f"spec:\n  targetRef: {{name: missing-{tag}}}\n  match: {{path: {{type: Prefix, value: /x/}}}}\n")
+    out = {"rejected": await d.wait(
+        f"[...document.querySelectorAll('#rejected-table tr[data-test=rejected-row]')].map(r => r.textContent)"
+        f".find(t => t.includes('orphan-{tag}'))", "the rejected Route on the overview")}
+    write_manifest(args.manifests, broken, "apiVersion: postern.io/v1alpha1\nkind: Route\nmetadata: {name: r}\n")
+    out["refused"] = await d.wait(
+        f"(() => {{ const e = document.getElementById('last-refused'); return e && e.textContent.includes('{broken}')"
+        f" && e.textContent; }})()", "the refused folder on the overview")
+    await d.screenshot("overview-refused")
+    os.remove(os.path.join(args.manifests, broken))
+    os.remove(os.path.join(args.manifests, orphan))
+    await d.wait(f"!document.querySelector('#rejected-table')?.textContent.includes('orphan-{tag}')",
+                 "the rejected Route to go once removed")
+    report["refusals"] = out
 
 
 async def logout(d, report, key):
@@ -598,6 +668,9 @@ async def scenario(args, report):
     admin_token = read_token(args.token_file)
     api = Api(args.admin, admin_token)
     os.makedirs(args.out, exist_ok=True)
+    stale = os.path.join(args.out, "failure.png")
+    if os.path.exists(stale):
+        os.remove(stale)
     browser = Chromium(SimpleNamespace(chromium=args.chromium, ca=None, insecure=False))
     try:
         ws_url = await browser.start()
@@ -614,6 +687,9 @@ async def scenario(args, report):
                 await sign_in(d, args, admin_token, report)
                 report["step"] = "pages"
                 pages = await every_page(d, api, report)
+                if args.expect_expiry:
+                    report["step"] = "certificates"
+                    await certificates(d, args, report)
                 report["step"] = "new site"
                 await add_site(d, api, args, report)
                 report["step"] = "request log filters"
@@ -627,8 +703,12 @@ async def scenario(args, report):
                 await narrow_and_dark(d, pages, report)
                 await d.goto("overview")
                 await d.screenshot("overview")
+                report["step"] = "refusals"
+                await refusals(d, args, report)
                 report["step"] = "csrf"
                 await csrf_checks(d, report)
+                report["step"] = "token rotation"
+                await rotate(d, api, args, report)
                 report["step"] = "logout"
                 await logout(d, report, "logout")
                 if args.read_token_file:
@@ -667,6 +747,7 @@ def main():
     ap.add_argument("--proxy", help="forward proxy URL (http://127.0.0.1:PORT) for the Disconnect check")
     ap.add_argument("--proxy-user", help="USER:PASSWORD of a proxy user (with --proxy)")
     ap.add_argument("--proxy-target", help="HOST:PORT an echo server the user may CONNECT to (with --proxy)")
+    ap.add_argument("--expect-expiry", help="HOST=red|amber|ok,... : the certificates page's highlight per host")
     ap.add_argument("--out", default="target/dashboard", help="screenshots folder")
     ap.add_argument("--chromium", help="Chromium binary (default $CHROMIUM, /usr/lib/chromium/chromium, chromium)")
     ap.add_argument("--ui-slack-ms", type=int, default=500,
@@ -679,19 +760,13 @@ def main():
 
     report = {"ok": False, "admin": args.admin, "error": None}
     started = time.monotonic()
-
-    async def bounded():
-        await asyncio.wait_for(scenario(args, report), args.timeout)
-
     try:
-        asyncio.run(bounded())
+        asyncio.run(asyncio.wait_for(scenario(args, report), args.timeout))
         report["ok"] = True
     except (Failure, asyncio.TimeoutError, OSError, ValueError) as exc:
         report["error"] = {"type": type(exc).__name__, "message": str(exc) or "timed out"}
     report["elapsed_ms"] = int((time.monotonic() - started) * 1000)
-    json.dump(report, sys.stdout, indent=2)
-    sys.stdout.write("\n")
-    sys.stdout.flush()
+    print(json.dumps(report, indent=2), flush=True)
     sys.exit(0 if report["ok"] else 1)
 
 
