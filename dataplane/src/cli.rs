@@ -267,10 +267,20 @@ pub struct ProxyArgs {
         value_delimiter = ','
     )]
     pub upstream_ca_file: Vec<PathBuf>,
-    /// A file holding the bearer token of the UpstreamGate-compatible
-    /// `/upstream` API on the admin port (absent: that API refuses every call).
+    /// A file holding the admin role's bearer token: the admin API and
+    /// dashboard (reads and actions) and the UpstreamGate-compatible
+    /// `/upstream` API. Re-read when it changes (rotation without restart).
+    /// Absent (and no read token): every authenticated call is refused.
     #[arg(long, env = "POSTERN_ADMIN_TOKEN_FILE", value_name = "PATH")]
     pub admin_token_file: Option<PathBuf>,
+    /// A file holding a read-only token for the admin API and dashboard
+    /// (no actions, no `/upstream`). Re-read when it changes.
+    #[arg(long, env = "POSTERN_ADMIN_READ_TOKEN_FILE", value_name = "PATH")]
+    pub admin_read_token_file: Option<PathBuf>,
+    /// `/metrics` asks for a token too (by default it is open for scrapers,
+    /// like `/healthz` and `/readyz`).
+    #[arg(long, env = "POSTERN_ADMIN_PROTECT_METRICS")]
+    pub admin_protect_metrics: bool,
     /// A network (CIDR or address) no proxy user reaches unless its
     /// UserUpstream lists it in `allowInternalNetworks`, like loopback and
     /// link-local. In a cluster: its pod and service ranges. Repeatable.
@@ -279,24 +289,13 @@ pub struct ProxyArgs {
 }
 
 impl ProxyArgs {
-    /// The admin bearer token, read once at start-up.
-    pub fn admin_token(&self) -> Result<Option<String>, crate::forward::errors::ConfigError> {
-        let Some(path) = &self.admin_token_file else {
-            return Ok(None);
-        };
-        let token = std::fs::read_to_string(path).map_err(|source| {
-            crate::forward::errors::ConfigError::TokenFile {
-                path: path.clone(),
-                source,
-            }
-        })?;
-        let token = token.trim().to_string();
-        if token.is_empty() {
-            return Err(crate::forward::errors::ConfigError::TokenEmpty(
-                path.clone(),
-            ));
-        }
-        Ok(Some(token))
+    /// The admin API's tokens, read once now (a missing or blank file is
+    /// an error) and again whenever a file changes.
+    pub fn admin_tokens(&self) -> Result<postern_admin::Tokens, postern_admin::TokenError> {
+        postern_admin::Tokens::from_files(
+            self.admin_token_file.as_deref(),
+            self.admin_read_token_file.as_deref(),
+        )
     }
 
     pub fn config(&self) -> crate::forward::ForwardConfig {

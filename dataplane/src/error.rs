@@ -32,6 +32,8 @@ pub enum Error {
     SyncTls(String),
     #[error("{0}")]
     NotImplemented(&'static str),
+    #[error("admin API: {0}")]
+    AdminToken(postern_admin::TokenError),
     #[error("forward proxy configuration: {0}")]
     Forward(#[from] crate::forward::errors::ConfigError),
     #[error("reverse proxy configuration: {0}")]
@@ -72,6 +74,7 @@ impl Error {
             Error::NoSyncToken => "no_sync_token",
             Error::SyncTls(_) => "sync_tls",
             Error::NotImplemented(_) => "not_implemented",
+            Error::AdminToken(_) => "admin_token",
             Error::Forward(_) => "forward_config",
             Error::Reverse(_) => "reverse_config",
             Error::Tunnel(_) => "tunnel_config",

@@ -169,8 +169,11 @@ fn features(
     let connections = connections(runtime);
     let caps = listeners.caps.caps();
     let request_log = Arc::new(
-        reqlog::RequestLog::from_args(&listeners.request_log, listeners.tunnel.redis_url.as_deref())
-            .map_err(|e| Error::Usage(e.to_string()))?,
+        reqlog::RequestLog::from_args(
+            &listeners.request_log,
+            listeners.tunnel.redis_url.as_deref(),
+        )
+        .map_err(|e| Error::Usage(e.to_string()))?,
     );
     let forward = forward::Forward::new(
         listeners.proxy.config(),
@@ -179,9 +182,13 @@ fn features(
         caps,
         request_log.clone(),
     )?;
-    let token = listeners.proxy.admin_token()?;
+    let mut tokens = listeners.proxy.admin_tokens().map_err(Error::AdminToken)?;
+    if !tokens.configured() && manifests.is_some() {
+        tokens = generated_admin_token()?;
+    }
+    let gate = Arc::new(postern_admin::Gate::new(tokens));
     let upstream_api = Arc::new(upstreamgate::UpstreamApi::new(
-        token,
+        gate.clone(),
         manifests,
         runtime.clone(),
     ));
@@ -200,7 +207,9 @@ fn features(
     )?;
     let mut hooks = reverse::Hooks::default();
     if request_log.enabled() {
-        hooks.log.push(Arc::new(reqlog::LogHook(request_log.clone())));
+        hooks
+            .log
+            .push(Arc::new(reqlog::LogHook(request_log.clone())));
     }
     hooks.upstream.push(tunnels.hook());
     let (endpoints, guard) = oauth.hooks();
@@ -216,11 +225,48 @@ fn features(
         caps,
     )?);
     let admin = Arc::new(admin::Admin::new(
-        runtime.clone(),
-        upstream_api,
+        admin::AdminState {
+            runtime: runtime.clone(),
+            gate,
+            upstream_api,
+            forward: forward.clone(),
+            tunnels: tunnels.clone(),
+            requests: request_log.clone(),
+            protect_metrics: listeners.proxy.admin_protect_metrics,
+            started_at: std::time::SystemTime::now(),
+        },
         &connections,
     ));
     Ok(vec![admin, forward, reverse, tunnels, oauth, request_log])
+}
+
+/// Standalone without a token file: an admin token of its own, so the
+/// dashboard works out of the box, kept in an owner-only file under the
+/// temporary folder (reused while it exists, so a restart keeps it). The
+/// log names the file, never the token.
+fn generated_admin_token() -> Result<postern_admin::Tokens> {
+    use std::os::unix::fs::MetadataExt;
+    let path = std::env::temp_dir().join("postern-admin-token");
+    let reusable = std::fs::metadata(&path).is_ok_and(|m| {
+        m.is_file() && m.mode() & 0o077 == 0 && m.uid() == rustix::process::getuid().as_raw()
+    });
+    if !reusable {
+        let mut bytes = [0u8; 24];
+        rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
+        let token =
+            base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, bytes);
+        files::write_private(&path, format!("{token}\n").as_bytes()).map_err(|e| {
+            Error::AdminToken(postern_admin::TokenError::Read {
+                path: path.clone(),
+                source: e,
+            })
+        })?;
+    }
+    tracing::info!(
+        file = %path.display(),
+        "no --admin-token-file: the admin API and dashboard take the token in this file (admin role)"
+    );
+    postern_admin::Tokens::from_files(Some(&path), None).map_err(Error::AdminToken)
 }
 
 /// The process's connection budget, from the open-file limit (raised by

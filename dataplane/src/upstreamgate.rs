@@ -28,12 +28,11 @@ use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use postern_snapshot::{ProxyUser, Upstream, sha256_hex};
+use postern_snapshot::{ProxyUser, Upstream};
 use postern_upstreamgate::{
     DIRECT, ListedUser, OBJECT_PREFIX, UserObjects, UserRequest, check, manifest, object_name,
     stored_upstream, translate, user_name,
 };
-use subtle::ConstantTimeEq;
 
 use crate::runtime::Runtime;
 use crate::standalone;
@@ -42,17 +41,22 @@ const MAX_BODY: usize = 64 * 1024;
 
 /// The API's state: who may call it, where it writes, what it lists.
 pub struct UpstreamApi {
-    /// Hex SHA-256 of the bearer token; `None`: the API refuses every call.
-    token_sha256: Option<String>,
+    /// Who may call: the admin role of the admin API's tokens (without
+    /// an admin token the API refuses every call).
+    gate: Arc<postern_admin::Gate>,
     /// The manifests folder (standalone mode); `None` in cluster mode.
     manifests: Option<PathBuf>,
     runtime: Arc<Runtime>,
 }
 
 impl UpstreamApi {
-    pub fn new(token: Option<String>, manifests: Option<PathBuf>, runtime: Arc<Runtime>) -> Self {
+    pub fn new(
+        gate: Arc<postern_admin::Gate>,
+        manifests: Option<PathBuf>,
+        runtime: Arc<Runtime>,
+    ) -> Self {
         UpstreamApi {
-            token_sha256: token.map(|t| sha256_hex(t.trim().as_bytes())),
+            gate,
             manifests,
             runtime,
         }
@@ -86,17 +90,15 @@ impl UpstreamApi {
         }
     }
 
+    /// Bearer tokens only (scripts call this API, not the dashboard), with
+    /// the admin role.
     fn authorized(&self, req: &Request<Incoming>) -> bool {
-        let Some(expected) = &self.token_sha256 else {
-            return false;
-        };
-        let presented = req
-            .headers()
+        req.headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
-            .map(|t| sha256_hex(t.trim().as_bytes()));
-        presented.is_some_and(|p| bool::from(p.as_bytes().ct_eq(expected.as_bytes())))
+            .and_then(|t| self.gate.tokens().role_of(t))
+            == Some(postern_admin::Role::Admin)
     }
 
     /// The users of the snapshot in service (none before the first).

@@ -48,6 +48,25 @@ pub async fn request(
         .map_err(|e| format!("{what}: {e}"))
 }
 
+/// The read-only admin token every `postern` and operator the harness
+/// starts trusts (through `POSTERN_ADMIN_READ_TOKEN_FILE`, so a test's own
+/// `--admin-read-token-file` still wins), and the file that holds it.
+pub const HARNESS_READ_TOKEN: &str = "harness-read-token";
+
+pub fn harness_read_token_file() -> &'static std::path::Path {
+    static FILE: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    FILE.get_or_init(|| {
+        let path = crate::dirs::tmp_dir("admin-read-token").join("token");
+        std::fs::write(&path, HARNESS_READ_TOKEN).expect("write the harness's admin read token");
+        path
+    })
+}
+
+/// `GET path` on an admin port with the harness's read token.
+pub async fn admin_get(addr: SocketAddr, path: &str) -> Result<HttpResponse, String> {
+    request(addr, "GET", path, Some(HARNESS_READ_TOKEN), "").await
+}
+
 /// [`request`] that fails the test when there is no answer: status and body.
 pub async fn call(
     addr: SocketAddr,

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use crate::dirs::binary;
-use crate::http::http_get;
+
 use crate::pki::PemFiles;
 use crate::process::{Launch, Proc};
 
@@ -34,12 +34,33 @@ impl Operator {
     /// The operator for one namespace (also its lease namespace), reading
     /// the API server from `kubeconfig`, its admin port on port 0.
     pub fn builder(kubeconfig: &Path, namespace: &str) -> OperatorBuilder {
+        Operator::builder_watching(kubeconfig, Some(namespace), namespace)
+    }
+
+    /// The operator for every namespace, leasing in `lease_namespace`. It
+    /// writes status on every object in the cluster: only for a test that
+    /// needs several namespaces, and never two at once.
+    pub fn builder_all_namespaces(kubeconfig: &Path, lease_namespace: &str) -> OperatorBuilder {
+        Operator::builder_watching(kubeconfig, None, lease_namespace)
+    }
+
+    fn builder_watching(
+        kubeconfig: &Path,
+        namespace: Option<&str>,
+        lease_namespace: &str,
+    ) -> OperatorBuilder {
+        let watch: Vec<&str> = namespace.map_or(Vec::new(), |ns| vec!["--namespace", ns]);
         let launch = Launch::new("postern-operator", binary("postern-operator"))
             .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "info")
+            .env(
+                "POSTERN_ADMIN_READ_TOKEN_FILE",
+                crate::http::harness_read_token_file().display().to_string(),
+            )
             .env_remove("POSTERN_SYNC_TOKEN")
             .arg("--admin-addr=127.0.0.1:0")
-            .args(["--namespace", namespace, "--lease-namespace", namespace])
+            .args(watch)
+            .args(["--lease-namespace", lease_namespace])
             .addr_file();
         OperatorBuilder {
             launch,
@@ -63,7 +84,7 @@ impl Operator {
 
     /// The operator's own view: `GET /api/v1/snapshot` on its admin port.
     pub async fn view(&self) -> Result<Value, String> {
-        let response = http_get(self.admin, "/api/v1/snapshot").await?;
+        let response = crate::http::admin_get(self.admin, "/api/v1/snapshot").await?;
         if response.status != 200 {
             return Err(format!("status {}: {}", response.status, response.body));
         }

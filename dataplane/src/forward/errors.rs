@@ -136,13 +136,6 @@ pub enum ConfigError {
     },
     #[error("the upstream CA file {0} holds no usable certificate")]
     CaEmpty(std::path::PathBuf),
-    #[error("cannot read the admin token file {path}: {source}")]
-    TokenFile {
-        path: std::path::PathBuf,
-        source: std::io::Error,
-    },
-    #[error("the admin token file {0} is empty")]
-    TokenEmpty(std::path::PathBuf),
     #[error("TLS setup failed: {0}")]
     Tls(#[from] rustls::Error),
 }

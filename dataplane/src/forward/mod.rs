@@ -147,6 +147,22 @@ impl Forward {
         &self.registry
     }
 
+    /// Cuts every open connection of `user` (admin API); returns how many.
+    pub fn cut_user(&self, user: &str) -> u32 {
+        let cut = self.registry.cut_user(user);
+        if cut > 0 {
+            self.metrics
+                .cuts
+                .get_or_create(&ForwardMetrics::user(user))
+                .inc_by(u64::from(cut));
+            self.metrics
+                .registry_users
+                .set(self.registry.slot_count() as i64);
+            tracing::info!(%user, connections = cut, "connections cut by the admin API");
+        }
+        cut
+    }
+
     /// Takes a new snapshot: swaps the user table and cuts the tunnels of
     /// users whose revision changed or who are gone.
     pub fn apply(&self, snapshot: &Snapshot) {

@@ -122,6 +122,17 @@ impl Registry {
             .map_or(0, |s| s.open.load(std::sync::atomic::Ordering::Relaxed))
     }
 
+    /// Cuts every open connection of `user` (the admin API's action) and
+    /// returns how many there were. The user's next connection opens a
+    /// fresh slot; the cut ones' leases find theirs gone and leave it be.
+    pub fn cut_user(&self, user: &str) -> u32 {
+        let Some(slot) = lock(&self.slots).remove(user) else {
+            return 0;
+        };
+        slot.cut.cancel();
+        slot.open.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Users with at least one open connection.
     pub fn slot_count(&self) -> usize {
         lock(&self.slots).len()

@@ -121,6 +121,15 @@ pub enum ConfigError {
     Peer(#[from] peer::PeerConfigError),
 }
 
+/// One agent session as the admin API shows it.
+pub struct AgentView {
+    pub session: String,
+    pub remote: std::net::SocketAddr,
+    pub agent_version: String,
+    pub since: std::time::SystemTime,
+    pub active: bool,
+}
+
 /// The tunnel feature.
 pub struct Tunnels {
     state: Arc<State>,
@@ -181,6 +190,34 @@ impl Tunnels {
             tcp_wanted: watch::channel(Vec::new()).0,
             request_log,
         })
+    }
+
+    /// The agents of `tunnel` on this data plane, for the admin API:
+    /// (session, remote address, agent version, connected at, active).
+    pub fn agents(&self, tunnel: &str) -> Vec<AgentView> {
+        self.state
+            .registry
+            .sessions(tunnel)
+            .into_iter()
+            .map(|(s, active)| AgentView {
+                session: s.id.clone(),
+                remote: s.remote,
+                agent_version: s.agent_version.clone(),
+                since: s.since,
+                active,
+            })
+            .collect()
+    }
+
+    /// Cuts every agent session holding `tunnel` (admin API); the agents
+    /// reconnect on their own. Returns how many were cut.
+    pub fn disconnect(&self, tunnel: &str) -> usize {
+        let sessions = self.state.registry.sessions(tunnel);
+        for (session, _) in &sessions {
+            tracing::info!(%tunnel, session = %session.id, "agent disconnected by the admin API");
+            session.cut.cancel();
+        }
+        sessions.len()
     }
 
     /// The reverse proxy's phase-4 hook.

@@ -190,6 +190,19 @@ impl Registry {
         self.bump();
     }
 
+    /// Every session of `tunnel` in connection order, and whether it is
+    /// the one taking new streams (the admin API's view).
+    pub fn sessions(&self, tunnel: &str) -> Vec<(Arc<Session>, bool)> {
+        let map = self.lock();
+        let Some(list) = map.get(tunnel) else {
+            return Vec::new();
+        };
+        let active = list.iter().find(|s| s.usable()).map(|s| s.id.clone());
+        list.iter()
+            .map(|s| (s.clone(), Some(&s.id) == active.as_ref()))
+            .collect()
+    }
+
     /// Live sessions of `tunnel` (active and standby).
     pub fn count(&self, tunnel: &str) -> usize {
         let map = self.lock();

@@ -3,6 +3,7 @@
 //! websockets) in front and real services behind. One test binary, so the
 //! suite links once.
 
+mod admin;
 mod auth;
 mod bulk;
 mod failover;

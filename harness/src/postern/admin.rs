@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::Postern;
-use crate::http::{HttpResponse, http_get};
+use crate::http::{HttpResponse, admin_get};
 use crate::wait::{PATIENCE, eventually};
 
 /// What `GET /api/v1/snapshot` says.
@@ -46,8 +46,9 @@ impl Postern {
         (status, body)
     }
 
+    /// With the harness's read-only admin token.
     pub async fn try_get(&self, path: &str) -> Result<HttpResponse, String> {
-        http_get(self.admin, path).await
+        admin_get(self.admin, path).await
     }
 
     /// The status of `GET /readyz`.

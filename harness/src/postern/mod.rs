@@ -81,8 +81,13 @@ impl Postern {
     }
 
     fn launch(name: &str) -> Launch {
+        let read_token = crate::http::harness_read_token_file();
         Launch::new(name, binary("postern"))
             .env("RUST_LOG", "info")
+            .env(
+                "POSTERN_ADMIN_READ_TOKEN_FILE",
+                read_token.display().to_string(),
+            )
             .env_remove("POSTERN_SYNC_TOKEN")
     }
 

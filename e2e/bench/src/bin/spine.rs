@@ -17,7 +17,7 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Client, Config};
 use postern_crds::ProxyTarget;
 use postern_harness::memory::rss_kib;
-use postern_harness::{Operator, Postern, http_get};
+use postern_harness::{Operator, Postern, admin_get};
 
 const DATAPLANES: usize = 2;
 
@@ -255,7 +255,7 @@ async fn get_snapshot(admin: SocketAddr) -> Result<serde_json::Value> {
 
 /// The body of `GET path`.
 async fn get(addr: SocketAddr, path: &str) -> Result<String> {
-    let response = http_get(addr, path).await.map_err(anyhow::Error::msg)?;
+    let response = admin_get(addr, path).await.map_err(anyhow::Error::msg)?;
     Ok(response.body)
 }
 
