@@ -13,8 +13,11 @@
 //!
 //! Like with like on two cores: nginx `worker_processes 2`, haproxy
 //! `nbthread 2`, Postern's runtime two worker threads; access logs off for
-//! all three (a Postern row with its access log on is added once). All
-//! of them share the cores with the backend and the load generator.
+//! all three (a Postern row with its access log on is added once), and
+//! Postern's request log off too: its cost is measured on its own, on
+//! and off alternating in the same run (HTTP/1.1 and HTTP/2 plain), with
+//! the ratio. All of them share the cores with the backend and the load
+//! generator.
 //!
 //! Needs release binaries and the peers (`e2e/rig up` installs nginx,
 //! haproxy, wrk and h2load from nghttp2-client):
@@ -32,7 +35,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 
 use load::Sample;
-use peers::{Certs, Proxy};
+use peers::{Certs, Logs, Proxy};
 use postern_harness::memory;
 use report::Memory;
 
@@ -101,6 +104,7 @@ async fn main() -> Result<()> {
         std::thread::available_parallelism().map_or(0, usize::from)
     );
     throughput(&dir, backend, &certs, secs, rounds).await?;
+    request_log_cost(&dir, backend, &certs, secs, rounds).await?;
     idle_memory(&dir, backend, &certs, idle).await?;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
@@ -125,11 +129,15 @@ async fn throughput(
     rounds: usize,
 ) -> Result<()> {
     let proxies = [
-        peers::postern(backend, certs, false).await?,
+        peers::postern(backend, certs, Logs::default()).await?,
         peers::nginx_proxy(dir, backend, certs).await?,
         peers::haproxy_proxy(dir, backend, certs).await?,
     ];
-    let logging = peers::postern(backend, certs, true).await?;
+    let access = Logs {
+        access: true,
+        ..Logs::default()
+    };
+    let logging = peers::postern(backend, certs, access).await?;
     for proxy in proxies.iter().chain([&logging]) {
         load::wrk(proxy.http, false, 2).await?;
     }
@@ -170,6 +178,49 @@ async fn throughput(
     Ok(())
 }
 
+/// The request log on the request path: Postern with it on (in memory,
+/// the default without Redis) and off, taking turns under the same load;
+/// each one's best round, and on/off.
+async fn request_log_cost(
+    dir: &Path,
+    backend: std::net::SocketAddr,
+    certs: &Certs,
+    secs: u64,
+    rounds: usize,
+) -> Result<()> {
+    let on = Logs {
+        requests: true,
+        ..Logs::default()
+    };
+    let pair = [
+        peers::postern(backend, certs, on).await?,
+        peers::postern(backend, certs, Logs::default()).await?,
+    ];
+    for proxy in &pair {
+        load::wrk(proxy.http, false, 2).await?;
+    }
+    for kind in [Load::Http1, Load::H2c] {
+        let mut best: [Option<Sample>; 2] = [None, None];
+        for round in 0..rounds.max(2) {
+            for k in 0..2 {
+                let i = (k + round) % 2;
+                let s = kind.run(&pair[i], secs, dir, &certs.ca_der).await?;
+                eprintln!("{} {}: {s:?}", pair[i].name, kind.title(secs));
+                if best[i].is_none_or(|b| s.rate > b.rate) {
+                    best[i] = Some(s);
+                }
+            }
+        }
+        let [on, off] = best.map(Option::unwrap_or_default);
+        report::on_off(
+            &format!("Request log on vs off: {}", kind.title(secs)),
+            on,
+            off,
+        );
+    }
+    Ok(())
+}
+
 async fn idle_memory(
     dir: &Path,
     backend: std::net::SocketAddr,
@@ -180,7 +231,7 @@ async fn idle_memory(
         let mut rows = Vec::new();
         for name in ["postern", "nginx", "haproxy"] {
             let proxy = match name {
-                "postern" => peers::postern(backend, certs, false).await?,
+                "postern" => peers::postern(backend, certs, Logs::default()).await?,
                 "nginx" => peers::nginx_proxy(dir, backend, certs).await?,
                 _ => peers::haproxy_proxy(dir, backend, certs).await?,
             };

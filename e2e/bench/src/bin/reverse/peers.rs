@@ -144,9 +144,24 @@ pub async fn backend(dir: &Path) -> Result<(Process, SocketAddr)> {
 /// `postern standalone` (release build, or `$POSTERN_BIN`): one ProxyTarget
 /// for [`HOST`] with the certificate from a `kubernetes.io/tls` Secret,
 /// and the same certificate as `--default-cert` (wrk sends no usable SNI).
-/// The access log is off unless `access_log`, like the peers'.
-pub async fn postern(backend: SocketAddr, certs: &Certs, access_log: bool) -> Result<Proxy> {
-    let manifests = Manifests::new(if access_log { "postern-log" } else { "postern" })
+/// Which of Postern's logs are on: the access log line and the request
+/// log (its default in-memory store) are off unless asked for, like the
+/// peers' access logs.
+#[derive(Clone, Copy, Default)]
+pub struct Logs {
+    pub access: bool,
+    pub requests: bool,
+}
+
+pub async fn postern(backend: SocketAddr, certs: &Certs, logs: Logs) -> Result<Proxy> {
+    let access_log = logs.access;
+    let name = match (logs.access, logs.requests) {
+        (false, false) => "postern",
+        (true, false) => "postern (access log on)",
+        (false, true) => "postern (request log on)",
+        (true, true) => "postern (both logs on)",
+    };
+    let manifests = Manifests::new(&name.replace([' ', '(', ')'], "-"))
         .with("bench.yaml", &manifest(backend, certs));
     let mut postern = postern_harness::Postern::standalone(manifests)
         .arg("--default-cert")
@@ -160,6 +175,8 @@ pub async fn postern(backend: SocketAddr, certs: &Certs, access_log: bool) -> Re
             "0",
             "--client-idle-timeout",
             "30m",
+            "--request-log",
+            if logs.requests { "memory" } else { "off" },
         ])
         .env(
             "RUST_LOG",
@@ -175,11 +192,6 @@ pub async fn postern(backend: SocketAddr, certs: &Certs, access_log: bool) -> Re
     let postern = postern.start().await;
     let (http, https) = (postern.http, postern.https);
     wait_ready(http, Some(HOST)).await?;
-    let name = if access_log {
-        "postern (access log on)"
-    } else {
-        "postern"
-    };
     Ok(Proxy {
         name,
         http,

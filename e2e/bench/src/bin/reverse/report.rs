@@ -30,6 +30,24 @@ pub fn rates(title: &str, unit: &str, rows: &[(&str, Sample)]) {
     }
 }
 
+/// Two rates of Postern, with a feature on and off, and on/off.
+pub fn on_off(title: &str, on: Sample, off: Sample) {
+    println!("\n### {title}\n");
+    println!("| postern | req/s | p50 ms | p99 ms | errors |\n|---|---:|---:|---:|---:|");
+    for (name, s) in [("on", on), ("off", off)] {
+        println!(
+            "| {name} | {:.0} | {:.2} | {:.2} | {} |",
+            s.rate, s.p50_ms, s.p99_ms, s.errors
+        );
+    }
+    println!(
+        "| on/off | {} | {} | {} | |",
+        ratio(on.rate, off.rate),
+        ratio(on.p50_ms, off.p50_ms),
+        ratio(on.p99_ms, off.p99_ms)
+    );
+}
+
 /// Resident memory at a number of idle connections.
 pub struct Memory {
     pub connections: usize,
