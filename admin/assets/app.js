@@ -478,8 +478,10 @@ function renderOverview(o) {
     h('div', { class: 'card' }, h('h2', {}, 'This process'), facts),
     h('div', { class: 'card' }, h('h2', {}, 'Configuration'), tiles))];
 
+  const perMinute = o.requests?.perMinute ?? [];
   parts.push(h('div', { class: 'card' }, h('h2', {}, 'Requests and errors per minute, last hour'),
-    errorsChart(o.requests?.perMinute ?? [])));
+    perMinute.length || o.component !== 'operator' ? errorsChart(perMinute)
+      : h('p', { class: 'muted' }, 'The operator serves no traffic: each data plane shows its own.')));
 
   if (o.lastRefused) {
     const r = o.lastRefused;
@@ -678,11 +680,17 @@ function renderCertificates(data) {
 // Data planes (operator) ---------------------------------------------------------
 
 function dataPlaneTable(items, current) {
-  const cols = [{ title: 'Data plane' }, { title: 'Acked snapshot' }, { title: 'Connected' }];
-  const rows = items.length ? items.map((d) => h('tr', { 'data-test': 'dataplane-row' },
-    h('td', { class: 'mono strong' }, dash(d.id)),
-    h('td', { class: 'mono' }, dash(d.version), current && d.version && d.version !== current ? [' ', badge('behind', 'warn')] : null),
-    h('td', {}, d.connected ? badge('connected', 'good') : badge('gone', 'bad')))) : [empty(cols.length, 'No data plane connected.')];
+  const cols = [{ title: 'Data plane' }, { title: 'Address' }, { title: 'Acked snapshot' }, { title: 'State' }];
+  const rows = items.length ? items.map((d) => {
+    // The contract says `version`; the operator also answers `ackedVersion`.
+    const acked = d.version ?? d.ackedVersion ?? null;
+    return h('tr', { 'data-test': 'dataplane-row' },
+      h('td', { class: 'mono strong' }, dash(d.id)),
+      h('td', { class: 'mono' }, dash(d.addr)),
+      h('td', { class: 'mono' }, dash(acked), current && acked && acked !== current ? [' ', badge('behind', 'warn')] : null),
+      h('td', {}, d.connected === false ? badge('gone', 'bad') : badge('connected', 'good'),
+        d.nack ? [' ', badge(`refused ${d.nack.version ?? ''}: ${d.nack.reason ?? ''}`, 'bad')] : null));
+  }) : [empty(cols.length, 'No data plane connected.')];
   return table(cols, rows, { 'data-test': 'dataplanes-table' });
 }
 
