@@ -5,14 +5,16 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use bytes::Bytes;
-use http::{Method, Request, Response, StatusCode, header};
-use http_body_util::Full;
+use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
+use postern_admin::reply::{self, Body};
+use postern_admin::{Gate, Role, openapi, ui};
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -22,6 +24,8 @@ use crate::fleet::Fleet;
 use crate::metrics::Metrics;
 use crate::publish::Latest;
 
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
 #[derive(Clone)]
 pub struct Admin {
     pub metrics: Arc<Metrics>,
@@ -29,6 +33,10 @@ pub struct Admin {
     pub fleet: Arc<Fleet>,
     pub leader: tokio::sync::watch::Receiver<bool>,
     pub upstream_api: Arc<UpstreamApi>,
+    pub gate: Arc<Gate>,
+    /// `/metrics` asks for a token too (`--admin-protect-metrics`).
+    pub protect_metrics: bool,
+    pub started_at: SystemTime,
 }
 
 impl Admin {
@@ -62,43 +70,63 @@ impl Admin {
         }
     }
 
-    async fn respond(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
-        if UpstreamApi::owns(req.uri().path()) {
-            return self.upstream_api.handle(req).await;
+    async fn respond(&self, req: Request<Incoming>) -> Response<Body> {
+        let path = req.uri().path();
+        if UpstreamApi::owns(path) {
+            return reply::boxed(self.upstream_api.handle(req).await);
         }
-        self.handle(&req)
+        match ui::serve(&self.gate, req).await {
+            Ok(answered) => answered,
+            Err(req) => self.handle(&req),
+        }
     }
 
-    fn handle(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    fn handle(&self, req: &Request<Incoming>) -> Response<Body> {
         if req.method() != Method::GET && req.method() != Method::HEAD {
-            return text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n");
+            return reply::method_not_allowed("GET, HEAD");
         }
         match req.uri().path() {
-            "/healthz" => text(StatusCode::OK, "ok\n"),
-            "/readyz" if self.latest.borrow().is_some() => text(StatusCode::OK, "ok\n"),
-            "/readyz" => text(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "no snapshot compiled yet\n",
-            ),
-            "/metrics" => {
-                let mut resp = text(StatusCode::OK, &self.metrics.encode());
-                resp.headers_mut().insert(
-                    header::CONTENT_TYPE,
-                    header::HeaderValue::from_static(
-                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    ),
-                );
-                resp
+            "/healthz" => return reply::text(StatusCode::OK, "ok\n"),
+            "/readyz" if self.latest.borrow().is_some() => {
+                return reply::text(StatusCode::OK, "ok\n");
             }
-            "/api/v1/snapshot" => self.snapshot(),
-            _ => text(StatusCode::NOT_FOUND, "not found\n"),
+            "/readyz" => {
+                return reply::text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "no snapshot compiled yet\n",
+                );
+            }
+            "/metrics" if !self.protect_metrics => return self.scrape(),
+            openapi::PATH => return openapi::document(),
+            _ => {}
+        }
+        let principal = match self.gate.require(req.method(), req.headers(), Role::Read) {
+            Ok(principal) => principal,
+            Err(denied) => return denied.response(),
+        };
+        match req.uri().path() {
+            "/metrics" => self.scrape(),
+            "/api/v1/session" => reply::json(StatusCode::OK, &principal),
+            "/api/v1/snapshot" => reply::json(StatusCode::OK, &self.snapshot()),
+            "/api/v1/overview" => reply::json(StatusCode::OK, &self.overview()),
+            "/api/v1/dataplanes" => {
+                reply::json(StatusCode::OK, &json!({ "items": self.dataplanes() }))
+            }
+            _ => reply::not_found(),
         }
     }
 
-    fn snapshot(&self) -> Response<Full<Bytes>> {
-        let published = self.latest.borrow().clone();
-        let dataplanes: Vec<_> = self
-            .fleet
+    fn scrape(&self) -> Response<Body> {
+        reply::bytes(
+            StatusCode::OK,
+            OPENMETRICS,
+            Bytes::from(self.metrics.encode()),
+        )
+    }
+
+    /// Every data plane connected to this replica and what it acked.
+    fn dataplanes(&self) -> Vec<serde_json::Value> {
+        self.fleet
             .dataplanes()
             .into_iter()
             .map(|dp| {
@@ -106,28 +134,74 @@ impl Admin {
                     "id": dp.id,
                     "addr": dp.addr.to_string(),
                     "ackedVersion": dp.acked.as_ref().map(|p| p.version.clone()),
+                    "connected": true,
                     "nack": dp.nack.map(|n| json!({"version": n.version, "reason": n.reason})),
                 })
             })
-            .collect();
-        let body = json!({
+            .collect()
+    }
+
+    fn snapshot(&self) -> serde_json::Value {
+        let published = self.latest.borrow().clone();
+        json!({
             "version": published.as_ref().map(|p| p.version.clone()),
             "summary": published.as_ref().map(|p| p.summary.clone()),
             "rejected": published.as_ref().map(|p| p.verdicts.iter().filter(|v| !v.accepted()).count()),
             "leader": *self.leader.borrow(),
-            "dataplanes": dataplanes,
-        });
-        let mut resp = text(StatusCode::OK, &body.to_string());
-        resp.headers_mut().insert(
-            header::CONTENT_TYPE,
-            header::HeaderValue::from_static("application/json"),
-        );
-        resp
+            "dataplanes": self.dataplanes(),
+        })
+    }
+
+    /// The dashboard's first page, in the shape the data plane answers.
+    fn overview(&self) -> serde_json::Value {
+        let published = self.latest.borrow().clone();
+        let summary = published.as_ref().map(|p| p.summary.clone());
+        let count = |f: fn(&postern_snapshot::Summary) -> usize| summary.as_ref().map_or(0, f);
+        let rejected: Vec<_> = published
+            .as_ref()
+            .map(|p| {
+                p.verdicts
+                    .iter()
+                    .filter(|v| !v.accepted())
+                    .map(|v| {
+                        json!({
+                            "kind": v.kind.as_str(),
+                            "namespace": v.key.namespace,
+                            "name": v.key.name,
+                            "reason": v.reason.as_str(),
+                            "message": v.message,
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        json!({
+            "component": "operator",
+            "version": env!("CARGO_PKG_VERSION"),
+            "startedAt": rfc3339(self.started_at),
+            "snapshot": {
+                "version": published.as_ref().map(|p| p.version.clone()),
+                "appliedAt": null,
+                "source": "operator",
+            },
+            "counts": {
+                "sites": count(|s| s.proxy_targets),
+                "routes": count(|s| s.routes),
+                "users": count(|s| s.user_upstreams),
+                "tunnels": count(|s| s.tunnels),
+                "certificates": count(|s| s.certificates),
+            },
+            "requests": { "perMinute": [] },
+            "lastRefused": null,
+            "rejected": rejected,
+            "dataPlanes": self.dataplanes(),
+        })
     }
 }
 
-fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
-    let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
-    *resp.status_mut() = status;
-    resp
+fn rfc3339(t: SystemTime) -> String {
+    postern_acme::rfc3339(
+        t.duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+    )
 }

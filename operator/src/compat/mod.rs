@@ -33,15 +33,15 @@ use postern_upstreamgate::{UserObjects, UserRequest, check, translate};
 
 use crate::index::Index;
 
-use crate::token::SyncToken;
 use store::{Deleted, Store, StoreError};
 
 const MAX_BODY: usize = 64 * 1024;
 
 /// The API: who may call it and where it reads and writes.
 pub struct UpstreamApi {
-    /// `None`: every call is refused.
-    token: Option<SyncToken>,
+    /// Who may call: bearer tokens of the admin role (none configured:
+    /// every call is refused).
+    gate: Arc<postern_admin::Gate>,
     store: Store,
     /// What the operator watches: a POST is compiled against it first.
     index: Arc<Mutex<Index>>,
@@ -70,14 +70,14 @@ impl UpstreamApi {
     /// `namespace`: where users are written; `scope`: the operator's watch
     /// scope, which GET lists and conflicts are checked against.
     pub fn new(
-        token: Option<SyncToken>,
+        gate: Arc<postern_admin::Gate>,
         client: Client,
         namespace: String,
         scope: Option<String>,
         index: Arc<Mutex<Index>>,
     ) -> Self {
         UpstreamApi {
-            token,
+            gate,
             index,
             store: Store {
                 client,
@@ -124,10 +124,7 @@ impl UpstreamApi {
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
-        match (&self.token, presented) {
-            (Some(token), Some(presented)) => token.matches(presented.trim()),
-            _ => false,
-        }
+        presented.and_then(|t| self.gate.tokens().role_of(t)) == Some(postern_admin::Role::Admin)
     }
 
     async fn list(&self) -> Response<Full<Bytes>> {
@@ -282,7 +279,9 @@ mod tests {
         let client = Client::try_from(config).expect("client");
         let index = Arc::new(Mutex::new(Index::new(Default::default())));
         UpstreamApi::new(
-            token.and_then(SyncToken::new),
+            Arc::new(postern_admin::Gate::new(postern_admin::Tokens::fixed(
+                token, None,
+            ))),
             client,
             "ns".into(),
             None,
