@@ -108,6 +108,16 @@ function ago(iso) {
   return `${Math.floor(sec / 86400)} d ago`;
 }
 
+// Relative times are refreshed on every poll (refreshAgo), not only when
+// the data changes, so "5 s ago" never goes stale on a quiet page.
+function agoSpan(iso) {
+  return h('span', { class: 'muted', 'data-ago': iso ?? '' }, ago(iso));
+}
+
+function refreshAgo(root) {
+  for (const el of root.querySelectorAll('[data-ago]')) el.textContent = ago(el.dataset.ago);
+}
+
 function timeCell(iso) {
   return h('time', { datetime: iso ?? '', title: iso ?? '' }, fmtTime(iso));
 }
@@ -311,6 +321,7 @@ async function load(page, round) {
       page.lastText = text;
       page.update(data ?? {});
     }
+    refreshAgo(page.body);
     // For tests and for anyone reading the DOM: what the page shows now.
     page.section.dataset.path = path;
     page.section.dataset.loaded = 'true';
@@ -460,9 +471,9 @@ function renderOverview(o) {
   const facts = h('dl', { class: 'facts', id: 'overview-facts', 'data-test': 'overview-facts' },
     fact('Component', o.component, 'component'),
     fact('Version', o.version, 'version'),
-    fact('Started', o.startedAt ? `${fmtTime(o.startedAt)} (${ago(o.startedAt)})` : null, 'started'),
+    fact('Started', o.startedAt ? [fmtTime(o.startedAt), ' ', agoSpan(o.startedAt)] : null, 'started'),
     fact('Snapshot', snap.version ?? 'none applied yet', 'snapshot-version'),
-    fact('Applied', snap.appliedAt ? `${fmtTime(snap.appliedAt)} (${ago(snap.appliedAt)})` : null, 'snapshot-applied'),
+    fact('Applied', snap.appliedAt ? [fmtTime(snap.appliedAt), ' ', agoSpan(snap.appliedAt)] : null, 'snapshot-applied'),
     fact('Source', snap.source, 'snapshot-source'));
 
   const tiles = h('div', { class: 'tiles', id: 'overview-counts', 'data-test': 'overview-counts' },
@@ -631,7 +642,7 @@ function renderTunnels(data) {
     const cols = [{ title: 'Session' }, { title: 'Remote' }, { title: 'Agent' }, { title: 'Connected' }, { title: 'State' }];
     const rows = agents.length ? agents.map((a) => h('tr', { 'data-test': 'agent-row' },
       h('td', { class: 'mono' }, dash(a.session)), h('td', { class: 'mono' }, dash(a.remote)),
-      h('td', {}, dash(a.agentVersion)), h('td', {}, timeCell(a.connectedAt), ' ', h('span', { class: 'muted' }, ago(a.connectedAt))),
+      h('td', {}, dash(a.agentVersion)), h('td', {}, timeCell(a.connectedAt), ' ', agoSpan(a.connectedAt)),
       h('td', {}, a.active ? badge('active', 'good') : badge('standby', 'soft')))) : [empty(cols.length, 'No agent connected.')];
     return h('article', { class: 'card', 'data-test': 'tunnel', 'data-tunnel-id': t.id ?? '' },
       h('header', { class: 'site-head' },

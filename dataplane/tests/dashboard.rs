@@ -3,8 +3,8 @@
 //! and a read-only token: sign in, every page (screenshots in
 //! `target/dashboard/`), a site added to the manifests folder shows up
 //! within a poll of the API listing it, the request log filtered by host
-//! and status, a request arriving in the live tail, a user's connection cut
-//! with Disconnect, CSRF, the admin token rotated in its file, the
+//! and status, a request arriving in the live tail, a user's connection and
+//! a tunnel's agent cut with Disconnect, CSRF, the admin token rotated in its file, the
 //! read-only role refused actions, logout, and every documented API
 //! operation answering 401 without credentials.
 
@@ -13,14 +13,17 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use postern_harness::oauth::{Need, Tools};
 use postern_harness::{
-    Backend, LOOPBACK_ALLOWED, Manifests, Postern, closed_port, documents, echo_target,
-    harness_read_token_file, repo_root, target_yaml, tls_secret, tmp_dir, user_yaml,
+    Agent, Backend, Ca, LOOPBACK_ALLOWED, Manifests, Postern, TunnelKey, closed_port, documents,
+    echo_target, harness_read_token_file, repo_root, target_yaml, tls_secret, tmp_dir, tunnel_yaml,
+    user_yaml,
 };
 use serde_json::Value;
 
 /// The site page may trail the API by one poll (1 s) plus fetch and render;
 /// the script enforces its own bound, this one keeps the report honest.
 const PAGE_AFTER_API_MS: u64 = 1500;
+/// The name on the agent listener's certificate.
+const TUNNEL_SERVER: &str = "tunnel.postern.test";
 
 /// A self-signed certificate for `host` that expires in `days` days.
 fn expiring(host: &str, days: u64) -> (String, String) {
@@ -46,7 +49,7 @@ fn tls_site(name: &str, host: &str, backend: &str, days: u64) -> String {
     ])
 }
 
-fn manifests(backend: &Backend) -> Manifests {
+fn manifests(backend: &Backend, key: &TunnelKey) -> Manifests {
     let down = closed_port();
     let web = documents(&[
         target_yaml(
@@ -65,8 +68,17 @@ fn manifests(backend: &Backend) -> Manifests {
         tls_site("amber", "amber.localhost", &backend.url(), 14),
     ]);
     let users = user_yaml("alice", "alice-pw", "direct://", None, LOOPBACK_ALLOWED);
+    let tunnel = documents(&[
+        key.secret_yaml("agent-key"),
+        tunnel_yaml(
+            "laptop",
+            "agent-key",
+            "  mode: http\n  hostnames: [laptop.localhost]\n",
+        ),
+    ]);
     Manifests::new("dashboard")
         .with("web.yaml", &web)
+        .with("tunnel.yaml", &tunnel)
         .with("certs.yaml", &certs)
         .with("users.yaml", &users)
 }
@@ -102,7 +114,9 @@ async fn the_dashboard_works_in_a_browser() {
     };
     let backend = Backend::start("web");
     let echo = echo_target().await;
-    let manifests = manifests(&backend);
+    let key = TunnelKey::generate("hs256");
+    let manifests = manifests(&backend, &key);
+    let ca = Ca::new("dashboard CA");
     let secrets = tmp_dir("dashboard-tokens");
     let admin_token = secrets.join("admin");
     std::fs::write(&admin_token, "dashboard-admin-token-0123456789").expect("write token");
@@ -114,7 +128,19 @@ async fn the_dashboard_works_in_a_browser() {
         .arg(&admin_token)
         .arg("--admin-read-token-file")
         .arg(read_token)
+        .tunnel_tls(&ca.leaf(&[TUNNEL_SERVER]))
         .start()
+        .await;
+    let agent = Agent::builder(
+        p.tunnel.expect("the data plane serves --tunnel-addr"),
+        TUNNEL_SERVER,
+        &ca.write(&secrets),
+        &key.token(&["default/laptop"], "1h"),
+        &[&format!("default/laptop={}", backend.url())],
+    )
+    .spawn();
+    agent
+        .wait_status("connected", 1, Duration::from_secs(20))
         .await;
     let out_dir = repo_root().join("target/dashboard");
     let args = [
@@ -138,6 +164,8 @@ async fn the_dashboard_works_in_a_browser() {
         "alice:alice-pw".into(),
         "--proxy-target".into(),
         echo.to_string(),
+        "--tunnel".into(),
+        "default/laptop".into(),
         "--expect-expiry".into(),
         "red.localhost=red,amber.localhost=amber".into(),
         "--out".into(),
@@ -209,6 +237,12 @@ async fn the_dashboard_works_in_a_browser() {
     assert_eq!(report["live"]["status"], 200);
     assert_eq!(report["live"]["first_row_path"], report["live"]["path"]);
     assert_eq!(report["disconnect"]["connection_closed"], true);
+    // The agent's session was cut: it dialled again.
+    let tunnel = &report["tunnel_disconnect"];
+    assert!(tunnel["toast"].as_str().is_some(), "{pretty}");
+    agent
+        .wait_status("connected", 2, Duration::from_secs(20))
+        .await;
 
     assert_eq!(
         report["csrf"],

@@ -16,6 +16,7 @@ e2e/oauth/browser.py, imported from there):
   5. turns on the live tail and sees one request with a unique path arrive;
   6. with --proxy-user: holds a CONNECT open through the forward proxy,
      sees it on the users page and cuts it with the Disconnect button;
+     with --tunnel: disconnects the tunnel's agent from the tunnels page;
      a narrow window and the dark scheme; a rejected Route and a refused
      manifests folder on the overview (both files removed again);
   7. checks CSRF (a cookie POST without the header is refused); rotates
@@ -487,6 +488,30 @@ async def disconnect_user(d, args, report):
         sock.close()
 
 
+async def disconnect_tunnel(d, args, report):
+    """--tunnel NS/NAME has a connected agent: Disconnect closes its session
+    (the agent then dials again, with a new session)."""
+    await d.goto("tunnels")
+    card = f'[data-test=tunnel][data-tunnel-id="{args.tunnel}"]'
+    sessions = (f"[...document.querySelectorAll({json.dumps(card + ' [data-test=agent-row]')})]"
+                f".map(r => r.cells[0].textContent)")
+    before = await d.wait(f"(() => {{ const s = {sessions}; return s.length ? s : null; }})()",
+                          f"an agent of {args.tunnel}")
+    await d.screenshot("tunnels")
+    button = f"{card} [data-test=disconnect-tunnel]"
+    await d.click(button)
+    await d.wait(f"document.querySelector({json.dumps(button)})?.dataset.armed === 'true'", "the armed button", 3)
+    await d.click(button)
+    toast = await d.wait("(() => { const t = document.getElementById('toast'); return !t.hidden && t.textContent; })()",
+                         "the tunnel disconnect result")
+    await d.wait(f"!{sessions}.some(s => {json.dumps(before)}.includes(s))", "the old agent session to go")
+    report["tunnel_disconnect"] = {"tunnel": args.tunnel, "sessions_before": before, "toast": toast,
+                                   "sessions_after": await d.js(sessions)}
+    if f"Disconnected {len(before)} agent" not in toast:
+        raise Failure(f"tunnel Disconnect says {toast!r}")
+    await d.click("#toast")
+
+
 async def csrf_checks(d, report):
     """Cookie POSTs from the page: without or with a wrong X-CSRF-Token they are refused."""
     path = "/api/v1/users/nobody/disconnect"
@@ -699,6 +724,9 @@ async def scenario(args, report):
                 if args.proxy_user:
                     report["step"] = "disconnect"
                     await disconnect_user(d, args, report)
+                if args.tunnel:
+                    report["step"] = "tunnel disconnect"
+                    await disconnect_tunnel(d, args, report)
                 report["step"] = "narrow window"
                 await narrow_and_dark(d, pages, report)
                 await d.goto("overview")
@@ -747,6 +775,7 @@ def main():
     ap.add_argument("--proxy", help="forward proxy URL (http://127.0.0.1:PORT) for the Disconnect check")
     ap.add_argument("--proxy-user", help="USER:PASSWORD of a proxy user (with --proxy)")
     ap.add_argument("--proxy-target", help="HOST:PORT an echo server the user may CONNECT to (with --proxy)")
+    ap.add_argument("--tunnel", help="NAMESPACE/NAME of a tunnel with a connected agent, for its Disconnect")
     ap.add_argument("--expect-expiry", help="HOST=red|amber|ok,... : the certificates page's highlight per host")
     ap.add_argument("--out", default="target/dashboard", help="screenshots folder")
     ap.add_argument("--chromium", help="Chromium binary (default $CHROMIUM, /usr/lib/chromium/chromium, chromium)")
