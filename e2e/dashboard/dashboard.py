@@ -149,6 +149,16 @@ class Dash:
                              f" e.click(); return true; }})()"):
             raise Failure(f"nothing matches {selector}")
 
+    async def confirm_click(self, button):
+        """A destructive button: the first click arms it, the second acts;
+        returns the toast that reports the result."""
+        await self.click(button)
+        await self.wait(f"document.querySelector({json.dumps(button)})?.dataset.armed === 'true'", "the armed button", 3)
+        await self.click(button)
+        return await self.wait(
+            "(() => { const t = document.getElementById('toast'); return !t.hidden && t.textContent; })()",
+            f"the result of {button}")
+
     async def goto(self, page):
         await self.js(f"location.hash = {json.dumps('#/' + page)}")
         await self.loaded(page)
@@ -469,12 +479,7 @@ async def disconnect_user(d, args, report):
         await d.wait(f"(() => {{ const c = document.querySelector({json.dumps(row + ' [data-test=user-connections]')});"
                      f" return c && Number(c.textContent) >= 1; }})()", f"{user} with a live connection")
         await d.screenshot("users")
-        button = f"{row} [data-test=disconnect-user]"
-        await d.click(button)
-        await d.wait(f"document.querySelector({json.dumps(button)})?.dataset.armed === 'true'", "the armed button", 3)
-        await d.click(button)
-        toast = await d.wait("(() => { const t = document.getElementById('toast'); return !t.hidden && t.textContent; })()",
-                             "the disconnect result")
+        toast = await d.confirm_click(f"{row} [data-test=disconnect-user]")
         cut = await asyncio.to_thread(closed_within, sock, 5)
         report["disconnect"] = {"user": user, "toast": toast, "connection_closed": cut}
         if not cut:
@@ -498,12 +503,7 @@ async def disconnect_tunnel(d, args, report):
     before = await d.wait(f"(() => {{ const s = {sessions}; return s.length ? s : null; }})()",
                           f"an agent of {args.tunnel}")
     await d.screenshot("tunnels")
-    button = f"{card} [data-test=disconnect-tunnel]"
-    await d.click(button)
-    await d.wait(f"document.querySelector({json.dumps(button)})?.dataset.armed === 'true'", "the armed button", 3)
-    await d.click(button)
-    toast = await d.wait("(() => { const t = document.getElementById('toast'); return !t.hidden && t.textContent; })()",
-                         "the tunnel disconnect result")
+    toast = await d.confirm_click(f"{card} [data-test=disconnect-tunnel]")
     await d.wait(f"!{sessions}.some(s => {json.dumps(before)}.includes(s))", "the old agent session to go")
     report["tunnel_disconnect"] = {"tunnel": args.tunnel, "sessions_before": before, "toast": toast,
                                    "sessions_after": await d.js(sessions)}
