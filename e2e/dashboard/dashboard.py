@@ -44,6 +44,7 @@ import uuid
 from types import SimpleNamespace
 from urllib.parse import urlencode, urlsplit
 
+sys.dont_write_bytecode = True  # no __pycache__ left in e2e/oauth by the import below
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "oauth"))
 from browser import CDP, Chromium, Failure, Page, ws_connect  # noqa: E402 - the shared CDP client
 
