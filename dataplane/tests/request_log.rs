@@ -327,3 +327,62 @@ async fn requests_pass_while_redis_is_down_and_records_come_back_with_it() {
         "{warned}"
     );
 }
+
+#[tokio::test]
+async fn forward_proxy_connections_are_recorded_and_served_by_the_admin_api() {
+    use postern_harness::{LOOPBACK_ALLOWED, http::admin_get, user_yaml};
+    let backend = Backend::start("dest");
+    let user = user_yaml("alice", "pw", "direct://", None, LOOPBACK_ALLOWED);
+    let p = Postern::standalone_with("reqlog-forward", &[("alice.yaml", user)])
+        .start()
+        .await;
+    let proxy = p.proxy_url("alice", "pw");
+    let tunnelled = curl(&[
+        "-s",
+        "-p",
+        "-x",
+        &proxy,
+        &format!("{}/through", backend.url()),
+    ])
+    .await;
+    assert_eq!(tunnelled.status, 200, "{}", tunnelled.stderr);
+    let plain = curl(&["-s", "-x", &proxy, &format!("{}/plain", backend.url())]).await;
+    assert_eq!(plain.status, 200, "{}", plain.stderr);
+
+    let items = eventually("two records of alice", PATIENCE, || async {
+        let r = admin_get(p.admin, "/api/v1/requests?user=alice").await?;
+        let json = r.json()?;
+        let items = json["items"].as_array().cloned().unwrap_or_default();
+        if items.len() == 2 {
+            Ok(items)
+        } else {
+            Err(format!("{}: {}", r.status, r.body))
+        }
+    })
+    .await;
+    let connect = items
+        .iter()
+        .find(|r| r["method"] == "CONNECT")
+        .expect("the CONNECT");
+    let absolute = items
+        .iter()
+        .find(|r| r["method"] == "GET")
+        .expect("the GET");
+    for record in [connect, absolute] {
+        assert_eq!(record["kind"], "connect");
+        assert_eq!(record["host"], "127.0.0.1");
+        assert_eq!(record["client"], "127.0.0.1");
+        assert_eq!(record["status"], 200);
+        assert_eq!(record["outcome"], "ok");
+        assert!(
+            record["bytesOut"].as_u64().is_some_and(|n| n > 0),
+            "{record}"
+        );
+    }
+    assert_eq!(connect["path"], serde_json::Value::Null);
+    assert_eq!(absolute["path"], "/plain");
+    let bad = admin_get(p.admin, "/api/v1/requests?status=abc")
+        .await
+        .expect("an answer");
+    assert_eq!(bad.status, 400, "{}", bad.body);
+}
