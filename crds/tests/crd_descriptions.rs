@@ -52,7 +52,10 @@ fn every_field_of_every_crd_has_a_description() {
         }
     }
     // The kinds have dozens of fields each; a walk that finds none is broken.
-    assert!(fields > 100, "only {fields} fields found: the walk is wrong");
+    assert!(
+        fields > 100,
+        "only {fields} fields found: the walk is wrong"
+    );
     assert!(
         holes.is_empty(),
         "fields without a description (add a /// doc comment in postern-api, then run `cargo run -p postern-crds --bin crdgen`):\n  {}",
