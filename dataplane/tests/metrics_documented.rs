@@ -256,20 +256,5 @@ fn every_family_the_source_registers_is_documented() {
         registered.len() > 30,
         "only {registered:?} found: the scan is broken"
     );
-    let documented: BTreeSet<String> = doc
-        .families
-        .keys()
-        .filter(|n| !n.starts_with("postern_operator_"))
-        .cloned()
-        .collect();
-    let undocumented: Vec<_> = registered.difference(&documented).collect();
-    let stale: Vec<_> = documented.difference(&registered).collect();
-    assert!(
-        undocumented.is_empty(),
-        "registered but not in docs/metrics.md: {undocumented:?}"
-    );
-    assert!(
-        stale.is_empty(),
-        "in docs/metrics.md but registered nowhere: {stale:?}"
-    );
+    doc.assert_lists(&registered, |n| !n.starts_with("postern_operator_"));
 }

@@ -9,14 +9,6 @@ use std::collections::BTreeSet;
 use metrics_doc::{MetricsDoc, check_exposition, registry_families};
 use postern_operator::metrics::Metrics;
 
-fn documented_operator_families(doc: &MetricsDoc) -> BTreeSet<String> {
-    doc.families
-        .keys()
-        .filter(|n| n.starts_with("postern_operator_"))
-        .cloned()
-        .collect()
-}
-
 #[test]
 fn the_registry_and_the_page_list_the_same_families() {
     let doc = MetricsDoc::load();
@@ -31,17 +23,7 @@ fn the_registry_and_the_page_list_the_same_families() {
             && registered.contains("postern_operator_acme_certificate_expiry_seconds"),
         "the registry's Debug text was not read: {registered:?}"
     );
-    let documented = documented_operator_families(&doc);
-    let undocumented: Vec<_> = registered.difference(&documented).collect();
-    let stale: Vec<_> = documented.difference(&registered).collect();
-    assert!(
-        undocumented.is_empty(),
-        "registered but not in docs/metrics.md: {undocumented:?}"
-    );
-    assert!(
-        stale.is_empty(),
-        "in docs/metrics.md but no longer registered: {stale:?}"
-    );
+    doc.assert_lists(&registered, |n| n.starts_with("postern_operator_"));
 }
 
 #[test]

@@ -47,6 +47,27 @@ fn ticked(cell: &str) -> Vec<String> {
 }
 
 impl MetricsDoc {
+    /// Panics unless the families documented for one component (those
+    /// `component` says are its own) are exactly `registered`.
+    pub fn assert_lists(&self, registered: &BTreeSet<String>, component: impl Fn(&str) -> bool) {
+        let documented: BTreeSet<String> = self
+            .families
+            .keys()
+            .filter(|n| component(n))
+            .cloned()
+            .collect();
+        let undocumented: Vec<_> = registered.difference(&documented).collect();
+        let stale: Vec<_> = documented.difference(registered).collect();
+        assert!(
+            undocumented.is_empty(),
+            "registered but not in docs/metrics.md: {undocumented:?}"
+        );
+        assert!(
+            stale.is_empty(),
+            "in docs/metrics.md but registered nowhere: {stale:?}"
+        );
+    }
+
     /// `docs/metrics.md` of this checkout.
     pub fn load() -> MetricsDoc {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/metrics.md");
