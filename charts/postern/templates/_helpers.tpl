@@ -63,6 +63,9 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- define "postern.adminTokenArgs" -}}
 - --admin-token-file=/var/run/postern/admin/token
 - --admin-read-token-file=/var/run/postern/admin-read/token
+{{- if .Values.metrics.protect }}
+- --admin-protect-metrics
+{{- end }}
 {{- end -}}
 
 {{- /* Pod-level security context for PodSecurity `restricted`. */}}
