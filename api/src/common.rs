@@ -236,6 +236,30 @@ pub struct ResourceStatus {
     /// The ACME certificate a ProxyTarget serves, once issued.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificate: Option<CertificateStatus>,
+    /// Names this object claimed while an object of another namespace held
+    /// them. Kept for as long as the object claims them, so the claim stays
+    /// refused after the holder goes away unless the operator's name policy
+    /// allows takeover; deleting and recreating the object clears it.
+    #[serde(default, skip_serializing_if = "LostClaims::is_empty")]
+    pub lost_claims: LostClaims,
+}
+
+/// Hostnames and proxy user names an object lost to another namespace.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LostClaims {
+    /// Lowercased hostnames (ProxyTargets and Tunnels).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hostnames: Vec<String>,
+    /// Proxy user names (UserUpstreams).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub users: Vec<String>,
+}
+
+impl LostClaims {
+    pub fn is_empty(&self) -> bool {
+        self.hostnames.is_empty() && self.users.is_empty()
+    }
 }
 
 /// What `kubectl get` shows of an ACME certificate.

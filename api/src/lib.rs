@@ -23,7 +23,8 @@ pub use authorization_server::{
 };
 pub use common::{
     AuthPolicy, AuthType, Backend, BackendProtocol, BackendTls, CertificateStatus, Condition,
-    ConditionStatus, LocalRef, ProxyProtocolVersion, ResourceStatus, SecretKeyRef, ServiceBackend,
+    ConditionStatus, LocalRef, LostClaims, ProxyProtocolVersion, ResourceStatus, SecretKeyRef,
+    ServiceBackend,
 };
 pub use duration::{Duration, DurationError};
 pub use meta::{Kind, Object, ObjectKey, ObjectMeta};

@@ -5,7 +5,7 @@
 use std::cell::OnceCell;
 use std::collections::BTreeMap;
 
-use postern_api::{Kind, Object, ObjectKey, ProxyTargetSpec};
+use postern_api::{Kind, LostClaims, Object, ObjectKey, ProxyTargetSpec};
 use postern_snapshot::{
     AcmeChallenge, Certificate, OAuthClientEntry, ProxyUser, Site, Snapshot, SourceObject,
     TunnelEntry,
@@ -24,7 +24,15 @@ pub(crate) struct Build<'a> {
     /// ProxyTargets by `namespace/name`, made on first use: oauth policies
     /// look up the target they name once each, not by a scan each.
     targets_by_id: OnceCell<BTreeMap<String, &'a Object<ProxyTargetSpec>>>,
+    /// The claims each object lost to another namespace (see `claims`).
+    lost: BTreeMap<(Kind, ObjectKey), LostClaims>,
 }
+
+/// What `recorded` answers for an object with no record.
+static NONE_LOST: LostClaims = LostClaims {
+    hostnames: Vec::new(),
+    users: Vec::new(),
+};
 
 impl<'a> Build<'a> {
     pub(crate) fn new(inputs: &'a Inputs) -> Self {
@@ -34,6 +42,7 @@ impl<'a> Build<'a> {
             objects: Vec::new(),
             certificates: BTreeMap::new(),
             targets_by_id: OnceCell::new(),
+            lost: BTreeMap::new(),
         }
     }
 
@@ -62,6 +71,11 @@ impl<'a> Build<'a> {
         acme_challenges: Vec<AcmeChallenge>,
     ) -> Output {
         self.objects.sort();
+        for verdict in &mut self.verdicts {
+            if let Some(lost) = self.lost.remove(&(verdict.kind, verdict.key.clone())) {
+                verdict.lost_claims = lost;
+            }
+        }
         self.verdicts
             .sort_by(|a, b| (a.kind, &a.key).cmp(&(b.kind, &b.key)));
         let snapshot = Snapshot {
@@ -109,8 +123,24 @@ impl<'a> Build<'a> {
             generation: obj.generation(),
             reason,
             message,
+            lost_claims: LostClaims::default(),
         });
         reason == Reason::Accepted
+    }
+
+    /// The claims the object's status says it lost before.
+    pub(crate) fn recorded(&self, kind: Kind, key: &ObjectKey) -> &'a LostClaims {
+        self.inputs
+            .lost_claims
+            .get(&(kind, key.clone()))
+            .unwrap_or(&NONE_LOST)
+    }
+
+    /// Sets the claims the object has lost, for its verdict.
+    pub(crate) fn lose(&mut self, kind: Kind, key: ObjectKey, lost: LostClaims) {
+        if !lost.is_empty() {
+            self.lost.insert((kind, key), lost);
+        }
     }
 
     /// Secret `namespace/name`, or why not.

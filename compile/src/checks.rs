@@ -1,6 +1,7 @@
 //! Checks of single fields that the CRD schema also makes. They are repeated
 //! here because standalone mode reads manifests that no API server checked.
 
+use std::collections::BTreeSet;
 use std::sync::LazyLock;
 
 use postern_api::url::HostUrl;
@@ -24,6 +25,13 @@ pub(crate) fn hostname(raw: &str) -> Result<String, Refusal> {
     } else {
         Err(invalid(format!("{raw:?} is not a valid hostname")))
     }
+}
+
+/// Lowercases and checks every hostname of a list, without duplicates.
+pub(crate) fn hostnames<'a>(
+    raw: impl IntoIterator<Item = &'a String>,
+) -> Result<BTreeSet<String>, Refusal> {
+    raw.into_iter().map(|h| hostname(h)).collect()
 }
 
 /// Parses a URL that must be only a scheme and an authority.

@@ -3,8 +3,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use postern_api::{
-    OAuthClientSpec, Object, ObjectKey, ProxyTargetSpec, RouteSpec, TunnelSpec, UserUpstreamSpec,
+    Kind, LostClaims, OAuthClientSpec, Object, ObjectKey, ProxyTargetSpec, RouteSpec, TunnelSpec,
+    UserUpstreamSpec,
 };
+
+use crate::NamePolicy;
 
 /// Everything `compile` reads. Order within the vectors does not matter.
 #[derive(Clone, Debug, Default)]
@@ -23,6 +26,11 @@ pub struct Inputs {
     /// ACME challenges being validated (fed back by the certificate
     /// manager); only those for hostnames of accepted ACME sites are kept.
     pub acme_challenges: Vec<postern_snapshot::AcmeChallenge>,
+    /// The names each object lost to another namespace, as its status
+    /// records them (`status.lostClaims`, written from earlier verdicts):
+    /// such a claim stays refused after the holder goes away unless the
+    /// name policy allows takeover.
+    pub lost_claims: BTreeMap<(Kind, ObjectKey), LostClaims>,
 }
 
 /// A Secret's type and decoded data.
@@ -47,6 +55,8 @@ pub struct Options {
     /// The ACME issuers configuration names; a target naming another is
     /// refused with UnknownIssuer.
     pub acme_issuers: BTreeSet<String>,
+    /// Which namespaces may claim which hostnames and user names.
+    pub name_policy: NamePolicy,
 }
 
 impl Default for Options {
@@ -54,6 +64,7 @@ impl Default for Options {
         Options {
             cluster_domain: "cluster.local".to_string(),
             acme_issuers: ["production", "staging"].map(String::from).into(),
+            name_policy: NamePolicy::default(),
         }
     }
 }

@@ -17,6 +17,8 @@ mod verdict;
 
 mod build;
 mod checks;
+mod claims;
+mod policy;
 mod refusal;
 
 mod acme;
@@ -30,6 +32,7 @@ mod user_upstreams;
 pub use acme::{AcmeRequest, CHALLENGES_KEY, acme_secret_name};
 pub use inputs::{Inputs, Options, SecretData, ServiceInfo};
 pub use oauth_servers::signing_keys_secret_name;
+pub use policy::{NamePolicy, PolicyError, Takeover};
 pub use verdict::{Reason, Verdict};
 
 use postern_snapshot::Snapshot;
@@ -48,13 +51,9 @@ pub struct Output {
 pub fn compile(inputs: &Inputs) -> Output {
     let mut build = build::Build::new(inputs);
     // Sites first: tunnels lose hostnames that ProxyTargets serve.
-    let mut sites = sites::compile(&mut build);
-    let claimed = sites
-        .iter()
-        .flat_map(|s| s.hostnames.iter().cloned())
-        .collect();
+    let (mut sites, hosts) = sites::compile(&mut build);
     let users = user_upstreams::compile(&mut build);
-    let (tunnels, tunnel_sites) = tunnels::compile(&mut build, &claimed);
+    let (tunnels, tunnel_sites) = tunnels::compile(&mut build, hosts);
     sites.extend(tunnel_sites);
     sites.sort_by(|a, b| a.id.cmp(&b.id));
     let oauth_clients = oauth_clients::compile(&mut build);

@@ -21,11 +21,12 @@ pub(crate) fn compile(build: &mut Build<'_>) -> Vec<OAuthClientEntry> {
     let inputs = build.inputs;
     for obj in oldest_first(&inputs.oauth_clients) {
         let outcome = oauth_client(build, obj).and_then(|entry| {
-            if let Some((owner, _)) = clients.get(&entry.client_id) {
+            // Only another namespace can hold the same name: never name it.
+            if clients.contains_key(&entry.client_id) {
                 return Err((
                     Reason::DuplicateClientId,
                     format!(
-                        "client id {} is already used by OAuthClient {owner}",
+                        "client id {} is already used by an OAuthClient of another namespace",
                         entry.client_id
                     ),
                 ));

@@ -4,7 +4,7 @@
 //! newer one also claims. Routes attach to accepted targets only and are put
 //! in match order here, once, so the data plane never sorts per request.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use postern_api::{
     AuthPolicy, AuthType, Kind, Object, ObjectKey, PathForwarding, PathMatchType, ProxyTargetSpec,
@@ -18,23 +18,25 @@ use crate::Reason;
 use crate::backends::{backend, header_rules};
 use crate::build::{Build, oldest_first};
 use crate::checks;
+use crate::claims::{Holders, claim};
 use crate::oauth_servers;
+use crate::policy::NameKind;
 use crate::refusal::Refusal;
 
-pub(crate) fn compile(build: &mut Build<'_>) -> Vec<Site> {
-    let mut claimed: BTreeMap<String, ObjectKey> = BTreeMap::new();
+/// Compiles ProxyTargets and their Routes; returns the sites and who
+/// holds each hostname (Tunnels claim from what is left).
+pub(crate) fn compile(build: &mut Build<'_>) -> (Vec<Site>, Holders) {
+    let mut holders = Holders::new(NameKind::Hostname);
     let mut sites: BTreeMap<ObjectKey, Site> = BTreeMap::new();
     let inputs = build.inputs;
     for target in oldest_first(&inputs.proxy_targets) {
-        let outcome = site(build, target).and_then(|site| {
-            claim_hostnames(&claimed, &site.0.hostnames)?;
-            Ok(site)
-        });
+        let key = target.key();
+        let names = checks::hostnames(&target.spec.hostnames);
+        let outcome = claim(build, &holders, Kind::ProxyTarget, &key, names)
+            .and_then(|names| Ok((names, site(build, target)?)));
         let outcome = match outcome {
-            Ok((site, certificate)) => {
-                for host in &site.hostnames {
-                    claimed.insert(host.clone(), target.key());
-                }
+            Ok((names, (site, certificate))) => {
+                holders.hold(Kind::ProxyTarget, &key, &names);
                 if let Some(certificate) = certificate {
                     build
                         .certificates
@@ -49,19 +51,7 @@ pub(crate) fn compile(build: &mut Build<'_>) -> Vec<Site> {
     }
     attach_routes(build, &mut sites);
     oauth_servers::link(build, &mut sites);
-    sites.into_values().collect()
-}
-
-fn claim_hostnames(claimed: &BTreeMap<String, ObjectKey>, hosts: &[String]) -> Result<(), Refusal> {
-    for host in hosts {
-        if let Some(owner) = claimed.get(host) {
-            return Err((
-                Reason::HostnameConflict,
-                format!("hostname {host} is already served by ProxyTarget {owner}"),
-            ));
-        }
-    }
-    Ok(())
+    (sites.into_values().collect(), holders)
 }
 
 /// A target's site and the certificate it needs, if any.
@@ -71,11 +61,7 @@ fn site(
 ) -> Result<(Site, Option<Certificate>), Refusal> {
     let ns = target.namespace();
     let spec = &target.spec;
-    let hostnames: BTreeSet<String> = spec
-        .hostnames
-        .iter()
-        .map(|h| checks::hostname(h))
-        .collect::<Result<_, _>>()?;
+    let hostnames = checks::hostnames(&spec.hostnames)?;
     if hostnames.is_empty() {
         return Err((Reason::InvalidSpec, "hostnames must not be empty".into()));
     }

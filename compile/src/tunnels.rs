@@ -5,7 +5,7 @@
 //! become a site (`Site::tunnel` set), so routing, TLS and ACME treat them as
 //! any other host.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use postern_api::{Kind, Object, ObjectKey, TunnelMode as ApiMode, TunnelSpec};
 use postern_snapshot::{
@@ -15,32 +15,34 @@ use postern_snapshot::{
 use crate::Reason;
 use crate::build::{Build, oldest_first};
 use crate::checks;
+use crate::claims::{Holders, claim};
 use crate::refusal::Refusal;
 
-/// Claims already granted to older tunnels.
+/// Path prefixes and ports already granted to older tunnels.
 #[derive(Default)]
 struct TunnelClaims {
-    hosts: BTreeMap<String, ObjectKey>,
     paths: BTreeMap<String, ObjectKey>,
     ports: BTreeMap<u16, ObjectKey>,
 }
 
-/// Compiles Tunnels oldest first; `site_hosts` are the hostnames sites
+/// Compiles Tunnels oldest first; `hosts` holds the hostnames sites
 /// already serve, which no tunnel may take.
 /// Returns the entries and the sites of their hostnames, both sorted by id.
-pub(crate) fn compile(
-    build: &mut Build<'_>,
-    site_hosts: &BTreeSet<String>,
-) -> (Vec<TunnelEntry>, Vec<Site>) {
+pub(crate) fn compile(build: &mut Build<'_>, mut hosts: Holders) -> (Vec<TunnelEntry>, Vec<Site>) {
     let mut claims = TunnelClaims::default();
     let mut out = Vec::new();
     let mut sites = Vec::new();
     let inputs = build.inputs;
     for obj in oldest_first(&inputs.tunnels) {
-        let outcome = tunnel(build, obj).and_then(|(entry, site)| {
-            let entry = claim(&mut claims, site_hosts, obj.key(), entry)?;
-            Ok((entry, site))
-        });
+        let key = obj.key();
+        let names = checks::hostnames(obj.spec.hostnames.iter().flatten());
+        let outcome = claim(build, &hosts, Kind::Tunnel, &key, names)
+            .and_then(|names| Ok((names, tunnel(build, obj)?)))
+            .and_then(|(names, (entry, site))| {
+                let entry = claim_path_and_port(&mut claims, &key, entry)?;
+                hosts.hold(Kind::Tunnel, &key, &names);
+                Ok((entry, site))
+            });
         let outcome = outcome.map(|(entry, site)| {
             if let Some((site, certificate)) = site {
                 if let Some(certificate) = certificate {
@@ -98,48 +100,41 @@ fn tunnel_site(
     Ok(Some((site, certificate)))
 }
 
-fn claim(
+/// Path prefixes and ports are first come, first served among all
+/// namespaces (the name policy covers hostnames and users only).
+fn claim_path_and_port(
     claims: &mut TunnelClaims,
-    site_hosts: &BTreeSet<String>,
-    key: ObjectKey,
+    key: &ObjectKey,
     entry: TunnelEntry,
 ) -> Result<TunnelEntry, Refusal> {
-    for host in &entry.hostnames {
-        if site_hosts.contains(host) {
-            return Err((
-                Reason::HostnameConflict,
-                format!("hostname {host} is already served by a ProxyTarget"),
-            ));
-        }
-        if let Some(owner) = claims.hosts.get(host) {
-            return Err((
-                Reason::HostnameConflict,
-                format!("hostname {host} is already held by Tunnel {owner}"),
-            ));
-        }
-    }
     if let Some(owner) = entry.path_prefix.as_ref().and_then(|p| claims.paths.get(p)) {
         return Err((
             Reason::PathConflict,
-            format!("path prefix is already held by Tunnel {owner}"),
+            format!("path prefix is already held by {}", holder(owner, key)),
         ));
     }
     if let Some(owner) = entry.tcp_port.and_then(|p| claims.ports.get(&p)) {
         return Err((
             Reason::PortConflict,
-            format!("TCP port is already held by Tunnel {owner}"),
+            format!("TCP port is already held by {}", holder(owner, key)),
         ));
-    }
-    for host in &entry.hostnames {
-        claims.hosts.insert(host.clone(), key.clone());
     }
     if let Some(path) = &entry.path_prefix {
         claims.paths.insert(path.clone(), key.clone());
     }
     if let Some(port) = entry.tcp_port {
-        claims.ports.insert(port, key);
+        claims.ports.insert(port, key.clone());
     }
     Ok(entry)
+}
+
+/// The holder as a refusal may name it: only within the claimant's namespace.
+fn holder(owner: &ObjectKey, claimant: &ObjectKey) -> String {
+    if owner.namespace == claimant.namespace {
+        format!("Tunnel {}", owner.name)
+    } else {
+        "a Tunnel of another namespace".to_string()
+    }
 }
 
 type Compiled = (TunnelEntry, Option<(Site, Option<Certificate>)>);
@@ -147,12 +142,7 @@ type Compiled = (TunnelEntry, Option<(Site, Option<Certificate>)>);
 fn tunnel(build: &Build<'_>, obj: &Object<TunnelSpec>) -> Result<Compiled, Refusal> {
     let ns = obj.namespace();
     let spec = &obj.spec;
-    let hostnames: BTreeSet<String> = spec
-        .hostnames
-        .iter()
-        .flatten()
-        .map(|h| checks::hostname(h))
-        .collect::<Result<_, _>>()?;
+    let hostnames = checks::hostnames(spec.hostnames.iter().flatten())?;
     let mode = match spec.mode {
         ApiMode::Http => {
             if hostnames.is_empty() == spec.path_prefix.is_none() {

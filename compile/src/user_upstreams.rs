@@ -4,12 +4,12 @@
 //! user may reach. User names are unique: the older UserUpstream keeps a
 //! duplicated one.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use postern_api::{Kind, Object, ObjectKey, UserUpstreamSpec, user_name};
+use postern_api::{Kind, Object, UserUpstreamSpec, user_name};
 use postern_snapshot::{
     Credentials, DestinationRules, PasswordHash, ProxyUser, Upstream, sha256_hex,
 };
@@ -17,6 +17,8 @@ use postern_snapshot::{
 use crate::Reason;
 use crate::build::{Build, oldest_first};
 use crate::checks;
+use crate::claims::{Holders, claim};
+use crate::policy::NameKind;
 use crate::refusal::{Refusal, invalid};
 
 const INLINE_CREDENTIALS: &str =
@@ -25,25 +27,33 @@ const INLINE_CREDENTIALS: &str =
 /// Compiles UserUpstreams oldest first: the older object keeps a user name
 /// two of them claim.
 pub(crate) fn compile(build: &mut Build<'_>) -> Vec<ProxyUser> {
-    let mut users: BTreeMap<String, (ObjectKey, ProxyUser)> = BTreeMap::new();
+    let mut holders = Holders::new(NameKind::User);
+    let mut users: BTreeMap<String, ProxyUser> = BTreeMap::new();
     let inputs = build.inputs;
     for obj in oldest_first(&inputs.user_upstreams) {
-        let outcome = proxy_user(build, obj).and_then(|(user, warning)| {
-            if let Some((owner, _)) = users.get(&user.user) {
-                return Err((
-                    Reason::DuplicateUser,
-                    format!(
-                        "user {} is already defined by UserUpstream {owner}",
-                        user.user
-                    ),
-                ));
-            }
-            users.insert(user.user.clone(), (obj.key(), user));
-            Ok(warning)
-        });
+        let key = obj.key();
+        let name = user_name(&obj.spec.user).map(|name| BTreeSet::from([name]));
+        let outcome = claim(build, &holders, Kind::UserUpstream, &key, name)
+            .and_then(|names| Ok((names, proxy_user(build, obj)?)))
+            .map(|(names, (user, warning))| {
+                holders.hold(Kind::UserUpstream, &key, &names);
+                users.insert(user.user.clone(), user);
+                warning
+            });
         build.verdict(Kind::UserUpstream, obj, outcome);
     }
-    users.into_values().map(|(_, user)| user).collect()
+    users.into_values().collect()
+}
+
+fn user_name(user: &str) -> Result<String, Refusal> {
+    if user_name::is_valid(user) {
+        Ok(user.to_string())
+    } else {
+        Err(invalid(format!(
+            "{user:?} is not a valid user name ({})",
+            user_name::RULE
+        )))
+    }
 }
 
 /// The user and any warning to report on an accepted object.
@@ -53,13 +63,6 @@ fn proxy_user(
 ) -> Result<(ProxyUser, String), Refusal> {
     let ns = obj.namespace();
     let spec = &obj.spec;
-    if !user_name::is_valid(&spec.user) {
-        return Err(invalid(format!(
-            "{:?} is not a valid user name ({})",
-            spec.user,
-            user_name::RULE
-        )));
-    }
     let password_ref = &spec.password_secret_ref;
     let password = build.secret_value(ns, &password_ref.name, password_ref.key_or("password"))?;
     let salt = sha256_hex(format!("postern-user\0{}\0{}", obj.key(), spec.user).as_bytes());

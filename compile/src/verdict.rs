@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use postern_api::{Kind, ObjectKey};
+use postern_api::{Kind, LostClaims, ObjectKey};
 
 /// Why an object was refused (or `Accepted`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -22,6 +22,9 @@ pub enum Reason {
     DuplicateUser,
     /// Two OAuthClients with one name (the client id) in different namespaces.
     DuplicateClientId,
+    /// A hostname or user name the name policy does not give to the
+    /// object's namespace.
+    NameNotAllowed,
     /// A Tunnel path prefix another, older Tunnel already holds.
     PathConflict,
     /// A field the schema cannot fully check (URLs, durations, PEM...).
@@ -45,6 +48,7 @@ impl Reason {
             Reason::InvalidRegex => "InvalidRegex",
             Reason::DuplicateUser => "DuplicateUser",
             Reason::DuplicateClientId => "DuplicateClientId",
+            Reason::NameNotAllowed => "NameNotAllowed",
             Reason::PathConflict => "PathConflict",
             Reason::InvalidSpec => "InvalidSpec",
             Reason::PortConflict => "PortConflict",
@@ -69,6 +73,9 @@ pub struct Verdict {
     pub reason: Reason,
     /// A sentence for people; for accepted objects, any warnings.
     pub message: String,
+    /// Names lost to another namespace: the status records them, and the
+    /// next compilation reads them back through `Inputs::lost_claims`.
+    pub lost_claims: LostClaims,
 }
 
 impl Verdict {

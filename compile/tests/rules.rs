@@ -106,7 +106,7 @@ fn the_older_target_keeps_a_contested_hostname() {
     let (reason, message) = verdict(&out, Kind::ProxyTarget, "newer");
     assert_eq!(reason, Reason::HostnameConflict);
     assert!(
-        message.contains("shared.example.com") && message.contains("team/older"),
+        message.contains("shared.example.com") && message.contains("ProxyTarget older"),
         "{message}"
     );
     assert_eq!(out.snapshot.sites.len(), 1);
@@ -286,7 +286,7 @@ fn a_duplicate_proxy_user_is_refused() {
     let out = compile(&inputs);
     let (reason, message) = verdict(&out, Kind::UserUpstream, "alice2");
     assert_eq!(reason, Reason::DuplicateUser);
-    assert!(message.contains("team/alice"), "{message}");
+    assert!(message.contains("UserUpstream alice"), "{message}");
     assert_eq!(out.snapshot.users.len(), 2);
 }
 

@@ -91,11 +91,17 @@ impl Session {
                 token,
                 schemas,
                 current_version,
+                capabilities,
             } => {
                 // The oldest first, for operators from before negotiation.
                 assert_eq!(protocol, sync::MIN_PROTOCOL);
                 assert!(protocols.contains(&sync::PROTOCOL), "{protocols:?}");
                 assert!(schemas.contains(&postern_snapshot::SCHEMA));
+                // Every kind: all features run in every data plane.
+                let capabilities = capabilities.unwrap_or_default();
+                for kind in sync::CAPABILITIES {
+                    assert!(capabilities.iter().any(|c| c == kind), "{capabilities:?}");
+                }
                 (dataplane_id, token, current_version)
             }
             other => panic!("expected hello, got {other:?}"),

@@ -60,6 +60,11 @@ pub struct Args {
     /// Default: --namespace if set, else `default`.
     #[arg(long, env = "POSTERN_UPSTREAM_API_NAMESPACE", value_name = "NS")]
     pub upstream_api_namespace: Option<String>,
+    /// YAML file binding hostname patterns and user-name prefixes to
+    /// namespaces (see the README). Absent: any namespace may claim any
+    /// name, with no takeover of lost claims.
+    #[arg(long, env = "POSTERN_NAME_POLICY", value_name = "FILE")]
+    pub name_policy: Option<PathBuf>,
     /// Once listening, write `{"sync": ADDR, "admin": ADDR}` here (for port 0).
     #[arg(long)]
     pub addr_file: Option<PathBuf>,
@@ -106,6 +111,8 @@ pub struct Config {
     pub upstream_api_namespace: String,
     /// ACME issuers and the renewal policy (the leader orders).
     pub acme: postern_acme::AcmeConfig,
+    /// Who may claim which names; `None`: no policy was given (anyone may).
+    pub name_policy: Option<postern_compile::NamePolicy>,
 }
 
 impl Args {
@@ -143,6 +150,10 @@ impl Args {
         };
         let acme = postern_acme::AcmeConfig::from_args(&self.acme)
             .map_err(|e| Error::Config(e.to_string()))?;
+        let name_policy = match &self.name_policy {
+            Some(path) => Some(read_name_policy(path)?),
+            None => None,
+        };
         let namespace = self.namespace.filter(|ns| !ns.is_empty());
         let upstream_api_namespace =
             upstream_api_namespace(self.upstream_api_namespace, namespace.as_deref())?;
@@ -161,6 +172,7 @@ impl Args {
             admin_token,
             upstream_api_namespace,
             acme,
+            name_policy,
         })
     }
 }
@@ -173,6 +185,17 @@ fn read_admin_token(path: &Path) -> Result<SyncToken> {
         source,
     })?;
     SyncToken::new(&raw).ok_or_else(|| Error::AdminToken(format!("{} is empty", path.display())))
+}
+
+/// The name policy file; one that does not read or check stops the
+/// operator rather than falling back to letting anyone claim anything.
+fn read_name_policy(path: &std::path::Path) -> Result<postern_compile::NamePolicy> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::ReadFile {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    postern_compile::NamePolicy::from_yaml(&text)
+        .map_err(|e| Error::Config(format!("{}: {e}", path.display())))
 }
 
 /// Objects outside the watch scope would never be compiled, so a namespace
@@ -284,6 +307,37 @@ mod tests {
         assert!(
             matches!(missing, Err(Error::ReadFile { .. })),
             "{missing:?}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_name_policy_is_read_and_checked_at_start() {
+        assert!(
+            parse(&["--sync-token=t"])
+                .into_config()
+                .expect("config")
+                .name_policy
+                .is_none()
+        );
+        let dir = std::env::temp_dir().join(format!("postern-name-policy-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join("policy.yaml");
+        let flag = format!("--name-policy={}", file.display());
+        std::fs::write(
+            &file,
+            "rules: [{hostnames: [\"*.a.example\"], namespaces: [a]}]\n",
+        )
+        .expect("write");
+        let config = parse(&["--sync-token=t", &flag])
+            .into_config()
+            .expect("config");
+        assert!(config.name_policy.is_some());
+        std::fs::write(&file, "rules: [{hostnames: [\"*.a.example\"]}]\n").expect("write");
+        let bad = parse(&["--sync-token=t", &flag]).into_config();
+        assert!(
+            matches!(&bad, Err(Error::Config(m)) if m.contains("namespaces")),
+            "{bad:?}"
         );
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -35,6 +35,8 @@ pub struct Dataplane {
     pub nack: Option<Nack>,
     /// Its tunnel agents, as last reported.
     pub agents: Vec<TunnelAgents>,
+    /// The resource kinds it implements, from its hello.
+    pub capabilities: Vec<String>,
 }
 
 /// Every connected data plane, by id.
@@ -57,8 +59,8 @@ impl Default for Fleet {
 }
 
 impl Fleet {
-    /// Registers a connection; returns its number.
-    pub fn connect(&self, id: &str, addr: SocketAddr) -> u64 {
+    /// Registers a connection and what it implements; returns its number.
+    pub fn connect(&self, id: &str, addr: SocketAddr, capabilities: Vec<String>) -> u64 {
         let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
         let old = self.lock().insert(
             id.to_string(),
@@ -69,6 +71,7 @@ impl Fleet {
                 acked: None,
                 nack: None,
                 agents: Vec::new(),
+                capabilities,
             },
         );
         if let Some(old) = old {
@@ -157,8 +160,8 @@ mod tests {
     fn a_reconnect_replaces_the_old_connection() {
         let fleet = Fleet::default();
         let changes = fleet.subscribe();
-        let old = fleet.connect("dp", addr());
-        let new = fleet.connect("dp", addr());
+        let old = fleet.connect("dp", addr(), Vec::new());
+        let new = fleet.connect("dp", addr(), Vec::new());
         assert_eq!(fleet.len(), 1);
         fleet.nacked(
             "dp",

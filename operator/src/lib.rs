@@ -126,9 +126,15 @@ pub async fn run_with(config: Config, client: Client, shutdown: CancellationToke
     }
 
     let metrics = Arc::new(Metrics::default());
+    if config.name_policy.is_none() {
+        tracing::warn!(
+            "no --name-policy: any namespace may claim any hostname and proxy user name (first come, first served; lost claims are never taken over)"
+        );
+    }
     let options = postern_compile::Options {
         cluster_domain: config.cluster_domain.clone(),
         acme_issuers: config.acme.names(),
+        name_policy: config.name_policy.clone().unwrap_or_default(),
     };
     let index = Arc::new(Mutex::new(Index::new(options)));
     let changed = Arc::new(Notify::new());
@@ -207,7 +213,15 @@ pub async fn run_with(config: Config, client: Client, shutdown: CancellationToke
         leader: leader.clone(),
     };
     tasks.spawn(keys.run(shutdown.clone()));
+    let recorder = kube::runtime::events::Recorder::new(
+        client.clone(),
+        kube::runtime::events::Reporter {
+            controller: "postern-operator".into(),
+            instance: Some(config.operator_id.clone()),
+        },
+    );
     let writer = StatusWriter {
+        recorder,
         client,
         index,
         latest,

@@ -16,8 +16,8 @@ use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use postern_snapshot::SCHEMA;
 use postern_snapshot::sync::{
-    DEAD_AFTER_SECS, MAX_FRAME, MAX_HELLO_FRAME, MIN_PROTOCOL, PING_SECS, PROTOCOL, ToDataplane,
-    ToOperator, decode, encode, negotiate,
+    BASE_CAPABILITIES, DEAD_AFTER_SECS, MAX_FRAME, MAX_HELLO_FRAME, MIN_PROTOCOL, PING_SECS,
+    PROTOCOL, ToDataplane, ToOperator, decode, encode, negotiate,
 };
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
@@ -100,7 +100,7 @@ impl SyncServer {
             .max_frame_length(MAX_HELLO_FRAME)
             .new_codec();
         let mut conn = Framed::new(stream, codec);
-        let (id, protocol) = match self.hello(&mut conn).await {
+        let (id, protocol, capabilities) = match self.hello(&mut conn).await {
             Ok(hello) => hello,
             Err(Error::Protocol(reason)) => {
                 tracing::warn!(%peer, %reason, "refused a data plane");
@@ -118,7 +118,7 @@ impl SyncServer {
             protocol,
         };
         send(&mut conn, message(&welcome)?).await?;
-        let conn_no = self.fleet.connect(&id, peer);
+        let conn_no = self.fleet.connect(&id, peer, capabilities);
         self.metrics
             .dataplanes_connected
             .set(gauge(self.fleet.len()));
@@ -147,10 +147,10 @@ impl SyncServer {
         Ok(Box::new(tls_stream))
     }
 
-    /// Reads and checks the hello; returns the data plane id and the
-    /// protocol of the session. A refusal is an `Error::Protocol` whose text
-    /// goes back to the data plane.
-    async fn hello(&self, conn: &mut Conn) -> Result<(String, u32)> {
+    /// Reads and checks the hello; returns the data plane id, the
+    /// protocol of the session and the kinds the data plane implements. A
+    /// refusal is an `Error::Protocol` whose text goes back to the data plane.
+    async fn hello(&self, conn: &mut Conn) -> Result<(String, u32, Vec<String>)> {
         let frame = timeout(HELLO_TIMEOUT, conn.next())
             .await
             .map_err(|_| Error::Timeout("waiting for hello"))?
@@ -161,6 +161,7 @@ impl SyncServer {
             dataplane_id,
             token,
             schemas,
+            capabilities,
             ..
         }) = decode(&frame)
         else {
@@ -185,7 +186,9 @@ impl SyncServer {
                 "dataplane id must be 1 to 253 characters".into(),
             ));
         }
-        Ok((dataplane_id, protocol))
+        let capabilities =
+            capabilities.unwrap_or_else(|| BASE_CAPABILITIES.map(String::from).to_vec());
+        Ok((dataplane_id, protocol, capabilities))
     }
 }
 

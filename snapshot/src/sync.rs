@@ -33,6 +33,17 @@ pub const PROTOCOL: u32 = 2;
 pub const MIN_PROTOCOL: u32 = 1;
 /// The first protocol with [`ToOperator::Agents`].
 pub const AGENTS_PROTOCOL: u32 = 2;
+/// The resource kinds a data plane may implement, as its hello names them.
+pub const CAPABILITIES: [&str; 5] = [
+    "ProxyTarget",
+    "Route",
+    "UserUpstream",
+    "Tunnel",
+    "OAuthClient",
+];
+/// What a data plane whose hello names no capabilities implements: the
+/// kinds every data plane has served since protocol 1.
+pub const BASE_CAPABILITIES: [&str; 3] = ["ProxyTarget", "Route", "UserUpstream"];
 /// Largest hello an operator reads from a peer not yet authenticated: a
 /// stranger must not make it buffer [`MAX_FRAME`] bytes.
 pub const MAX_HELLO_FRAME: usize = 64 * 1024;
@@ -64,6 +75,12 @@ pub enum ToOperator {
         schemas: Vec<u32>,
         /// The version it is serving now, if any.
         current_version: Option<String>,
+        /// The resource kinds it implements (of [`CAPABILITIES`]); absent
+        /// from a data plane from before capabilities were named, which is
+        /// taken to implement [`BASE_CAPABILITIES`]. Older operators ignore
+        /// the field, so it needs no new protocol.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        capabilities: Option<Vec<String>>,
     },
     Ack {
         version: String,
@@ -224,10 +241,12 @@ mod tests {
             token: "t".into(),
             schemas: vec![1],
             current_version: None,
+            capabilities: Some(vec!["Tunnel".into()]),
         };
         let text = String::from_utf8(encode(&hello).expect("encode")).expect("utf8");
         assert!(text.starts_with("{\"hello\":"), "{text}");
         assert!(text.contains("\"dataplaneId\":\"dp-1\""), "{text}");
+        assert!(text.contains("\"capabilities\":[\"Tunnel\"]"), "{text}");
     }
 
     #[test]
@@ -255,10 +274,13 @@ mod tests {
             token: "t".into(),
             schemas: vec![1],
             current_version: None,
+            capabilities: None,
         })
         .expect("encode");
         let text = String::from_utf8(text).expect("utf8");
         assert!(text.contains("\"protocol\":1,"), "{text}");
         assert!(text.contains("\"protocols\":[1,2]"), "{text}");
+        // A hello from before capabilities: the operator takes the base set.
+        assert!(!text.contains("capabilities"), "{text}");
     }
 }

@@ -311,6 +311,7 @@ fn sync_streams() -> Vec<(&'static str, Vec<u8>)> {
         token: "t".into(),
         schemas: vec![postern_snapshot::SCHEMA],
         current_version: Some(snapshot.version.clone()),
+        capabilities: None,
     };
     let ack = ToOperator::Nack {
         version: snapshot.version.clone(),

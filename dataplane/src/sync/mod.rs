@@ -47,6 +47,9 @@ pub struct SyncConfig {
     /// The tunnel feature's agent reports, sent to the operator when they
     /// change (set by the caller; `None`: none are sent).
     pub agents: Option<watch::Receiver<Vec<TunnelAgents>>>,
+    /// The resource kinds named in the hello: the operator reports
+    /// `Programmed=False, Unsupported` for the others.
+    pub capabilities: Vec<String>,
 }
 
 /// The shared sync token.
@@ -105,6 +108,11 @@ impl SyncConfig {
             token,
             tls,
             agents: None,
+            // Every data plane of this build runs all the features
+            // (`crate::features`), so it implements every kind.
+            capabilities: postern_snapshot::sync::CAPABILITIES
+                .map(String::from)
+                .to_vec(),
         })
     }
 }

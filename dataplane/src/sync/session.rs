@@ -103,6 +103,7 @@ async fn session(
         token,
         schemas: vec![postern_snapshot::SCHEMA],
         current_version: runtime.version(),
+        capabilities: Some(config.capabilities.clone()),
     };
     send(&mut conn, &hello).await?;
     let (operator_id, protocol) = welcome(&mut conn)

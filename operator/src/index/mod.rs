@@ -11,8 +11,8 @@ mod store;
 use k8s_openapi::api::core::v1::{Secret, Service};
 use kube::runtime::watcher::Event;
 use postern_api::{
-    Kind, OAuthClientSpec, ObjectKey, ProxyTargetSpec, ResourceStatus, RouteSpec, TunnelSpec,
-    UserUpstreamSpec,
+    Kind, LostClaims, OAuthClientSpec, ObjectKey, ProxyTargetSpec, ResourceStatus, RouteSpec,
+    TunnelSpec, UserUpstreamSpec,
 };
 use postern_compile::{Inputs, Options, SecretData, ServiceInfo};
 use postern_crds::{OAuthClient, ProxyTarget, Route, Tunnel, UserUpstream};
@@ -171,7 +171,27 @@ impl Index {
             options: self.options.clone(),
             // Challenges ride in the certificate Secrets (compile reads them there).
             acme_challenges: Vec::new(),
+            lost_claims: self.lost_claims(),
         }
+    }
+
+    /// Each object's `status.lostClaims`: compile keeps those claims
+    /// refused. Read at every compile, so a record written since the last
+    /// one is seen as soon as anything else changes (a holder's deletion).
+    fn lost_claims(&self) -> std::collections::BTreeMap<(Kind, ObjectKey), LostClaims> {
+        fn of<S>(
+            kind: Kind,
+            store: &Store<Entry<S>>,
+        ) -> impl Iterator<Item = ((Kind, ObjectKey), LostClaims)> + '_ {
+            store.iter().filter_map(move |(key, entry)| {
+                let lost = &entry.status.as_ref()?.lost_claims;
+                (!lost.is_empty()).then(|| ((kind, key.clone()), lost.clone()))
+            })
+        }
+        of(Kind::ProxyTarget, &self.proxy_targets)
+            .chain(of(Kind::UserUpstream, &self.user_upstreams))
+            .chain(of(Kind::Tunnel, &self.tunnels))
+            .collect()
     }
 
     /// The object of `kind` at `key` as last watched.

@@ -53,6 +53,7 @@ fn accepted_status() -> ResourceStatus {
             last_transition_time: None,
         }],
         certificate: None,
+        lost_claims: Default::default(),
     }
 }
 
@@ -111,6 +112,21 @@ fn status_changes_are_remembered_but_do_not_recompile() {
     assert!(index.handle(Event::Delete(target("api", 2, "api2.example.com"))));
     assert!(index.inputs().proxy_targets.is_empty());
     assert!(index.observed(Kind::ProxyTarget, &key).is_none());
+}
+
+#[test]
+fn lost_claims_in_status_are_compilation_input() {
+    let mut index = synced_index();
+    let mut lost = target("api", 1, "api.example.com");
+    let mut status = accepted_status();
+    status.lost_claims.hostnames = vec!["api.example.com".into()];
+    lost.status = Some(status);
+    index.handle(Event::Apply(lost));
+    index.handle(Event::Apply(target("plain", 1, "plain.example.com")));
+    let inputs = index.inputs();
+    assert_eq!(inputs.lost_claims.len(), 1, "{:?}", inputs.lost_claims);
+    let recorded = &inputs.lost_claims[&(Kind::ProxyTarget, ObjectKey::new("team", "api"))];
+    assert_eq!(recorded.hostnames, vec!["api.example.com"]);
 }
 
 #[test]

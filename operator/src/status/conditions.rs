@@ -9,6 +9,8 @@ use crate::fleet::Dataplane;
 pub const ACCEPTED: &str = "Accepted";
 pub const PROGRAMMED: &str = "Programmed";
 pub const AGENT_CONNECTED: &str = "AgentConnected";
+/// Programmed's reason when a data plane does not implement the kind.
+pub const UNSUPPORTED: &str = "Unsupported";
 
 /// The status `verdict` calls for, given the data planes' acks (and, for a
 /// Tunnel, their agents). Conditions this writer does not own
@@ -67,6 +69,7 @@ pub fn desired(
         observed_generation: generation,
         conditions,
         certificate: None,
+        lost_claims: verdict.lost_claims.clone(),
     }
 }
 
@@ -97,7 +100,9 @@ pub fn with_certificate(
 }
 
 /// Programmed: True once every connected data plane acked a snapshot that
-/// holds this generation of the object.
+/// holds this generation of the object; never True while a data plane does
+/// not implement the object's kind (`Unsupported`), since acking a snapshot
+/// says nothing about a part the data plane cannot serve.
 pub fn programmed(
     verdict: &Verdict,
     dataplanes: &[Dataplane],
@@ -109,6 +114,21 @@ pub fn programmed(
     if dataplanes.is_empty() {
         let message = "no data plane is connected".to_string();
         return (ConditionStatus::False, "NoDataplanes", message);
+    }
+    let kind = verdict.kind.as_str();
+    let lacking: Vec<&str> = dataplanes
+        .iter()
+        .filter(|dp| !dp.capabilities.iter().any(|c| c == kind))
+        .map(|dp| dp.id.as_str())
+        .collect();
+    if !lacking.is_empty() {
+        let message = format!(
+            "{} of {} data plane(s) do not implement {kind}s: {}",
+            lacking.len(),
+            dataplanes.len(),
+            lacking.join(", ")
+        );
+        return (ConditionStatus::False, UNSUPPORTED, message);
     }
     let pending: Vec<&Dataplane> = dataplanes
         .iter()

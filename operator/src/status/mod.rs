@@ -5,6 +5,7 @@
 //! patches the difference and remembers what it wrote.
 
 pub mod conditions;
+pub mod events;
 pub mod writer;
 
 pub use writer::StatusWriter;

@@ -9,14 +9,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
+use k8s_openapi::api::core::v1::ObjectReference;
 use kube::Client;
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
+use kube::runtime::events::Recorder;
 use postern_api::{Kind, ObjectKey, ResourceStatus};
 use postern_crds::{OAuthClient, ProxyTarget, Route, Tunnel, UserUpstream};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::conditions;
+use super::{conditions, events};
 use crate::fleet::Fleet;
 use crate::index::{Index, format_time};
 use crate::metrics::Metrics;
@@ -42,6 +44,8 @@ struct Work {
     key: ObjectKey,
     uid: Option<String>,
     status: ResourceStatus,
+    /// What the status said before: the Events are the difference.
+    previous: Option<ResourceStatus>,
 }
 
 pub struct StatusWriter {
@@ -53,6 +57,8 @@ pub struct StatusWriter {
     pub metrics: Arc<Metrics>,
     /// CertificateReady and `status.certificate` of ACME targets.
     pub board: Arc<crate::acme::Board>,
+    /// Writes the Events of each status transition.
+    pub recorder: Recorder,
 }
 
 impl StatusWriter {
@@ -104,6 +110,7 @@ impl StatusWriter {
             .map(|work| {
                 let client = self.client.clone();
                 let leader = leader.clone();
+                let recorder = self.recorder.clone();
                 async move {
                     // Leadership can be lost mid-pass; stop writing at once.
                     let leading = *leader.borrow();
@@ -112,6 +119,10 @@ impl StatusWriter {
                     } else {
                         Outcome::Skipped
                     };
+                    if matches!(outcome, Outcome::Written) {
+                        let notes = events::transitions(work.previous.as_ref(), &work.status);
+                        events::publish(&recorder, &reference(&work), notes).await;
+                    }
                     (work, outcome)
                 }
             })
@@ -178,6 +189,7 @@ impl StatusWriter {
                     key: verdict.key.clone(),
                     uid: observed.uid,
                     status,
+                    previous: previous.cloned(),
                 });
             }
         }
@@ -201,7 +213,11 @@ enum Outcome {
 async fn patch(client: Client, work: &Work) -> Outcome {
     let api: Api<DynamicObject> =
         Api::namespaced_with(client, &work.key.namespace, &api_resource(work.kind));
-    let body = serde_json::json!({ "status": work.status });
+    let mut body = serde_json::json!({ "status": work.status });
+    if work.status.lost_claims.is_empty() {
+        // Absent from a merge patch would keep the old record: null removes it.
+        body["status"]["lostClaims"] = serde_json::Value::Null;
+    }
     match api
         .patch_status(
             &work.key.name,
@@ -216,6 +232,19 @@ async fn patch(client: Client, work: &Work) -> Outcome {
             tracing::warn!(kind = %work.kind, key = %work.key, %error, "status patch failed");
             Outcome::Failed
         }
+    }
+}
+
+/// The object an Event is about.
+fn reference(work: &Work) -> ObjectReference {
+    let resource = api_resource(work.kind);
+    ObjectReference {
+        api_version: Some(resource.api_version),
+        kind: Some(resource.kind),
+        name: Some(work.key.name.clone()),
+        namespace: Some(work.key.namespace.clone()),
+        uid: work.uid.clone(),
+        ..ObjectReference::default()
     }
 }
 

@@ -112,6 +112,7 @@ async fn say_hello_speaking(
         token: token.into(),
         schemas: vec![postern_snapshot::SCHEMA],
         current_version: None,
+        capabilities: None,
     };
     client
         .send(bytes::Bytes::from(encode(&hello).expect("encode")))

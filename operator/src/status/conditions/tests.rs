@@ -44,6 +44,7 @@ fn verdict(generation: i64, reason: Reason) -> Verdict {
         } else {
             "api.example.com is held by team/older".into()
         },
+        lost_claims: Default::default(),
     }
 }
 
@@ -58,6 +59,9 @@ fn dataplane(id: &str, acked: Option<Arc<Published>>, nack: Option<&str>) -> Dat
             reason: reason.into(),
         }),
         agents: Vec::new(),
+        capabilities: postern_snapshot::sync::CAPABILITIES
+            .map(String::from)
+            .to_vec(),
     }
 }
 
@@ -214,4 +218,30 @@ fn only_accepted_tunnels_get_agent_connected() {
     assert_eq!(agent.status, ConditionStatus::True);
     let pt = desired(&verdict(1, Reason::Accepted), &[], None, T0);
     assert!(pt.conditions.iter().all(|c| c.kind != "AgentConnected"));
+}
+
+#[test]
+fn programmed_is_never_true_where_a_data_plane_lacks_the_kind() {
+    let published = snapshot_with(1);
+    let full = dataplane("dp-full", Some(published.clone()), None);
+    let mut old = dataplane("dp-old", Some(published.clone()), None);
+    old.capabilities = postern_snapshot::sync::BASE_CAPABILITIES
+        .map(String::from)
+        .to_vec();
+    let mut tunnel = verdict(1, Reason::Accepted);
+    tunnel.kind = Kind::Tunnel;
+    let (status, reason, message) = programmed(&tunnel, &[full.clone(), old.clone()]);
+    assert_eq!((status, reason), (ConditionStatus::False, UNSUPPORTED));
+    assert!(
+        message.contains("dp-old") && !message.contains("dp-full"),
+        "{message}"
+    );
+    assert!(message.contains("Tunnels"), "{message}");
+    // The same fleet programs the kinds both implement.
+    let target = verdict(1, Reason::Accepted);
+    let (status, reason, _) = programmed(&target, &[full.clone(), old]);
+    assert_eq!((status, reason), (ConditionStatus::True, PROGRAMMED));
+    // With the capability present, the tunnel waits for its ack as usual.
+    let (status, reason, _) = programmed(&tunnel, &[full]);
+    assert_eq!((status, reason), (ConditionStatus::False, "Pending"));
 }
