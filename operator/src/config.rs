@@ -1,7 +1,8 @@
 //! Command-line flags and the immutable configuration built from them.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
@@ -52,10 +53,17 @@ pub struct Args {
     /// Suffix of Service DNS names.
     #[arg(long, env = "POSTERN_CLUSTER_DOMAIN", default_value = "cluster.local")]
     pub cluster_domain: String,
-    /// File holding the bearer token of the UpstreamGate-compatible
-    /// `/upstream` API on the admin port. Absent: that API refuses every call.
+    /// File holding the admin role's bearer token: the admin API and
+    /// dashboard and the UpstreamGate-compatible `/upstream` API. Re-read
+    /// when it changes. Absent (and no read token): they refuse every call.
     #[arg(long, env = "POSTERN_ADMIN_TOKEN_FILE", value_name = "FILE")]
     pub admin_token_file: Option<PathBuf>,
+    /// File holding a read-only token for the admin API and dashboard.
+    #[arg(long, env = "POSTERN_ADMIN_READ_TOKEN_FILE", value_name = "FILE")]
+    pub admin_read_token_file: Option<PathBuf>,
+    /// `/metrics` asks for a token too (by default it is open for scrapers).
+    #[arg(long, env = "POSTERN_ADMIN_PROTECT_METRICS")]
+    pub admin_protect_metrics: bool,
     /// Where the `/upstream` API writes UserUpstreams and their Secrets.
     /// Default: --namespace if set, else `default`.
     #[arg(long, env = "POSTERN_UPSTREAM_API_NAMESPACE", value_name = "NS")]
@@ -105,8 +113,9 @@ pub struct Config {
     pub cluster_domain: String,
     pub addr_file: Option<PathBuf>,
     pub lease: LeaseTiming,
-    /// The `/upstream` API's bearer token; `None`: the API is closed.
-    pub admin_token: Option<SyncToken>,
+    /// The admin API's tokens (admin and read roles), re-read on change.
+    pub admin_tokens: Arc<postern_admin::Tokens>,
+    pub admin_protect_metrics: bool,
     /// Where the `/upstream` API writes; always within the watch scope.
     pub upstream_api_namespace: String,
     /// ACME issuers and the renewal policy (the leader orders).
@@ -144,10 +153,18 @@ impl Args {
                 ));
             }
         };
-        let admin_token = match &self.admin_token_file {
-            Some(path) => Some(read_admin_token(path)?),
-            None => None,
-        };
+        let admin_tokens = Arc::new(
+            postern_admin::Tokens::from_files(
+                self.admin_token_file.as_deref(),
+                self.admin_read_token_file.as_deref(),
+            )
+            .map_err(|e| match e {
+                postern_admin::TokenError::Read { path, source } => {
+                    Error::ReadFile { path, source }
+                }
+                empty => Error::AdminToken(empty.to_string()),
+            })?,
+        );
         let acme = postern_acme::AcmeConfig::from_args(&self.acme)
             .map_err(|e| Error::Config(e.to_string()))?;
         let name_policy = match &self.name_policy {
@@ -169,22 +186,13 @@ impl Args {
             cluster_domain: self.cluster_domain,
             addr_file: self.addr_file,
             lease: LeaseTiming::default(),
-            admin_token,
+            admin_tokens,
+            admin_protect_metrics: self.admin_protect_metrics,
             upstream_api_namespace,
             acme,
             name_policy,
         })
     }
-}
-
-/// The admin token, checked with the same constant-time comparison as the
-/// sync token. A file that exists but is blank is an error, never an open API.
-fn read_admin_token(path: &Path) -> Result<SyncToken> {
-    let raw = std::fs::read_to_string(path).map_err(|source| Error::ReadFile {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    SyncToken::new(&raw).ok_or_else(|| Error::AdminToken(format!("{} is empty", path.display())))
 }
 
 /// The name policy file; one that does not read or check stops the
@@ -271,7 +279,7 @@ mod tests {
     fn the_upstream_api_writes_where_the_operator_watches() {
         let config = parse(&["--sync-token=t"]).into_config().expect("config");
         assert_eq!(config.upstream_api_namespace, "default");
-        assert!(config.admin_token.is_none());
+        assert!(!config.admin_tokens.configured());
         let config = parse(&["--sync-token=t", "--namespace=team-a"])
             .into_config()
             .expect("config");
@@ -299,7 +307,10 @@ mod tests {
         let config = parse(&["--sync-token=t", &flag])
             .into_config()
             .expect("config");
-        assert!(config.admin_token.expect("token").matches("s3cret"));
+        assert_eq!(
+            config.admin_tokens.role_of("s3cret"),
+            Some(postern_admin::Role::Admin)
+        );
         std::fs::write(&file, " \n").expect("write");
         let blank = parse(&["--sync-token=t", &flag]).into_config();
         assert!(matches!(blank, Err(Error::AdminToken(_))), "{blank:?}");

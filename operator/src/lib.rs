@@ -174,11 +174,9 @@ pub async fn run_with(config: Config, client: Client, shutdown: CancellationToke
         tls: sync_tls,
     };
     tasks.spawn(sync.serve(sync_listener, shutdown.clone()));
-    if config.admin_token.is_none() {
-        tracing::info!("no --admin-token-file: the /upstream API refuses every call");
-    }
+    let gate = Arc::new(postern_admin::Gate::new(config.admin_tokens.clone()));
     let upstream_api = UpstreamApi::new(
-        config.admin_token.clone(),
+        gate.clone(),
         client.clone(),
         config.upstream_api_namespace.clone(),
         config.namespace.clone(),
@@ -190,6 +188,9 @@ pub async fn run_with(config: Config, client: Client, shutdown: CancellationToke
         fleet: fleet.clone(),
         leader: leader.clone(),
         upstream_api: Arc::new(upstream_api),
+        gate,
+        protect_metrics: config.admin_protect_metrics,
+        started_at: std::time::SystemTime::now(),
     };
     tasks.spawn(admin.serve(admin_listener, shutdown.clone()));
     tasks.spawn(elector.run(shutdown.clone()));
