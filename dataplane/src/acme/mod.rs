@@ -51,7 +51,7 @@ pub fn standalone_manager(
     let metrics = postern_acme::Metrics::default();
     runtime
         .metrics()
-        .register_with(|r| metrics.register(r.sub_registry_with_prefix("postern")));
+        .register_with(|r| metrics.register(r));
     let manager = postern_acme::Manager::new(
         config,
         Arc::new(store),
