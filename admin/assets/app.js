@@ -238,6 +238,11 @@ function showLogin() {
   document.body.dataset.page = 'login';
   if (location.hash !== '#/login') history.replaceState(null, '', '#/login');
   setTimeout(() => $('login-token').focus(), 0);
+  // Offered only when the admin port has a sign-on provider configured.
+  fetch('/ui/sso', { credentials: 'same-origin' })
+    .then((r) => (r.ok ? r.json() : { enabled: false }))
+    .then((v) => { $('login-sso').hidden = !v.enabled; })
+    .catch(() => { $('login-sso').hidden = true; });
 }
 
 function showPage(id, params) {

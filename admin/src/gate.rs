@@ -54,12 +54,22 @@ pub struct Principal {
 pub struct Gate {
     tokens: std::sync::Arc<Tokens>,
     sessions: Sessions,
+    sso: Option<std::sync::Arc<crate::sso::Sso>>,
+}
+
+/// The session cookie for session `id`.
+pub(crate) fn session_cookie(id: &str) -> String {
+    format!(
+        "{COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}",
+        SESSION_TTL.as_secs()
+    )
 }
 
 impl Gate {
     pub fn new(tokens: impl Into<std::sync::Arc<Tokens>>) -> Self {
         let tokens = tokens.into();
         if !tokens.configured() {
+            // (single sign-on, when configured, still opens sessions)
             tracing::info!(
                 "no --admin-token-file or --admin-read-token-file: the admin API and dashboard refuse every call"
             );
@@ -67,7 +77,22 @@ impl Gate {
         Gate {
             tokens,
             sessions: Sessions::default(),
+            sso: None,
         }
+    }
+
+    /// Also signs users in through an OpenID Connect provider.
+    pub fn with_sso(mut self, sso: Option<std::sync::Arc<crate::sso::Sso>>) -> Self {
+        self.sso = sso;
+        self
+    }
+
+    pub fn sso(&self) -> Option<&crate::sso::Sso> {
+        self.sso.as_deref()
+    }
+
+    pub(crate) fn sessions(&self) -> &Sessions {
+        &self.sessions
     }
 
     pub fn tokens(&self) -> &Tokens {
@@ -141,11 +166,7 @@ impl Gate {
             StatusCode::OK,
             &serde_json::json!({ "role": role, "csrf": csrf }),
         );
-        let cookie = format!(
-            "{COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}",
-            SESSION_TTL.as_secs()
-        );
-        if let Ok(value) = HeaderValue::from_str(&cookie) {
+        if let Ok(value) = HeaderValue::from_str(&session_cookie(&id)) {
             resp.headers_mut().insert(header::SET_COOKIE, value);
         }
         resp

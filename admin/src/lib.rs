@@ -8,9 +8,11 @@ pub mod gate;
 pub mod openapi;
 pub mod reply;
 pub mod sessions;
+pub mod sso;
 pub mod tokens;
 pub mod ui;
 
 pub use gate::{Denied, Gate, Principal, Via};
 pub use reply::Body;
+pub use sso::{Sso, SsoArgs, SsoError};
 pub use tokens::{Role, TokenError, Tokens};

@@ -27,9 +27,18 @@ const MAX_SESSIONS: usize = 1024;
 
 #[derive(Clone)]
 struct Session {
-    token: String,
+    credential: Credential,
     csrf: String,
     opened: Instant,
+}
+
+/// What a session was opened with, checked again on every use.
+#[derive(Clone)]
+enum Credential {
+    /// A token: the session lasts while a token file still grants it.
+    Token(String),
+    /// A single sign-on: the role its allowlist gave at sign-in.
+    SignedOn { role: Role },
 }
 
 /// A session found for a cookie.
@@ -47,6 +56,17 @@ pub struct Sessions {
 impl Sessions {
     /// Opens a session for a token already checked; returns (id, csrf).
     pub fn open(&self, token: &str) -> (String, String) {
+        self.insert(Credential::Token(token.trim().to_string()))
+    }
+
+    /// Opens a session for a user signed on through the provider with
+    /// `role`; `who` is for the log only.
+    pub fn open_role(&self, role: Role, who: &str) -> (String, String) {
+        tracing::debug!(%who, role = role.as_str(), "dashboard session opened");
+        self.insert(Credential::SignedOn { role })
+    }
+
+    fn insert(&self, credential: Credential) -> (String, String) {
         let (id, csrf) = (random(), random());
         let mut open = self.lock();
         open.retain(|_, s| s.opened.elapsed() < SESSION_TTL);
@@ -61,7 +81,7 @@ impl Sessions {
         open.insert(
             id.clone(),
             Session {
-                token: token.trim().to_string(),
+                credential,
                 csrf: csrf.clone(),
                 opened: Instant::now(),
             },
@@ -80,7 +100,11 @@ impl Sessions {
             }
             session
         };
-        let Some(role) = tokens.role_of(&session.token) else {
+        let role = match &session.credential {
+            Credential::Token(token) => tokens.role_of(token),
+            Credential::SignedOn { role } => Some(*role),
+        };
+        let Some(role) = role else {
             // The token was rotated away: the session ends with it.
             self.close(id);
             return None;

@@ -37,6 +37,18 @@ where
             }
         }
         "/ui/logout" if method == Method::POST => gate.logout(method, req.headers()),
+        // Whether the login page offers single sign-on.
+        "/ui/sso" if method == Method::GET => reply::json(
+            StatusCode::OK,
+            &serde_json::json!({ "enabled": gate.sso().is_some() }),
+        ),
+        crate::sso::LOGIN_PATH | crate::sso::CALLBACK_PATH if method == Method::GET => {
+            match gate.sso() {
+                None => reply::not_found(),
+                Some(sso) if path == crate::sso::LOGIN_PATH => sso.start().await,
+                Some(sso) => sso.callback(req.uri().query(), gate.sessions()).await,
+            }
+        }
         "/ui/login" | "/ui/logout" => reply::method_not_allowed("POST"),
         _ => return Err(req),
     })

@@ -281,6 +281,9 @@ pub struct ProxyArgs {
     /// like `/healthz` and `/readyz`).
     #[arg(long, env = "POSTERN_ADMIN_PROTECT_METRICS")]
     pub admin_protect_metrics: bool,
+    /// Dashboard sign-on through an OpenID Connect provider.
+    #[command(flatten)]
+    pub admin_sso: postern_admin::SsoArgs,
     /// A network (CIDR or address) no proxy user reaches unless its
     /// UserUpstream lists it in `allowInternalNetworks`, like loopback and
     /// link-local. In a cluster: its pod and service ranges. Repeatable.

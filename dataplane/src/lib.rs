@@ -186,7 +186,13 @@ fn features(
     if !tokens.configured() && manifests.is_some() {
         tokens = generated_admin_token()?;
     }
-    let gate = Arc::new(postern_admin::Gate::new(tokens));
+    let sso = listeners
+        .proxy
+        .admin_sso
+        .build()
+        .map_err(|e| Error::Usage(e.to_string()))?
+        .map(Arc::new);
+    let gate = Arc::new(postern_admin::Gate::new(tokens).with_sso(sso));
     let upstream_api = Arc::new(upstreamgate::UpstreamApi::new(
         gate.clone(),
         manifests,

@@ -64,6 +64,9 @@ pub struct Args {
     /// `/metrics` asks for a token too (by default it is open for scrapers).
     #[arg(long, env = "POSTERN_ADMIN_PROTECT_METRICS")]
     pub admin_protect_metrics: bool,
+    /// Dashboard sign-on through an OpenID Connect provider.
+    #[command(flatten)]
+    pub admin_sso: postern_admin::SsoArgs,
     /// Where the `/upstream` API writes UserUpstreams and their Secrets.
     /// Default: --namespace if set, else `default`.
     #[arg(long, env = "POSTERN_UPSTREAM_API_NAMESPACE", value_name = "NS")]
@@ -116,6 +119,8 @@ pub struct Config {
     /// The admin API's tokens (admin and read roles), re-read on change.
     pub admin_tokens: Arc<postern_admin::Tokens>,
     pub admin_protect_metrics: bool,
+    /// Dashboard sign-on, when an issuer is configured.
+    pub admin_sso: Option<Arc<postern_admin::Sso>>,
     /// Where the `/upstream` API writes; always within the watch scope.
     pub upstream_api_namespace: String,
     /// ACME issuers and the renewal policy (the leader orders).
@@ -188,6 +193,11 @@ impl Args {
             lease: LeaseTiming::default(),
             admin_tokens,
             admin_protect_metrics: self.admin_protect_metrics,
+            admin_sso: self
+                .admin_sso
+                .build()
+                .map_err(|e| Error::Config(e.to_string()))?
+                .map(Arc::new),
             upstream_api_namespace,
             acme,
             name_policy,

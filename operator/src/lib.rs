@@ -174,7 +174,9 @@ pub async fn run_with(config: Config, client: Client, shutdown: CancellationToke
         tls: sync_tls,
     };
     tasks.spawn(sync.serve(sync_listener, shutdown.clone()));
-    let gate = Arc::new(postern_admin::Gate::new(config.admin_tokens.clone()));
+    let gate = Arc::new(
+        postern_admin::Gate::new(config.admin_tokens.clone()).with_sso(config.admin_sso.clone()),
+    );
     let upstream_api = UpstreamApi::new(
         gate.clone(),
         client.clone(),
