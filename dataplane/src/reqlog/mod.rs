@@ -27,6 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
+use futures::FutureExt;
 use futures::future::BoxFuture;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -54,6 +55,8 @@ const TAIL: usize = 1024;
 const STORE_BACKOFF: Duration = Duration::from_secs(1);
 /// The least time between two warnings about the store.
 const WARN_EVERY: Duration = Duration::from_secs(60);
+/// How long records gather in the queue between two batches.
+const GATHER: Duration = Duration::from_millis(50);
 /// How long the writer may take to flush the queue at shutdown.
 const FLUSH: Duration = Duration::from_secs(2);
 
@@ -347,6 +350,17 @@ impl RequestLog {
                 return;
             }
             self.write(&mut buf, &mut health).await;
+            // Everything queued meanwhile, in batches.
+            while queue.recv_many(&mut buf, BATCH).now_or_never().unwrap_or(0) > 0 {
+                self.write(&mut buf, &mut health).await;
+            }
+            // Then let records gather: while the writer is not waiting on
+            // the queue, `try_send` wakes no one, so under load the writer
+            // runs a few times a second instead of once per request.
+            tokio::select! {
+                () = tokio::time::sleep(GATHER) => {}
+                () = shutdown.cancelled() => break,
+            }
         }
         queue.close();
         let flush = async {
