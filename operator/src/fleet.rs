@@ -1,7 +1,25 @@
-//! The connected data planes and what each has applied.
+//! The data planes and what each has applied.
 //!
-//! The push server writes here; the status writer reads. A plain mutex
-//! guards a small map and is never held across an await.
+//! [`Fleet`] holds the data planes connected to this replica: the push
+//! server writes it, the admin API shows it. The status writer and the
+//! ACME presenter read the whole fleet instead, [`FleetView`], which every
+//! replica builds from the data planes' leases (see [`record`]): each
+//! replica writes one Lease per data plane connected to it ([`leases`]),
+//! every replica watches them all ([`view`]), and the leader computes
+//! `Programmed` over every live one, whichever replica its data plane
+//! talks to.
+//!
+//! The API server carries this state, not Redis: the operator has no Redis
+//! (only the data planes use one, and not in every install), the API server
+//! is already its source of truth and what leader election runs on, and a
+//! lease outlives the replica that wrote it, so a new leader reads the same
+//! acks the old one did. A plain mutex guards each small map and is never
+//! held across an await.
+
+mod coverage;
+mod leases;
+mod record;
+mod view;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -9,12 +27,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use postern_snapshot::sync::TunnelAgents;
+use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+pub use self::coverage::Coverage;
+pub use self::leases::LeaseWriter;
+pub use self::view::{FleetView, ViewWatcher};
 use crate::publish::Published;
 
 /// The last snapshot a data plane refused.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Nack {
     pub version: String,
     pub reason: String,
@@ -26,10 +48,11 @@ pub struct Dataplane {
     pub id: String,
     pub addr: SocketAddr,
     /// Which connection this is: a reconnect under the same id replaces the
-    /// entry, and the old connection's late updates are then ignored.
+    /// entry, and the old connection's late updates are then ignored
+    /// (0 for a data plane known from its lease).
     pub conn: u64,
-    /// The newest snapshot it acked.
-    pub acked: Option<Arc<Published>>,
+    /// What the newest snapshot it acked holds.
+    pub acked: Option<Arc<Coverage>>,
     /// Set by a nack, cleared by a later ack: the data plane is serving an
     /// older snapshot than the one it was sent.
     pub nack: Option<Nack>,
@@ -83,7 +106,7 @@ impl Fleet {
 
     pub fn acked(&self, id: &str, conn: u64, published: Arc<Published>) {
         self.update(id, conn, |dp| {
-            dp.acked = Some(published);
+            dp.acked = Some(published.coverage.clone());
             dp.nack = None;
         });
     }

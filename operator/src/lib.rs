@@ -47,7 +47,10 @@
 //! work; a NetworkPolicy on the sync port remains good practice.
 //!
 //! Every replica compiles and serves snapshots, so data planes may connect
-//! to any of them; only the replica holding the Lease writes status.
+//! to any of them; only the replica holding the Lease writes status. It
+//! counts every data plane in the fleet, not only its own: each replica
+//! writes a Lease per data plane connected to it with what that data plane
+//! acked, and every replica watches them ([`fleet`]).
 
 pub mod acme;
 mod admin;
@@ -73,7 +76,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kube::Client;
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::{Api, Client};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch as channel};
 use tokio::task::JoinSet;
@@ -86,7 +90,7 @@ pub use token::SyncToken;
 
 use crate::admin::Admin;
 use crate::compat::UpstreamApi;
-use crate::fleet::Fleet;
+use crate::fleet::{Fleet, FleetView, LeaseWriter, ViewWatcher};
 use crate::index::Index;
 use crate::lease::Elector;
 use crate::metrics::Metrics;
@@ -140,6 +144,7 @@ pub async fn run_with(config: Config, client: Client, shutdown: CancellationToke
     let changed = Arc::new(Notify::new());
     let (published_tx, latest) = channel::channel(None);
     let fleet = Arc::new(Fleet::default());
+    let view = Arc::new(FleetView::default());
     let (elector, leader) = Elector::new(
         client.clone(),
         &config.lease_namespace,
@@ -196,6 +201,21 @@ pub async fn run_with(config: Config, client: Client, shutdown: CancellationToke
     };
     tasks.spawn(admin.serve(admin_listener, shutdown.clone()));
     tasks.spawn(elector.run(shutdown.clone()));
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &config.lease_namespace);
+    let lease_writer = LeaseWriter {
+        api: leases.clone(),
+        fleet: fleet.clone(),
+        replica: config.operator_id.clone(),
+        timing: config.lease,
+    };
+    tasks.spawn(lease_writer.run(shutdown.clone()));
+    let view_watcher = ViewWatcher {
+        api: leases,
+        view: view.clone(),
+        leader: leader.clone(),
+        duration: config.lease.duration,
+    };
+    tasks.spawn(view_watcher.run(shutdown.clone()));
     let board = Arc::new(acme::Board::default());
     let ordering = acme::Acme {
         client: client.clone(),
@@ -203,7 +223,7 @@ pub async fn run_with(config: Config, client: Client, shutdown: CancellationToke
         lease_namespace: config.lease_namespace.clone(),
         index: index.clone(),
         latest: latest.clone(),
-        fleet: fleet.clone(),
+        fleet: view.clone(),
         leader: leader.clone(),
         board: board.clone(),
         metrics: metrics.acme.clone(),
@@ -228,7 +248,7 @@ pub async fn run_with(config: Config, client: Client, shutdown: CancellationToke
         client,
         index,
         latest,
-        fleet,
+        fleet: view,
         leader,
         metrics,
         board,

@@ -5,7 +5,6 @@
 //! server or on data planes, so a slow status writer or a stuck data plane
 //! cannot hold back a new snapshot.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -18,6 +17,7 @@ use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::Result;
+use crate::fleet::Coverage;
 use crate::index::Index;
 use crate::metrics::Metrics;
 
@@ -31,22 +31,20 @@ pub struct Published {
     pub summary: Summary,
     /// The `ToDataplane::Snapshot` message, encoded once for every connection.
     pub frame: Bytes,
-    /// Generation of every object in the snapshot.
-    objects: HashMap<(Kind, ObjectKey), i64>,
+    /// Generation of every object in the snapshot and its challenges: what
+    /// an ack of it proves, shared with the fleet.
+    pub coverage: Arc<Coverage>,
     /// One verdict per object of the five kinds.
     pub verdicts: Vec<Verdict>,
     /// The ACME certificates the accepted objects need.
     pub acme: Vec<postern_compile::AcmeRequest>,
-    /// The ACME challenges this snapshot answers: an ack of it means the
-    /// data plane answers them.
-    pub acme_challenges: Vec<postern_snapshot::AcmeChallenge>,
 }
 
 impl Published {
     /// Whether this snapshot carries the object at this generation: an ack
     /// of it means that generation is programmed.
     pub fn contains(&self, kind: Kind, key: &ObjectKey, generation: i64) -> bool {
-        self.objects.get(&(kind, key.clone())) == Some(&generation)
+        self.coverage.contains(kind, key, generation)
     }
 
     /// Compiles and encodes; CPU-bound, so callers run it off the async threads.
@@ -54,23 +52,14 @@ impl Published {
         let output = postern_compile::compile(inputs);
         let snapshot = output.snapshot;
         let message = ToDataplane::snapshot(&snapshot, snapshot.to_json()?)?;
-        let objects = snapshot
-            .objects
-            .iter()
-            .filter_map(|o| {
-                let kind = Kind::parse(&o.kind)?;
-                Some(((kind, ObjectKey::new(&o.namespace, &o.name)), o.generation))
-            })
-            .collect();
         Ok(Published {
             seq,
             version: snapshot.version.clone(),
             summary: snapshot.summary(),
             frame: Bytes::from(encode(&message)?),
-            objects,
+            coverage: Arc::new(Coverage::of(&snapshot)),
             verdicts: output.verdicts,
             acme: output.acme,
-            acme_challenges: snapshot.acme_challenges,
         })
     }
 }

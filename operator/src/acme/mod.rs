@@ -2,8 +2,9 @@
 //! `postern-acme` manager on the requests of the latest snapshot, keeps
 //! accounts and certificates in Secrets ([`store`]), publishes challenges
 //! through the target's Secret so that every replica compiles them, and
-//! tells the CA to validate only once every data plane connected to it
-//! acked a snapshot holding them ([`present`]). The `CertificateReady`
+//! tells the CA to validate only once every data plane in the fleet (by
+//! the data planes' leases, whichever replica each talks to) acked a
+//! snapshot holding them ([`present`]). The `CertificateReady`
 //! condition goes through the status writer ([`Board`]); Events and
 //! metrics are written here.
 
@@ -24,7 +25,7 @@ use postern_compile::AcmeRequest;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::fleet::Fleet;
+use crate::fleet::FleetView;
 use crate::index::Index;
 use crate::publish::Latest;
 
@@ -70,7 +71,7 @@ pub struct Acme {
     pub lease_namespace: String,
     pub index: Arc<Mutex<Index>>,
     pub latest: Latest,
-    pub fleet: Arc<Fleet>,
+    pub fleet: Arc<FleetView>,
     pub leader: watch::Receiver<bool>,
     pub board: Arc<Board>,
     pub metrics: postern_acme::Metrics,

@@ -1,7 +1,7 @@
 //! Challenges go into the target's certificate Secret, which every replica
 //! watches and compiles into its snapshots; the CA is told to validate
-//! only once every data plane connected to this replica acked a snapshot
-//! holding them (the acks `Programmed` is built on).
+//! only once every data plane in the fleet (whichever replica it talks to)
+//! acked a snapshot holding them: the acks `Programmed` is built on.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,14 +13,14 @@ use postern_compile::AcmeRequest;
 use postern_snapshot::AcmeChallenge;
 
 use super::store::SecretStore;
-use crate::fleet::Fleet;
+use crate::fleet::FleetView;
 
 /// How long the data planes get to ack the challenges.
 const ACK_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub struct Acked {
     pub store: SecretStore,
-    pub fleet: Arc<Fleet>,
+    pub fleet: Arc<FleetView>,
 }
 
 impl Acked {
@@ -29,12 +29,12 @@ impl Acked {
     fn all_acked(&self, wanted: &[AcmeChallenge]) -> Result<bool, String> {
         let dataplanes = self.fleet.dataplanes();
         if dataplanes.is_empty() {
-            return Err("no data plane is connected to answer the challenges".into());
+            return Err("no data plane is in the fleet to answer the challenges".into());
         }
         Ok(dataplanes.iter().all(|dp| {
             dp.acked
                 .as_ref()
-                .is_some_and(|p| wanted.iter().all(|c| p.acme_challenges.contains(c)))
+                .is_some_and(|p| wanted.iter().all(|c| p.answers(c)))
         }))
     }
 

@@ -99,8 +99,10 @@ pub fn with_certificate(
     status
 }
 
-/// Programmed: True once every connected data plane acked a snapshot that
-/// holds this generation of the object; never True while a data plane does
+/// Programmed: True once every data plane in the fleet (whichever replica
+/// it is connected to, as its lease says) acked a snapshot that holds this
+/// generation of the object; a data plane whose lease expired is no longer
+/// in the fleet; never True while a data plane does
 /// not implement the object's kind (`Unsupported`), since acking a snapshot
 /// says nothing about a part the data plane cannot serve.
 pub fn programmed(

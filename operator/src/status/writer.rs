@@ -19,7 +19,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::{conditions, events};
-use crate::fleet::Fleet;
+use crate::fleet::FleetView;
 use crate::index::{Index, format_time};
 use crate::metrics::Metrics;
 use crate::publish::{Latest, lock};
@@ -52,7 +52,8 @@ pub struct StatusWriter {
     pub client: Client,
     pub index: Arc<Mutex<Index>>,
     pub latest: Latest,
-    pub fleet: Arc<Fleet>,
+    /// The whole fleet, from the data planes' leases.
+    pub fleet: Arc<FleetView>,
     pub leader: watch::Receiver<bool>,
     pub metrics: Arc<Metrics>,
     /// CertificateReady and `status.certificate` of ACME targets.

@@ -53,7 +53,7 @@ fn dataplane(id: &str, acked: Option<Arc<Published>>, nack: Option<&str>) -> Dat
         id: id.into(),
         addr: SocketAddr::from(([127, 0, 0, 1], 1)),
         conn: 1,
-        acked,
+        acked: acked.map(|p| p.coverage.clone()),
         nack: nack.map(|reason| Nack {
             version: "0123456789abcdef".into(),
             reason: reason.into(),
