@@ -7,6 +7,13 @@ use clap::Parser;
 use postern::cli::{Cli, LogFormat};
 use tracing_subscriber::EnvFilter;
 
+/// mimalloc rather than glibc's malloc: the request path allocates on one
+/// worker thread and the request log's writer frees on another, which
+/// glibc serves slowly (arena locks, chunk consolidation; measured in the
+/// README's request-log benchmark), and idle connections hold less.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Err(e) = init_tracing(cli.log_format) {
