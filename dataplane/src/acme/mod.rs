@@ -49,9 +49,7 @@ pub fn standalone_manager(
     let store = local::FileStore::new(dir.clone(), local.clone())
         .map_err(|e| crate::Error::Usage(format!("--state-dir {}: {e}", dir.display())))?;
     let metrics = postern_acme::Metrics::default();
-    runtime
-        .metrics()
-        .register_with(|r| metrics.register(r));
+    runtime.metrics().register_with(|r| metrics.register(r));
     let manager = postern_acme::Manager::new(
         config,
         Arc::new(store),
