@@ -56,6 +56,12 @@ pub struct DataplaneArgs {
     /// A file holding the shared sync token (re-read on every connection).
     #[arg(long, env = "POSTERN_SYNC_TOKEN_FILE", value_name = "PATH")]
     pub sync_token_file: Option<PathBuf>,
+    /// A file holding this data plane's own ServiceAccount token (a
+    /// projected token for the audience `postern-sync`, which kubelet
+    /// refreshes; re-read on every connection). Wins over the shared token;
+    /// the operator then takes this data plane's id from the token.
+    #[arg(long, env = "POSTERN_SYNC_SA_TOKEN_FILE", value_name = "PATH")]
+    pub sync_sa_token_file: Option<PathBuf>,
     /// The shared sync token itself, when no file is given.
     #[arg(long, env = "POSTERN_SYNC_TOKEN", hide_env_values = true, hide = true)]
     pub sync_token: Option<String>,

@@ -26,7 +26,9 @@ pub enum Error {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("no sync token: set --sync-token-file or the POSTERN_SYNC_TOKEN environment variable")]
+    #[error(
+        "no sync credential: set --sync-sa-token-file, --sync-token-file or the POSTERN_SYNC_TOKEN environment variable"
+    )]
     NoSyncToken,
     #[error("{0}")]
     SyncTls(String),

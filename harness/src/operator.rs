@@ -124,6 +124,25 @@ impl OperatorBuilder {
         self
     }
 
+    /// The admin port over TLS (HTTPS only) with this certificate and key.
+    pub fn admin_tls(mut self, pair: &PemFiles) -> OperatorBuilder {
+        self.launch = self.launch.arg("--admin-tls-cert").arg(&pair.cert);
+        self.launch = self.launch.arg("--admin-tls-key").arg(&pair.key);
+        self
+    }
+
+    /// Data planes authenticate with ServiceAccount tokens (TokenReview)
+    /// of the `allowed` ServiceAccounts (`NS/NAME`), reviewed again every
+    /// `review_secs`.
+    pub fn serviceaccount_auth(self, allowed: &[&str], review_secs: u64) -> OperatorBuilder {
+        let allowed = allowed
+            .iter()
+            .map(|sa| format!("--sync-allowed-serviceaccount={sa}"));
+        self.arg("--sync-auth=serviceaccount")
+            .args(allowed)
+            .arg(format!("--sync-review-secs={review_secs}"))
+    }
+
     pub fn arg(mut self, arg: impl AsRef<OsStr>) -> OperatorBuilder {
         self.launch = self.launch.arg(arg);
         self

@@ -23,6 +23,10 @@ use crate::compat::UpstreamApi;
 use crate::fleet::Fleet;
 use crate::metrics::Metrics;
 use crate::publish::Latest;
+use crate::sync_tls::SyncTls;
+
+/// How long a client has to finish the TLS handshake on the admin port.
+const TLS_HANDSHAKE: std::time::Duration = std::time::Duration::from_secs(10);
 
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -37,6 +41,8 @@ pub struct Admin {
     /// `/metrics` asks for a token too (`--admin-protect-metrics`).
     pub protect_metrics: bool,
     pub started_at: SystemTime,
+    /// `Some`: the port serves HTTPS only (`--admin-tls-cert`).
+    pub tls: Option<Arc<SyncTls>>,
 }
 
 impl Admin {
@@ -54,16 +60,36 @@ impl Admin {
                 },
             };
             let admin = self.clone();
+            let admin_tls = self.tls.clone();
             tokio::spawn(async move {
                 let service = service_fn(move |req| {
                     let admin = admin.clone();
                     async move { Ok::<_, Infallible>(admin.respond(req).await) }
                 });
                 let builder = auto::Builder::new(TokioExecutor::new());
-                if let Err(error) = builder
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await
-                {
+                let served = match &admin_tls {
+                    None => {
+                        builder
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await
+                    }
+                    Some(tls) => {
+                        let accept = tls.acceptor().accept(stream);
+                        match tokio::time::timeout(TLS_HANDSHAKE, accept).await {
+                            Ok(Ok(stream)) => {
+                                builder
+                                    .serve_connection(TokioIo::new(stream), service)
+                                    .await
+                            }
+                            Ok(Err(error)) => {
+                                tracing::debug!(%error, "admin TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => return,
+                        }
+                    }
+                };
+                if let Err(error) = served {
                     tracing::debug!(%error, "admin connection ended");
                 }
             });

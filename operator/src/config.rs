@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use crate::sync_server::auth::{ServiceAccountPolicy, SyncAuthMode};
 use crate::sync_tls::SyncTlsFiles;
 use crate::token::SyncToken;
 use crate::{Error, Result};
@@ -21,6 +22,28 @@ pub struct Args {
     /// /healthz, /readyz, /metrics, /api/v1/snapshot and the /upstream API.
     #[arg(long, env = "POSTERN_ADMIN_ADDR", default_value = "0.0.0.0:9090")]
     pub admin_addr: SocketAddr,
+    /// How data planes authenticate: `token` (the shared token below),
+    /// `serviceaccount` (each its own ServiceAccount token, verified with
+    /// a TokenReview), or `both`.
+    #[arg(long, env = "POSTERN_SYNC_AUTH", value_enum, default_value = "token")]
+    pub sync_auth: SyncAuthMode,
+    /// NAMESPACE/NAME of a ServiceAccount whose tokens may connect as data
+    /// planes (repeatable).
+    #[arg(
+        long = "sync-allowed-serviceaccount",
+        env = "POSTERN_SYNC_ALLOWED_SERVICEACCOUNTS",
+        value_delimiter = ',',
+        value_name = "NS/NAME"
+    )]
+    pub sync_allowed_serviceaccounts: Vec<String>,
+    /// The audience data planes' ServiceAccount tokens must be issued for.
+    #[arg(long, env = "POSTERN_SYNC_AUDIENCE", default_value = "postern-sync")]
+    pub sync_audience: String,
+    /// Seconds between reviews of a connected data plane's ServiceAccount
+    /// token; a failed review disconnects it.
+    #[arg(long, env = "POSTERN_SYNC_REVIEW_SECS", default_value_t = 300,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub sync_review_secs: u64,
     /// File holding the token data planes must present (a mounted Secret).
     #[arg(long, env = "POSTERN_SYNC_TOKEN_FILE")]
     pub sync_token_file: Option<PathBuf>,
@@ -38,6 +61,13 @@ pub struct Args {
     /// PEM private key of --sync-tls-cert.
     #[arg(long, env = "POSTERN_SYNC_TLS_KEY", value_name = "FILE")]
     pub sync_tls_key: Option<PathBuf>,
+    /// PEM certificate chain for the admin port; with --admin-tls-key it
+    /// serves HTTPS only. Re-read when the file changes. Absent: plain HTTP.
+    #[arg(long, env = "POSTERN_ADMIN_TLS_CERT", value_name = "FILE")]
+    pub admin_tls_cert: Option<PathBuf>,
+    /// PEM private key of --admin-tls-cert.
+    #[arg(long, env = "POSTERN_ADMIN_TLS_KEY", value_name = "FILE")]
+    pub admin_tls_key: Option<PathBuf>,
     /// Watch only this namespace. Absent: every namespace.
     #[arg(long, env = "POSTERN_NAMESPACE")]
     pub namespace: Option<String>,
@@ -106,9 +136,11 @@ impl Default for LeaseTiming {
 pub struct Config {
     pub sync_addr: SocketAddr,
     pub admin_addr: SocketAddr,
-    pub token: SyncToken,
+    pub sync_auth: SyncAuth,
     /// `None`: the sync stream is plain TCP.
     pub sync_tls: Option<SyncTlsFiles>,
+    /// `None`: the admin port is plain HTTP.
+    pub admin_tls: Option<SyncTlsFiles>,
     pub namespace: Option<String>,
     pub lease_namespace: String,
     pub operator_id: String,
@@ -129,35 +161,22 @@ pub struct Config {
     pub name_policy: Option<postern_compile::NamePolicy>,
 }
 
+/// What a data plane may present in its hello: the shared token, a
+/// ServiceAccount token, or (both `Some`) either.
+#[derive(Clone, Debug)]
+pub struct SyncAuth {
+    pub token: Option<SyncToken>,
+    pub serviceaccounts: Option<ServiceAccountPolicy>,
+}
+
 impl Args {
     /// Reads the token file and fills in defaults that need the environment.
     pub fn into_config(self) -> Result<Config> {
-        let token = match (&self.sync_token_file, &self.sync_token) {
-            (Some(path), _) => {
-                let raw = std::fs::read_to_string(path).map_err(|source| Error::ReadFile {
-                    path: path.clone(),
-                    source,
-                })?;
-                SyncToken::new(&raw)
-                    .ok_or_else(|| Error::Token(format!("{} is empty", path.display())))?
-            }
-            (None, Some(raw)) => SyncToken::new(raw)
-                .ok_or_else(|| Error::Token("POSTERN_SYNC_TOKEN is empty".into()))?,
-            (None, None) => {
-                return Err(Error::Token(
-                    "give --sync-token-file or POSTERN_SYNC_TOKEN".into(),
-                ));
-            }
-        };
-        let sync_tls = match (self.sync_tls_cert, self.sync_tls_key) {
-            (Some(cert), Some(key)) => Some(SyncTlsFiles { cert, key }),
-            (None, None) => None,
-            _ => {
-                return Err(Error::Tls(
-                    "give both --sync-tls-cert and --sync-tls-key, or neither".into(),
-                ));
-            }
-        };
+        let sync_auth = self.sync_auth()?;
+        let sync_tls =
+            tls_pair(self.sync_tls_cert, self.sync_tls_key, "sync").map_err(Error::Tls)?;
+        let admin_tls =
+            tls_pair(self.admin_tls_cert, self.admin_tls_key, "admin").map_err(Error::Config)?;
         let admin_tokens = Arc::new(
             postern_admin::Tokens::from_files(
                 self.admin_token_file.as_deref(),
@@ -182,8 +201,9 @@ impl Args {
         Ok(Config {
             sync_addr: self.sync_addr,
             admin_addr: self.admin_addr,
-            token,
+            sync_auth,
             sync_tls,
+            admin_tls,
             namespace,
             lease_namespace: self.lease_namespace,
             operator_id: self.operator_id.unwrap_or_else(default_operator_id),
@@ -202,6 +222,66 @@ impl Args {
             acme,
             name_policy,
         })
+    }
+}
+
+impl Args {
+    /// The shared token is read only when the mode accepts it; the
+    /// ServiceAccount policy needs at least one allowed ServiceAccount.
+    fn sync_auth(&self) -> Result<SyncAuth> {
+        let token = match self.sync_auth {
+            SyncAuthMode::Serviceaccount => None,
+            SyncAuthMode::Token | SyncAuthMode::Both => Some(self.shared_token()?),
+        };
+        let serviceaccounts = match self.sync_auth {
+            SyncAuthMode::Token => None,
+            SyncAuthMode::Serviceaccount | SyncAuthMode::Both => Some(
+                ServiceAccountPolicy::new(
+                    &self.sync_allowed_serviceaccounts,
+                    self.sync_audience.clone(),
+                    Duration::from_secs(self.sync_review_secs),
+                )
+                .map_err(Error::Config)?,
+            ),
+        };
+        Ok(SyncAuth {
+            token,
+            serviceaccounts,
+        })
+    }
+
+    fn shared_token(&self) -> Result<SyncToken> {
+        match (&self.sync_token_file, &self.sync_token) {
+            (Some(path), _) => {
+                let raw = std::fs::read_to_string(path).map_err(|source| Error::ReadFile {
+                    path: path.clone(),
+                    source,
+                })?;
+                SyncToken::new(&raw)
+                    .ok_or_else(|| Error::Token(format!("{} is empty", path.display())))
+            }
+            (None, Some(raw)) => SyncToken::new(raw)
+                .ok_or_else(|| Error::Token("POSTERN_SYNC_TOKEN is empty".into())),
+            (None, None) => Err(Error::Token(
+                "give --sync-token-file or POSTERN_SYNC_TOKEN (or --sync-auth serviceaccount)"
+                    .into(),
+            )),
+        }
+    }
+}
+
+/// A certificate and key given together, or neither.
+fn tls_pair(
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    port: &str,
+) -> Result<Option<SyncTlsFiles>, String> {
+    match (cert, key) {
+        (Some(cert), Some(key)) => Ok(Some(SyncTlsFiles { cert, key })),
+        (None, None) => Ok(None),
+        _ => Err(format!(
+            "give both --{port}-tls-cert and --{port}-tls-key, or neither"
+        )),
     }
 }
 
@@ -281,7 +361,14 @@ mod tests {
         assert_eq!(config.namespace.as_deref(), Some("team-a"));
         assert_eq!(config.operator_id, "op-1");
         assert_eq!(config.debounce, Duration::from_millis(20));
-        assert!(config.token.matches("t"));
+        assert!(
+            config
+                .sync_auth
+                .token
+                .as_ref()
+                .is_some_and(|t| t.matches("t"))
+        );
+        assert!(config.sync_auth.serviceaccounts.is_none());
         assert_eq!(config.sync_tls, None);
     }
 
@@ -364,6 +451,37 @@ mod tests {
     }
 
     #[test]
+    fn serviceaccount_auth_needs_an_allowed_account_and_no_shared_token() {
+        let config = parse(&[
+            "--sync-auth=serviceaccount",
+            "--sync-allowed-serviceaccount=edge/postern-dataplane",
+            "--sync-review-secs=60",
+        ])
+        .into_config()
+        .expect("config");
+        assert!(config.sync_auth.token.is_none());
+        let policy = config.sync_auth.serviceaccounts.expect("policy");
+        assert_eq!(
+            policy.allowed,
+            ["system:serviceaccount:edge:postern-dataplane"]
+        );
+        assert_eq!(policy.audience, "postern-sync");
+        assert_eq!(policy.review_every, Duration::from_secs(60));
+        let none = parse(&["--sync-auth=serviceaccount"]).into_config();
+        assert!(matches!(none, Err(Error::Config(_))), "{none:?}");
+        let both = parse(&["--sync-auth=both", "--sync-allowed-serviceaccount=a/b"]).into_config();
+        assert!(matches!(both, Err(Error::Token(_))), "{both:?}");
+        let both = parse(&[
+            "--sync-auth=both",
+            "--sync-token=t",
+            "--sync-allowed-serviceaccount=a/b",
+        ])
+        .into_config()
+        .expect("config");
+        assert!(both.sync_auth.token.is_some() && both.sync_auth.serviceaccounts.is_some());
+    }
+
+    #[test]
     fn tls_takes_a_cert_and_a_key() {
         let config = parse(&[
             "--sync-token=t",
@@ -378,5 +496,21 @@ mod tests {
 
         let half = parse(&["--sync-token=t", "--sync-tls-cert=/tls/tls.crt"]).into_config();
         assert!(matches!(half, Err(Error::Tls(_))), "{half:?}");
+        let admin = parse(&[
+            "--sync-token=t",
+            "--admin-tls-cert=/a/tls.crt",
+            "--admin-tls-key=/a/tls.key",
+        ])
+        .into_config()
+        .expect("config");
+        assert_eq!(
+            admin.admin_tls.map(|f| f.key),
+            Some(PathBuf::from("/a/tls.key"))
+        );
+        let half = parse(&["--sync-token=t", "--admin-tls-key=/a/tls.key"]).into_config();
+        assert!(
+            matches!(half, Err(Error::Config(m)) if m.contains("admin")),
+            "admin half"
+        );
     }
 }

@@ -37,14 +37,30 @@
 //!   leak through timing) and answers `Refused` and closes, or `Welcome` and
 //!   the current snapshot. The token comes from one Secret mounted into both
 //!   Deployments (`--sync-token-file`), so rotating it is a Secret update and
-//!   a rollout.
+//!   a rollout. This is the fallback for standalone clusters and older data
+//!   planes (`--sync-auth token`, the default outside the chart).
+//! - **Or each data plane proves itself with its own ServiceAccount token**
+//!   (`--sync-auth serviceaccount`, the chart's default): a projected token
+//!   for the audience `postern-sync` that kubelet refreshes and the data
+//!   plane re-reads on every connection, carried in the same hello field.
+//!   The operator verifies it with a `TokenReview`, requires the
+//!   ServiceAccount to be one of `--sync-allowed-serviceaccount`, and takes
+//!   the data plane's id from the token (its pod, else the object it is
+//!   bound to), refusing a hello that claims another. Each connection is
+//!   reviewed again every `--sync-review-secs` and cut when the review
+//!   fails, so deleting one pod (or the Secret its token is bound to)
+//!   revokes that data plane alone. Positive reviews are cached for ten
+//!   seconds to bound the API server's load across reconnects. Mutual TLS
+//!   with per-pod certificates would need a CA issuing to pods; the API
+//!   server already issues and revokes these tokens.
 //!
 //! Certificates: the Helm chart generates a CA and a serving certificate
 //! for the operator's Service names (kept across upgrades in one Secret),
 //! or takes an existing Secret with `tls.crt`, `tls.key` and `ca.crt`; the
-//! operator mounts the pair, the data planes only `ca.crt`. Per-data-plane
-//! identities (client certificates instead of one shared token) are future
-//! work; a NetworkPolicy on the sync port remains good practice.
+//! operator mounts the pair, the data planes only `ca.crt`. With
+//! `--admin-tls-cert` and `--admin-tls-key` the admin port serves HTTPS
+//! (the chart uses the same pair); a NetworkPolicy on the sync port remains
+//! good practice.
 //!
 //! Every replica compiles and serves snapshots, so data planes may connect
 //! to any of them; only the replica holding the Lease writes status. It
@@ -83,7 +99,7 @@ use tokio::sync::{Notify, watch as channel};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-pub use config::{Args, Config, LeaseTiming};
+pub use config::{Args, Config, LeaseTiming, SyncAuth};
 pub use error::{Error, Result};
 pub use sync_tls::SyncTlsFiles;
 pub use token::SyncToken;
@@ -117,11 +133,15 @@ pub async fn run_with(config: Config, client: Client, shutdown: CancellationToke
         Some(files) => Some(Arc::new(SyncTls::load(files.clone())?)),
         None => None,
     };
+    let admin_tls = match &config.admin_tls {
+        Some(files) => Some(Arc::new(SyncTls::load(files.clone())?)),
+        None => None,
+    };
     let sync_listener = bind(config.sync_addr).await?;
     let admin_listener = bind(config.admin_addr).await?;
     let sync_addr = sync_listener.local_addr()?;
     let admin_addr = admin_listener.local_addr()?;
-    tracing::info!(%sync_addr, %admin_addr, id = %config.operator_id, namespace = ?config.namespace, tls = sync_tls.is_some(), "operator listening");
+    tracing::info!(%sync_addr, %admin_addr, id = %config.operator_id, namespace = ?config.namespace, tls = sync_tls.is_some(), admin_tls = admin_tls.is_some(), "operator listening");
     if sync_tls.is_none() {
         tracing::warn!(%sync_addr, "the sync stream is unencrypted: snapshots (with TLS keys and credentials) cross the network in the clear; give --sync-tls-cert and --sync-tls-key");
     }
@@ -170,8 +190,13 @@ pub async fn run_with(config: Config, client: Client, shutdown: CancellationToke
         metrics.clone(),
         shutdown.clone(),
     ));
+    let auth = sync_server::auth::Authenticator::new(
+        config.sync_auth.token.clone(),
+        config.sync_auth.serviceaccounts.clone(),
+        client.clone(),
+    );
     let sync = SyncServer {
-        token: config.token.clone(),
+        auth: Arc::new(auth),
         operator_id: config.operator_id.clone(),
         latest: latest.clone(),
         fleet: fleet.clone(),
@@ -198,6 +223,7 @@ pub async fn run_with(config: Config, client: Client, shutdown: CancellationToke
         gate,
         protect_metrics: config.admin_protect_metrics,
         started_at: std::time::SystemTime::now(),
+        tls: admin_tls,
     };
     tasks.spawn(admin.serve(admin_listener, shutdown.clone()));
     tasks.spawn(elector.run(shutdown.clone()));

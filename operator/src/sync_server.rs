@@ -5,7 +5,10 @@
 //! plane that stops reading is dropped after `DEAD_AFTER_SECS` rather than
 //! holding anything up. With [`SyncTls`] every connection is a TLS session
 //! first (the handshake shares the hello's deadline); the framing and the
-//! token check are the same either way.
+//! credential check are the same either way. A data plane authenticated by
+//! a ServiceAccount token ([`auth`]) is reviewed again every
+//! `review_every` and cut when the review fails, which is how one data
+//! plane is revoked without touching the others.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -29,8 +32,11 @@ use crate::fleet::{Fleet, Nack};
 use crate::metrics::Metrics;
 use crate::publish::{Latest, Published};
 use crate::sync_tls::SyncTls;
-use crate::token::SyncToken;
 use crate::{Error, Result};
+
+pub mod auth;
+
+use auth::{Authenticator, Credential, Identity, Verdict};
 
 /// How long a new connection has to say hello.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
@@ -47,7 +53,8 @@ type Conn = Framed<Box<dyn Io>, LengthDelimitedCodec>;
 /// What every connection shares.
 #[derive(Clone)]
 pub struct SyncServer {
-    pub token: SyncToken,
+    /// Checks hellos (the shared token, ServiceAccount tokens or both).
+    pub auth: Arc<Authenticator>,
     pub operator_id: String,
     pub latest: Latest,
     pub fleet: Arc<Fleet>,
@@ -100,7 +107,7 @@ impl SyncServer {
             .max_frame_length(MAX_HELLO_FRAME)
             .new_codec();
         let mut conn = Framed::new(stream, codec);
-        let (id, protocol, capabilities) = match self.hello(&mut conn).await {
+        let (identity, protocol, capabilities) = match self.hello(&mut conn).await {
             Ok(hello) => hello,
             Err(Error::Protocol(reason)) => {
                 tracing::warn!(%peer, %reason, "refused a data plane");
@@ -118,12 +125,13 @@ impl SyncServer {
             protocol,
         };
         send(&mut conn, message(&welcome)?).await?;
+        let Identity { id, credential } = identity;
         let conn_no = self.fleet.connect(&id, peer, capabilities);
         self.metrics
             .dataplanes_connected
             .set(gauge(self.fleet.len()));
         tracing::info!(dataplane = %id, %peer, protocol, "data plane connected");
-        let result = Session::new(&self, &id, conn_no)
+        let result = Session::new(&self, &id, conn_no, credential)
             .run(&mut conn, shutdown)
             .await;
         self.fleet.disconnect(&id, conn_no);
@@ -147,10 +155,10 @@ impl SyncServer {
         Ok(Box::new(tls_stream))
     }
 
-    /// Reads and checks the hello; returns the data plane id, the
+    /// Reads and checks the hello; returns who the data plane is, the
     /// protocol of the session and the kinds the data plane implements. A
     /// refusal is an `Error::Protocol` whose text goes back to the data plane.
-    async fn hello(&self, conn: &mut Conn) -> Result<(String, u32, Vec<String>)> {
+    async fn hello(&self, conn: &mut Conn) -> Result<(Identity, u32, Vec<String>)> {
         let frame = timeout(HELLO_TIMEOUT, conn.next())
             .await
             .map_err(|_| Error::Timeout("waiting for hello"))?
@@ -167,10 +175,12 @@ impl SyncServer {
         else {
             return Err(Error::Protocol("expected a hello".into()));
         };
-        // The token first: say nothing more about ourselves to a stranger.
-        if !self.token.matches(&token) {
-            return Err(Error::Protocol("invalid sync token".into()));
-        }
+        // The credential first: say nothing more about ourselves to a stranger.
+        let identity = self
+            .auth
+            .authenticate(&token, &dataplane_id)
+            .await
+            .map_err(Error::Protocol)?;
         let Some(protocol) = negotiate(protocol, &protocols) else {
             return Err(Error::Protocol(format!(
                 "no common protocol: data plane speaks {protocol} {protocols:?}, this operator {MIN_PROTOCOL} to {PROTOCOL}"
@@ -188,7 +198,7 @@ impl SyncServer {
         }
         let capabilities =
             capabilities.unwrap_or_else(|| BASE_CAPABILITIES.map(String::from).to_vec());
-        Ok((dataplane_id, protocol, capabilities))
+        Ok((identity, protocol, capabilities))
     }
 }
 
@@ -202,10 +212,17 @@ struct Session<'a> {
     /// Version of the last snapshot sent, acked or not.
     sent: Option<String>,
     last_heard: Instant,
+    /// A ServiceAccount token, reviewed again while the connection lasts.
+    credential: Option<Credential>,
 }
 
 impl<'a> Session<'a> {
-    fn new(server: &'a SyncServer, id: &'a str, conn_no: u64) -> Self {
+    fn new(
+        server: &'a SyncServer,
+        id: &'a str,
+        conn_no: u64,
+        credential: Option<Credential>,
+    ) -> Self {
         Session {
             server,
             id,
@@ -213,6 +230,7 @@ impl<'a> Session<'a> {
             in_flight: VecDeque::new(),
             sent: None,
             last_heard: Instant::now(),
+            credential,
         }
     }
 
@@ -223,6 +241,11 @@ impl<'a> Session<'a> {
         latest.mark_changed();
         let mut ping = tokio::time::interval(Duration::from_secs(PING_SECS));
         let dead_after = Duration::from_secs(DEAD_AFTER_SECS);
+        // A shared-token session has nothing to review.
+        let mut review = match (&self.credential, self.server.auth.review_every()) {
+            (Some(_), Some(every)) => Some(tokio::time::interval_at(Instant::now() + every, every)),
+            _ => None,
+        };
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
@@ -245,8 +268,40 @@ impl<'a> Session<'a> {
                     }
                     send(conn, message(&ToDataplane::Ping)?).await?;
                 }
+                () = tick(&mut review) => self.review(conn).await?,
             }
         }
+    }
+
+    /// Reviews the session's ServiceAccount token again; a denial ends the
+    /// session with `Refused`. When the API server cannot answer, the
+    /// session goes on and the next tick asks again: an API server outage
+    /// must not disconnect the whole fleet.
+    async fn review(&mut self, conn: &mut Conn) -> Result<()> {
+        let Some(credential) = &self.credential else {
+            return Ok(());
+        };
+        match self.server.auth.recheck(credential).await {
+            Verdict::Valid(id) if id == self.id => Ok(()),
+            Verdict::Valid(id) => {
+                self.revoke(conn, format!("the credential now names {id:?}"))
+                    .await
+            }
+            Verdict::Denied(reason) => self.revoke(conn, reason).await,
+            Verdict::Unavailable(error) => {
+                tracing::warn!(dataplane = self.id, %error, "cannot review the data plane's token; keeping the connection");
+                Ok(())
+            }
+        }
+    }
+
+    async fn revoke(&mut self, conn: &mut Conn, reason: String) -> Result<()> {
+        tracing::warn!(dataplane = self.id, %reason, "data plane's credential no longer valid; disconnecting it");
+        let refused = ToDataplane::Refused {
+            reason: reason.clone(),
+        };
+        let _ = timeout(HELLO_TIMEOUT, conn.send(message(&refused)?)).await;
+        Err(Error::Protocol(reason))
     }
 
     /// Sends a snapshot unless it is the one last sent.
@@ -308,6 +363,16 @@ impl<'a> Session<'a> {
         let at = self.in_flight.iter().rposition(|p| p.version == version)?;
         let mut taken = self.in_flight.drain(..=at);
         taken.next_back()
+    }
+}
+
+/// The next tick, or never without an interval.
+async fn tick(interval: &mut Option<tokio::time::Interval>) {
+    match interval {
+        Some(interval) => {
+            interval.tick().await;
+        }
+        None => std::future::pending().await,
     }
 }
 

@@ -4,8 +4,10 @@
 //! (TLS over it when the operator has a sync certificate; this crate does not
 //! care), carrying frames of a 4-byte big-endian length followed by one JSON
 //! message.
-//! The data plane speaks first with [`ToOperator::Hello`], carrying the shared
-//! sync token; the operator answers with the current snapshot at once and
+//! The data plane speaks first with [`ToOperator::Hello`], carrying its
+//! credential (the shared sync token, or its own Kubernetes ServiceAccount
+//! token, which the operator verifies with a TokenReview and from which it
+//! takes the data plane's id); the operator answers with the current snapshot at once and
 //! every new one after it; the data plane acks or nacks each by version.
 //! Either side sends `Ping` when idle; a peer silent for [`DEAD_AFTER_SECS`]
 //! is dropped and the data plane reconnects with backoff.
@@ -69,7 +71,11 @@ pub enum ToOperator {
         protocols: Vec<u32>,
         /// Stable name of the data plane (its pod name), used in status and metrics.
         dataplane_id: String,
-        /// The shared sync token.
+        /// The credential: the shared sync token, or a ServiceAccount token
+        /// for the audience `postern-sync`. Both travel in this one field,
+        /// so older operators and data planes keep speaking with the shared
+        /// token; an operator given a ServiceAccount token requires
+        /// `dataplane_id` to be the one the token names.
         token: String,
         /// Snapshot schemas this data plane reads.
         schemas: Vec<u32>,

@@ -9,8 +9,9 @@
 //! with `--sync-server-name` or else the host of `--operator` (the Helm
 //! chart mounts the bundle from the Secret holding the operator's
 //! certificate). TLS proves the operator to the data plane and hides the
-//! stream; the shared token in the hello proves the data plane to the
-//! operator. Both are needed. A failed verification is logged and retried
+//! stream; the credential in the hello proves the data plane to the
+//! operator: its own ServiceAccount token (`--sync-sa-token-file`) or the
+//! shared token. Both are needed. A failed verification is logged and retried
 //! with the same backoff as any lost connection. Without `--sync-ca` the
 //! stream is plain TCP and a warning says so at start-up.
 
@@ -52,7 +53,8 @@ pub struct SyncConfig {
     pub capabilities: Vec<String>,
 }
 
-/// The shared sync token.
+/// The credential presented in the hello: the shared sync token, or this
+/// data plane's ServiceAccount token.
 #[derive(Clone)]
 pub enum TokenSource {
     Inline(String),
@@ -84,11 +86,16 @@ impl TokenSource {
 }
 
 impl SyncConfig {
-    /// The token file wins over the environment variable.
+    /// A ServiceAccount token file wins over the shared token's file,
+    /// which wins over the environment variable.
     pub fn from_args(args: &DataplaneArgs) -> Result<Self> {
-        let token = match (&args.sync_token_file, &args.sync_token) {
-            (Some(path), _) => TokenSource::File(path.clone()),
-            (None, Some(t)) if !t.is_empty() => TokenSource::Inline(t.clone()),
+        let token = match (
+            &args.sync_sa_token_file,
+            &args.sync_token_file,
+            &args.sync_token,
+        ) {
+            (Some(path), _, _) | (None, Some(path), _) => TokenSource::File(path.clone()),
+            (None, None, Some(t)) if !t.is_empty() => TokenSource::Inline(t.clone()),
             _ => return Err(Error::NoSyncToken),
         };
         let dataplane_id = args

@@ -220,6 +220,13 @@ impl PosternBuilder {
         self.args(["--dataplane-id", id])
     }
 
+    /// `--sync-sa-token-file` holding a ServiceAccount `token` (which wins
+    /// over a shared token).
+    pub fn sync_sa_token(self, token: &str) -> PosternBuilder {
+        let file = self.launch.write("sa-token", token);
+        self.arg("--sync-sa-token-file").arg(file)
+    }
+
     /// `--sync-token-file` holding `token`.
     pub fn sync_token(self, token: &str) -> PosternBuilder {
         let file = self.launch.write("token", token);

@@ -16,6 +16,7 @@ use tokio_util::codec::{Framed, LengthDelimitedCodec};
 use tokio_util::sync::CancellationToken;
 
 use super::SyncServer;
+use super::auth::Authenticator;
 use crate::fleet::Fleet;
 use crate::metrics::Metrics;
 use crate::publish::Published;
@@ -72,7 +73,9 @@ async fn harness_with(first: Option<Arc<Published>>, tls: Option<SyncTls>) -> Ha
     let (tx, latest) = watch::channel(first);
     let fleet = Arc::new(Fleet::default());
     let server = SyncServer {
-        token: SyncToken::new("right").expect("token"),
+        auth: Arc::new(Authenticator::token(
+            SyncToken::new("right").expect("token"),
+        )),
         operator_id: "op-test".into(),
         latest,
         fleet: fleet.clone(),
