@@ -126,7 +126,9 @@ async fn each_data_plane_is_who_its_token_says_and_is_revoked_alone() {
         .fleet_where("dp-a gone from the fleet", |fleet| fleet.ids() == ["dp-b"])
         .await;
     wait_for("dp-a told it was refused", WAIT, || async {
-        dp_a.log().contains("the operator refused this data plane").then_some(())
+        dp_a.log()
+            .contains("the operator refused this data plane")
+            .then_some(())
     })
     .await;
     let refused = hello(operator.sync, &token_a, "dp-a").await;
@@ -138,7 +140,9 @@ async fn each_data_plane_is_who_its_token_says_and_is_revoked_alone() {
         "hostnames": ["after.identity.test"],
         "backend": {"url": "http://127.0.0.1:9"}
     }});
-    create(&client, &ns_name, site).await.expect("ProxyTarget after");
+    create(&client, &ns_name, site)
+        .await
+        .expect("ProxyTarget after");
     let fleet = admin
         .fleet_where("dp-b acked the change", |fleet| {
             fleet.acked("dp-b").is_some() && fleet.acked("dp-b") != before
@@ -151,7 +155,10 @@ async fn each_data_plane_is_who_its_token_says_and_is_revoked_alone() {
     let log = operator.log();
     assert!(log.contains("no longer valid; disconnecting it"), "{log}");
     for secret in [&token_a, &token_b, &stranger, &other_audience] {
-        assert!(!log.contains(secret.as_str()), "a token in the operator's log");
+        assert!(
+            !log.contains(secret.as_str()),
+            "a token in the operator's log"
+        );
     }
     ns.cleanup(&client).await;
 }
