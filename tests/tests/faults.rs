@@ -156,7 +156,8 @@ async fn a_restarted_dataplane_gets_the_current_snapshot_and_counts_again() {
         },
     )
     .await;
-    // Programmed counts the connected data planes only.
+    // Once its lease expires the killed data plane is out of the fleet,
+    // and Programmed counts the one left.
     programmed_by(&spine, 1, 1).await;
     let moved = json!({"backend": {"url": v2.url()}});
     patch_spec(&spine.client, spine.ns(), "ProxyTarget", "web", moved).await;
