@@ -43,6 +43,8 @@ macro_rules! spec_wrapper {
     category = "postern",
     printcolumn = r#"{"name":"Hostnames","type":"string","jsonPath":".spec.hostnames"}"#,
     printcolumn = r#"{"name":"Accepted","type":"string","jsonPath":".status.conditions[?(@.type==\"Accepted\")].status"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","description":"Why a condition is False (empty when all is well)","jsonPath":".status.conditions[?(@.status==\"False\")].reason"}"#,
+    printcolumn = r#"{"name":"Message","type":"string","priority":1,"description":"What a False condition says","jsonPath":".status.conditions[?(@.status==\"False\")].message"}"#,
     printcolumn = r#"{"name":"Programmed","type":"string","jsonPath":".status.conditions[?(@.type==\"Programmed\")].status"}"#,
     printcolumn = r#"{"name":"Certificate","type":"string","jsonPath":".status.conditions[?(@.type==\"CertificateReady\")].status"}"#,
     printcolumn = r#"{"name":"Expires","type":"date","jsonPath":".status.certificate.notAfter"}"#,
@@ -68,6 +70,8 @@ spec_wrapper!(ProxyTargetSpec, postern_api::ProxyTargetSpec);
     printcolumn = r#"{"name":"Path","type":"string","jsonPath":".spec.match.path.value"}"#,
     printcolumn = r#"{"name":"Priority","type":"integer","jsonPath":".spec.priority"}"#,
     printcolumn = r#"{"name":"Accepted","type":"string","jsonPath":".status.conditions[?(@.type==\"Accepted\")].status"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","description":"Why a condition is False (empty when all is well)","jsonPath":".status.conditions[?(@.status==\"False\")].reason"}"#,
+    printcolumn = r#"{"name":"Message","type":"string","priority":1,"description":"What a False condition says","jsonPath":".status.conditions[?(@.status==\"False\")].message"}"#,
     printcolumn = r#"{"name":"Programmed","type":"string","jsonPath":".status.conditions[?(@.type==\"Programmed\")].status"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
@@ -90,6 +94,8 @@ spec_wrapper!(RouteSpec, postern_api::RouteSpec);
     printcolumn = r#"{"name":"User","type":"string","jsonPath":".spec.user"}"#,
     printcolumn = r#"{"name":"Upstream","type":"string","jsonPath":".spec.upstream"}"#,
     printcolumn = r#"{"name":"Accepted","type":"string","jsonPath":".status.conditions[?(@.type==\"Accepted\")].status"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","description":"Why a condition is False (empty when all is well)","jsonPath":".status.conditions[?(@.status==\"False\")].reason"}"#,
+    printcolumn = r#"{"name":"Message","type":"string","priority":1,"description":"What a False condition says","jsonPath":".status.conditions[?(@.status==\"False\")].message"}"#,
     printcolumn = r#"{"name":"Programmed","type":"string","jsonPath":".status.conditions[?(@.type==\"Programmed\")].status"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
@@ -113,6 +119,8 @@ spec_wrapper!(UserUpstreamSpec, postern_api::UserUpstreamSpec);
     printcolumn = r#"{"name":"Hostnames","type":"string","jsonPath":".spec.hostnames"}"#,
     printcolumn = r#"{"name":"Path","type":"string","jsonPath":".spec.pathPrefix"}"#,
     printcolumn = r#"{"name":"Accepted","type":"string","jsonPath":".status.conditions[?(@.type==\"Accepted\")].status"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","description":"Why a condition is False (empty when all is well)","jsonPath":".status.conditions[?(@.status==\"False\")].reason"}"#,
+    printcolumn = r#"{"name":"Message","type":"string","priority":1,"description":"What a False condition says","jsonPath":".status.conditions[?(@.status==\"False\")].message"}"#,
     printcolumn = r#"{"name":"Programmed","type":"string","jsonPath":".status.conditions[?(@.type==\"Programmed\")].status"}"#,
     printcolumn = r#"{"name":"Agent","type":"string","jsonPath":".status.conditions[?(@.type==\"AgentConnected\")].status"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
@@ -135,6 +143,8 @@ spec_wrapper!(TunnelSpec, postern_api::TunnelSpec);
     category = "postern",
     printcolumn = r#"{"name":"Grants","type":"string","jsonPath":".spec.grantTypes"}"#,
     printcolumn = r#"{"name":"Accepted","type":"string","jsonPath":".status.conditions[?(@.type==\"Accepted\")].status"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","description":"Why a condition is False (empty when all is well)","jsonPath":".status.conditions[?(@.status==\"False\")].reason"}"#,
+    printcolumn = r#"{"name":"Message","type":"string","priority":1,"description":"What a False condition says","jsonPath":".status.conditions[?(@.status==\"False\")].message"}"#,
     printcolumn = r#"{"name":"Programmed","type":"string","jsonPath":".status.conditions[?(@.type==\"Programmed\")].status"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
