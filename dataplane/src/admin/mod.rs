@@ -166,7 +166,7 @@ async fn route(
     let (method, path) = (&req.method, req.uri.path());
     let action = method == Method::POST;
     if !action && method != Method::GET && method != Method::HEAD {
-        return reply::method_not_allowed("GET, HEAD");
+        return reply::method_not_allowed(allowed(path).unwrap_or("GET, HEAD"));
     }
     // Open: probes, the scrape (unless protected), the document, the way in.
     match path {
@@ -188,7 +188,10 @@ async fn route(
         {
             return reply::unauthorized();
         }
-        return reply::not_found();
+        return match allowed(path) {
+            Some(allow) => reply::method_not_allowed(allow),
+            None => reply::not_found(),
+        };
     }
     let role = if action { Role::Admin } else { Role::Read };
     let principal = match state.gate.require(method, &req.headers, role) {
@@ -275,6 +278,18 @@ impl Known {
             }
         }
     }
+}
+
+/// The methods `path` takes, when it exists with others than asked.
+fn allowed(path: &str) -> Option<&'static str> {
+    let open = ["/", "/healthz", "/readyz", "/metrics", openapi::PATH];
+    if open.contains(&path) || KNOWN.iter().any(|k| k.matches(&Method::GET, path)) {
+        return Some("GET, HEAD");
+    }
+    KNOWN
+        .iter()
+        .any(|k| k.matches(&Method::POST, path))
+        .then_some("POST")
 }
 
 const fn get(pattern: &'static str) -> Known {
@@ -433,6 +448,14 @@ mod tests {
         assert!(found(Method::POST, "/api/v1/tunnels/ns/t/disconnect"));
         assert!(!found(Method::GET, "/api/v1/tunnels/ns/t/disconnect"));
         assert!(!found(Method::GET, "/api/v1/sites/extra"));
+    }
+
+    #[test]
+    fn a_path_asked_with_the_wrong_method_says_which_it_takes() {
+        assert_eq!(allowed("/healthz"), Some("GET, HEAD"));
+        assert_eq!(allowed("/api/v1/sites"), Some("GET, HEAD"));
+        assert_eq!(allowed("/api/v1/users/a/disconnect"), Some("POST"));
+        assert_eq!(allowed("/nope"), None);
     }
 
     #[test]
