@@ -6,6 +6,11 @@
 //! change within its duration; one that stops changing (its data plane or
 //! its replica is gone) drops out of the fleet after that duration, and the
 //! leader deletes it after a second one.
+//!
+//! While the watch cannot reach the API server no renewal can be seen, so
+//! nothing expires then: the last known fleet stands until a relist has
+//! succeeded, and every lease's clock restarts at that relist (an outage
+//! of the API server alone must not flip Programmed and back).
 
 use std::collections::{BTreeMap, HashSet};
 use std::pin::pin;
@@ -41,6 +46,8 @@ struct Entry {
 #[derive(Debug)]
 pub struct FleetView {
     entries: Mutex<BTreeMap<String, Entry>>,
+    /// The watch failed and has not relisted since: no expiry is judged.
+    blind: std::sync::atomic::AtomicBool,
     /// Bumped when the live set or a live record changes.
     changed: watch::Sender<u64>,
 }
@@ -49,6 +56,7 @@ impl Default for FleetView {
     fn default() -> Self {
         FleetView {
             entries: Mutex::default(),
+            blind: std::sync::atomic::AtomicBool::new(false),
             changed: watch::Sender::new(0),
         }
     }
@@ -57,9 +65,10 @@ impl Default for FleetView {
 impl FleetView {
     /// The data planes whose leases are live now.
     pub fn dataplanes(&self) -> Vec<Dataplane> {
+        let blind = self.is_blind();
         self.lock()
             .values()
-            .filter(|e| live(e.since.elapsed(), e.duration))
+            .filter(|e| blind || live(e.since.elapsed(), e.duration))
             .map(|e| e.dataplane.clone())
             .collect()
     }
@@ -118,20 +127,44 @@ impl FleetView {
 
     /// Names of the live leases (to notice expiries).
     fn live_names(&self) -> Vec<String> {
+        let blind = self.is_blind();
         self.lock()
             .iter()
-            .filter(|(_, e)| live(e.since.elapsed(), e.duration))
+            .filter(|(_, e)| blind || live(e.since.elapsed(), e.duration))
             .map(|(name, _)| name.clone())
             .collect()
     }
 
     /// Leases unchanged for two durations, with the version to delete.
     fn abandoned(&self) -> Vec<(String, Option<String>)> {
+        if self.is_blind() {
+            return Vec::new();
+        }
         self.lock()
             .iter()
             .filter(|(_, e)| !live(e.since.elapsed(), e.duration * 2))
             .map(|(name, e)| (name.clone(), e.resource_version.clone()))
             .collect()
+    }
+
+    fn is_blind(&self) -> bool {
+        self.blind.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The watch failed: renewals cannot be seen until it relists.
+    fn go_blind(&self) {
+        self.blind.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// A relist succeeded: after an outage every clock restarts now.
+    fn see_again(&self) {
+        if self.blind.swap(false, std::sync::atomic::Ordering::Relaxed) {
+            let now = Instant::now();
+            for entry in self.lock().values_mut() {
+                entry.since = now;
+            }
+            self.bump();
+        }
     }
 
     fn bump(&self) {
@@ -166,7 +199,10 @@ impl ViewWatcher {
                 _ = shutdown.cancelled() => return,
                 event = stream.next() => match event {
                     Some(Ok(event)) => self.handle(event, &mut relisted),
-                    Some(Err(error)) => tracing::warn!(%error, "watching data-plane leases"),
+                    Some(Err(error)) => {
+                        tracing::warn!(%error, "watching data-plane leases");
+                        self.view.go_blind();
+                    }
                     None => return,
                 },
                 _ = tick.tick() => {
@@ -202,6 +238,7 @@ impl ViewWatcher {
                 if let Some(names) = relisted.take() {
                     self.view.retain(&names);
                 }
+                self.view.see_again();
             }
         }
     }
@@ -289,5 +326,28 @@ mod tests {
         assert_eq!(view.dataplanes().len(), 1);
         view.remove(&lease_name("a"));
         assert!(view.dataplanes().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn nothing_expires_while_the_watch_is_blind_and_clocks_restart_at_the_relist() {
+        let view = FleetView::default();
+        view.apply(&lease("a", "1"), Duration::ZERO);
+        view.go_blind();
+        tokio::time::advance(Duration::from_secs(40)).await;
+        assert_eq!(
+            view.dataplanes().len(),
+            1,
+            "an API server outage is not a dead data plane"
+        );
+        assert!(view.abandoned().is_empty());
+        view.see_again();
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert_eq!(
+            view.dataplanes().len(),
+            1,
+            "its clock restarted at the relist"
+        );
+        tokio::time::advance(Duration::from_secs(6)).await;
+        assert!(view.dataplanes().is_empty(), "then it expires as usual");
     }
 }
