@@ -165,21 +165,15 @@ async fn the_admin_api_answers_by_role_and_matches_its_document() {
 
     // The document against every answer, when the OAuth venv (jsonschema) is here.
     if let Some(tools) = Tools::find(&[]) {
-        let out = std::process::Command::new(&tools.python)
-            .arg(postern_harness::dirs::repo_root().join("e2e/admin/openapi_check.py"))
-            .arg(format!("--url=http://{}", p.admin))
-            .arg("--component=dataplane")
-            .arg(format!("--admin-token-file={}", admin_file.display()))
-            .arg(format!("--read-token-file={}", read_file.display()))
-            .output()
-            .expect("run openapi_check.py");
-        let report = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "openapi check: {report}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let report: Value = serde_json::from_str(report.trim()).expect("report");
+        let script = postern_harness::dirs::repo_root().join("e2e/admin/openapi_check.py");
+        let args = [
+            format!("--url=http://{}", p.admin),
+            "--component=dataplane".into(),
+            format!("--admin-token-file={}", admin_file.display()),
+            format!("--read-token-file={}", read_file.display()),
+        ];
+        let report = tools.run_file(&script, &args, 180).await;
+        let report = report.expect_ok("openapi check");
         assert!(
             report["checked"].as_u64().is_some_and(|n| n >= 15),
             "{report}"

@@ -87,26 +87,6 @@ fn arg(path: &Path) -> String {
     path.display().to_string()
 }
 
-async fn run_script(tools: &Tools, args: &[String]) -> (bool, Value, String) {
-    let script = repo_root().join("e2e/dashboard/dashboard.py");
-    let out = tokio::process::Command::new("timeout")
-        .arg("240")
-        .arg(&tools.python)
-        .arg(script)
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .output()
-        .await
-        .unwrap_or_else(|e| panic!("running dashboard.py: {e}"));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    let json = serde_json::from_str(&stdout).unwrap_or_else(|e| {
-        panic!("dashboard.py printed no JSON ({e}): {stdout}\nstderr:\n{stderr}")
-    });
-    (out.status.success(), json, stderr)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_works_in_a_browser() {
     let Some(tools) = Tools::find(&[Need::Chromium]) else {
@@ -171,7 +151,12 @@ async fn the_dashboard_works_in_a_browser() {
         "--out".into(),
         arg(&out_dir),
     ];
-    let (ok, report, stderr) = run_script(&tools, &args).await;
+    let script = repo_root().join("e2e/dashboard/dashboard.py");
+    let postern_harness::oauth::Report {
+        ok,
+        json: report,
+        stderr,
+    } = tools.run_file(&script, &args, 240).await;
     let pretty = serde_json::to_string_pretty(&report).unwrap_or_default();
     assert!(
         ok && report["ok"] == true,

@@ -68,22 +68,16 @@ async fn the_operators_admin_api_shows_the_fleet_and_matches_its_document() {
     );
 
     if let Some(tools) = Tools::find(&[]) {
-        let out = std::process::Command::new(&tools.python)
-            .arg(repo_root().join("e2e/admin/openapi_check.py"))
-            .arg(format!("--url=http://{admin}"))
-            .arg("--component=operator")
-            .arg(format!("--admin-token-file={}", token_file.display()))
-            .arg(format!(
-                "--read-token-file={}",
-                harness_read_token_file().display()
-            ))
-            .output()
-            .expect("run openapi_check.py");
-        let report = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "openapi check: {report}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let args = [
+            format!("--url=http://{admin}"),
+            "--component=operator".into(),
+            format!("--admin-token-file={}", token_file.display()),
+            format!("--read-token-file={}", harness_read_token_file().display()),
+        ];
+        let script = repo_root().join("e2e/admin/openapi_check.py");
+        tools
+            .run_file(&script, &args, 180)
+            .await
+            .expect_ok("openapi check");
     }
 }

@@ -187,11 +187,23 @@ impl Tools {
     }
 
     async fn run(&self, script: &str, args: &[&str]) -> Report {
+        self.run_file(&self.script(script), args, 180).await
+    }
+
+    /// Runs a Python script of the repository (any folder) in the venv,
+    /// with the tools' environment, for at most `seconds`; it must print
+    /// one JSON object.
+    pub async fn run_file<S: AsRef<std::ffi::OsStr>>(
+        &self,
+        script: &Path,
+        args: &[S],
+        seconds: u32,
+    ) -> Report {
         let mut command = tokio::process::Command::new("timeout");
         command
-            .arg("180")
+            .arg(seconds.to_string())
             .arg(&self.python)
-            .arg(self.script(script))
+            .arg(script)
             .args(args)
             .stdin(std::process::Stdio::null())
             .kill_on_drop(true);
@@ -201,11 +213,14 @@ impl Tools {
         let out = command
             .output()
             .await
-            .unwrap_or_else(|e| panic!("running {script}: {e}"));
+            .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
         let stdout = String::from_utf8_lossy(&out.stdout);
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         let json = serde_json::from_str(&stdout).unwrap_or_else(|e| {
-            panic!("{script} printed no JSON ({e}): {stdout}\nstderr:\n{stderr}")
+            panic!(
+                "{} printed no JSON ({e}): {stdout}\nstderr:\n{stderr}",
+                script.display()
+            )
         });
         Report {
             ok: out.status.success(),
