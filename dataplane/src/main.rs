@@ -11,6 +11,7 @@ use tracing_subscriber::EnvFilter;
 /// worker thread and the request log's writer frees on another, which
 /// glibc serves slowly (arena locks, chunk consolidation; measured in the
 /// README's request-log benchmark), and idle connections hold less.
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use postern_harness::{
     Backend, Ca, LOOPBACK_ALLOWED, PATIENCE, Postern, PosternBuilder, documents, eventually,
-    http_get, metric_value, raw, target_yaml, tls_secret, user_yaml,
+    http_get, metric_value, raw, read_response, target_yaml, tls_secret, user_yaml,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -168,6 +168,63 @@ async fn a_kept_alive_connection_is_closed_when_idle_but_never_mid_request() {
     closed_by_server(&mut conn, SEEN_WITHIN)
         .await
         .expect("an idle kept-alive connection");
+}
+
+#[tokio::test]
+async fn a_kept_alive_connection_is_parked_between_spells_and_loses_nothing() {
+    // Default deadlines: parking (after 50 ms of quiet) must not end a
+    // connection, and a client asking to close must not wait for the 60 s
+    // idle deadline.
+    let s = setup("parked", &[]).await;
+    let get = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: plain.test\r\n\r\n");
+    let mut conn = connect(s.proxy.http).await;
+    for round in 0..3 {
+        conn.write_all(get(&format!("/round/{round}")).as_bytes())
+            .await
+            .expect("write");
+        let answer = read_response(&mut conn, SEEN_WITHIN).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.contains(&format!("/round/{round}")), "{answer}");
+        // Long enough to be parked.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // Two pipelined requests, then a head split across a pause.
+    conn.write_all(format!("{}{}", get("/one"), get("/two")).as_bytes())
+        .await
+        .expect("write");
+    assert!(read_response(&mut conn, SEEN_WITHIN).await.contains("/one"));
+    assert!(read_response(&mut conn, SEEN_WITHIN).await.contains("/two"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    conn.write_all(b"GET /split HTTP/1.1\r\nHo")
+        .await
+        .expect("write");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    conn.write_all(b"st: plain.test\r\n\r\n")
+        .await
+        .expect("write");
+    assert!(
+        read_response(&mut conn, SEEN_WITHIN)
+            .await
+            .contains("/split")
+    );
+    // Asked to close: closed at once, not at the idle deadline.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    conn.write_all(b"GET /last HTTP/1.1\r\nHost: plain.test\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let rest = closed_by_server(&mut conn, Duration::from_secs(10))
+        .await
+        .expect("closed after a Connection: close request");
+    assert!(String::from_utf8_lossy(&rest).contains("/last"));
+    // HTTP/1.0 without keep-alive: the same.
+    let mut old = connect(s.proxy.http).await;
+    old.write_all(b"GET /old HTTP/1.0\r\nHost: plain.test\r\n\r\n")
+        .await
+        .expect("write");
+    let rest = closed_by_server(&mut old, Duration::from_secs(10))
+        .await
+        .expect("closed after an HTTP/1.0 request");
+    assert!(String::from_utf8_lossy(&rest).contains("/old"));
 }
 
 #[tokio::test]

@@ -12,7 +12,7 @@ use postern_harness::python::{
 };
 use postern_harness::{
     Backend, Ca, Launch, Manifests, PATIENCE, Postern, fetch, free_port, loopback, peer,
-    python_with, tls_secret, tmp_dir, wait_port,
+    python_with, read_response, tls_secret, tmp_dir, wait_port,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -31,6 +31,38 @@ async fn websocket_echo_through_the_proxy() {
         .await;
     let port = proxy.http.port().to_string();
     python_client(&python, &dir, "ws_client", WS_ECHO_CLIENT, &[&port]);
+
+    // An upgrade on a kept-alive connection that was parked between its
+    // requests (idle past the park delay): the 101 and the echo still pass.
+    let mut conn = tokio::net::TcpStream::connect(proxy.http)
+        .await
+        .expect("connect");
+    conn.write_all(b"GET /plain HTTP/1.1\r\nHost: ws.test\r\n\r\n")
+        .await
+        .expect("write");
+    let first = read_response(&mut conn, PATIENCE).await;
+    assert!(!first.starts_with("HTTP/1.1 101"), "{first}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    conn.write_all(
+        b"GET / HTTP/1.1\r\nHost: ws.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .await
+    .expect("write");
+    let switched = read_response(&mut conn, PATIENCE).await;
+    assert!(switched.starts_with("HTTP/1.1 101"), "{switched}");
+    // A masked text frame "hi"; the echo comes back unmasked.
+    let mask = [1u8, 2, 3, 4];
+    let mut frame = vec![0x81, 0x80 | 2];
+    frame.extend_from_slice(&mask);
+    frame.extend(b"hi".iter().zip(mask.iter().cycle()).map(|(b, m)| b ^ m));
+    conn.write_all(&frame).await.expect("write frame");
+    let mut echo = [0u8; 4];
+    tokio::time::timeout(PATIENCE, conn.read_exact(&mut echo))
+        .await
+        .expect("an echo in time")
+        .expect("read echo");
+    assert_eq!(&echo, &[0x81, 2, b'h', b'i']);
 }
 
 #[tokio::test]

@@ -122,6 +122,40 @@ async fn exchange(
     })
 }
 
+/// Reads one HTTP/1.1 response from a kept-alive connection: its head, then
+/// the body its `Content-Length` says (none without one), each byte within
+/// `limit`. Panics on a close mid-response: it is for tests.
+pub async fn read_response<S: tokio::io::AsyncRead + Unpin>(
+    conn: &mut S,
+    limit: Duration,
+) -> String {
+    let mut got = Vec::new();
+    let mut byte = [0u8; 1];
+    while !got.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(limit, conn.read(&mut byte))
+            .await
+            .expect("a response in time")
+            .expect("read");
+        assert!(n > 0, "closed mid-head: {}", String::from_utf8_lossy(&got));
+        got.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&got).into_owned();
+    let length = head
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse::<usize>().ok())?
+        })
+        .unwrap_or(0);
+    let mut body = vec![0u8; length];
+    tokio::time::timeout(limit, conn.read_exact(&mut body))
+        .await
+        .expect("a body in time")
+        .expect("body");
+    head + &String::from_utf8_lossy(&body)
+}
+
 /// Sends raw bytes and reads the answer until it closes, its
 /// `Content-Length` body is in, or 5 s pass: status (0 when none) and text.
 pub async fn raw(addr: SocketAddr, request: &[u8]) -> std::io::Result<(u16, String)> {

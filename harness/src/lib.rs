@@ -40,7 +40,7 @@ pub use curl::{Curl, curl, curl_blocking, fetch};
 pub use dirs::{binary, closed_port, free_addr, free_port, in_ci, loopback, repo_root, tmp_dir};
 pub use http::{
     HARNESS_READ_TOKEN, HttpResponse, admin_get, call, harness_read_token_file, http_get, raw,
-    request,
+    read_response, request,
 };
 pub use manifests::{
     LOOPBACK_ALLOWED, Manifests, documents, indent, prefix_route_yaml, target_yaml, tls_secret,

@@ -33,6 +33,22 @@ impl<S> Prefixed<S> {
     pub fn get_ref(&self) -> &S {
         &self.inner
     }
+
+    /// The bytes not yet read.
+    pub fn buffered(&self) -> &[u8] {
+        &self.prefix[self.pos..]
+    }
+
+    /// Puts `bytes` in front of the stream again, after what is still
+    /// buffered.
+    pub fn refill(&mut self, bytes: Vec<u8>) {
+        if self.pos == self.prefix.len() {
+            self.prefix = bytes;
+            self.pos = 0;
+        } else {
+            self.prefix.extend_from_slice(&bytes);
+        }
+    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {

@@ -173,7 +173,9 @@ async fn proxy<'t>(
     }
     // 5. upstream request
     let upgrading = upgrade::requested(&req);
-    let on_client_upgrade = upgrading.then(|| hyper::upgrade::on(&mut req));
+    let on_client_upgrade = upgrading
+        .then(|| upgrade::ClientUpgrade::take(&mut req))
+        .flatten();
     let (mut parts, body) = req.into_parts();
     let forwarded = match &normalised {
         Some(path) if !site.forward_raw_path => forwarded_path(path, parts.uri.query()),

@@ -30,6 +30,11 @@ impl Activity {
         Busy(self.clone())
     }
 
+    /// Whether a request has ever started.
+    pub fn started(&self) -> bool {
+        self.started.load(Ordering::Acquire)
+    }
+
     /// Resolves once nothing was in flight for `first` (before any request
     /// started) or `between` (after one did), without interruption.
     pub async fn idle(&self, first: Duration, between: Duration) {

@@ -1,7 +1,7 @@
 //! The accept loops of `--http-addr` and `--https-addr`: per connection,
 //! admission (connection caps), the PROXY protocol header when the peer is
 //! trusted, the TLS handshake (certificate by SNI, ALPN h2 and http/1.1),
-//! then hyper serving HTTP/1.1 and HTTP/2 with upgrades. Every state has a
+//! then HTTP/1.1 or HTTP/2 ([`parked`]). Every state has a
 //! deadline ([`Timeouts`]). On shutdown, connections finish their requests
 //! (bounded by [`GRACE`]) and close.
 
@@ -9,28 +9,17 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http_body_util::BodyExt;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
-use super::idle::Activity;
-use super::proxy_protocol;
 use super::tables::LiveResolver;
-use super::{ConnInfo, Shared, handler};
+use super::{ConnInfo, Shared, parked, proxy_protocol};
 use crate::net::admission::{Admission, Permit};
 use crate::net::{Acceptor, Prefixed};
 
 /// How long open connections get to finish after shutdown starts.
 pub const GRACE: Duration = Duration::from_secs(10);
-/// How often an HTTP/2 client is pinged while streams are open, and how
-/// long its answer may take: a dead peer is noticed within both.
-const H2_PING_EVERY: Duration = Duration::from_secs(20);
-const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The deadline of each connection state.
 #[derive(Clone, Copy, Debug)]
@@ -110,10 +99,12 @@ async fn connection(
     let local = stream.local_addr().unwrap_or(peer);
     let timeouts = shared.timeouts;
     // The PROXY header is part of what must arrive before the deadline.
-    let unwrapped = tokio::time::timeout(
+    // Boxed: only the first moments of a connection need it, and the task
+    // holds room for its largest state for as long as the connection lives.
+    let unwrapped = Box::pin(tokio::time::timeout(
         timeouts.header,
         unwrap_proxy_header(stream, peer, local, &spec, &shared),
-    )
+    ))
     .await;
     let Some((client, server, io)) = (match unwrapped {
         Ok(unwrapped) => unwrapped,
@@ -134,22 +125,39 @@ async fn connection(
         })
     };
     match &spec.tls {
-        None => serve(TokioIo::new(io), info(false, None), shared, shutdown).await,
+        None => parked::serve(io, info(false, None), shared, shutdown).await,
+        // Boxed: a TLS connection's state is far larger than a plain one's,
+        // and every plain connection's task would otherwise make room for it.
         Some(acceptor) => {
-            match tokio::time::timeout(timeouts.handshake, acceptor.accept(io)).await {
-                Ok(Ok(tls)) => {
-                    let conn = info(true, tls.get_ref().1.server_name());
-                    serve(TokioIo::new(tls), conn, shared, shutdown).await
-                }
-                Ok(Err(e)) => {
-                    shared.metrics.dropped(spec.name, "tls_handshake");
-                    tracing::debug!(client = %client, error = %e, "TLS handshake failed");
-                }
-                Err(_) => {
-                    shared.metrics.dropped(spec.name, "tls_handshake");
-                    tracing::debug!(client = %client, "TLS handshake timed out");
-                }
-            }
+            Box::pin(tls_connection(
+                acceptor, io, client, info, &spec, shared, shutdown,
+            ))
+            .await
+        }
+    }
+}
+
+async fn tls_connection(
+    acceptor: &TlsAcceptor,
+    io: Prefixed<TcpStream>,
+    client: SocketAddr,
+    info: impl Fn(bool, Option<&str>) -> Arc<ConnInfo>,
+    spec: &ListenerSpec,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+) {
+    match tokio::time::timeout(shared.timeouts.handshake, acceptor.accept(io)).await {
+        Ok(Ok(tls)) => {
+            let conn = info(true, tls.get_ref().1.server_name());
+            parked::serve(tls, conn, shared, shutdown).await
+        }
+        Ok(Err(e)) => {
+            shared.metrics.dropped(spec.name, "tls_handshake");
+            tracing::debug!(client = %client, error = %e, "TLS handshake failed");
+        }
+        Err(_) => {
+            shared.metrics.dropped(spec.name, "tls_handshake");
+            tracing::debug!(client = %client, "TLS handshake timed out");
         }
     }
 }
@@ -177,60 +185,4 @@ async fn unwrap_proxy_header(
             None
         }
     }
-}
-
-async fn serve<I>(
-    io: TokioIo<I>,
-    conn: Arc<ConnInfo>,
-    shared: Arc<Shared>,
-    shutdown: CancellationToken,
-) where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let timeouts = shared.timeouts;
-    let activity = Arc::new(Activity::default());
-    let requests = activity.clone();
-    let service = service_fn(move |req| {
-        // In flight until the response body ends: a long download or an
-        // event stream is never idle.
-        let busy = requests.begin();
-        let answer = handler::handle(req, conn.clone(), shared.clone());
-        async move {
-            let response = answer.await?;
-            Ok::<_, std::convert::Infallible>(response.map(|body| {
-                body.map_frame(move |frame| {
-                    let _ = &busy;
-                    frame
-                })
-                .boxed_unsync()
-            }))
-        }
-    });
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(timeouts.header);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .keep_alive_interval(H2_PING_EVERY)
-        .keep_alive_timeout(H2_PING_TIMEOUT);
-    let connection = builder.serve_connection_with_upgrades(io, service);
-    tokio::pin!(connection);
-    let stop = tokio::select! {
-        result = connection.as_mut() => {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "client connection ended with an error");
-            }
-            return;
-        }
-        () = activity.idle(timeouts.header, timeouts.idle) => "idle",
-        () = shutdown.cancelled() => "shutdown",
-    };
-    tracing::trace!(reason = stop, "closing a client connection");
-    // HTTP/2 gets a GOAWAY, HTTP/1.1 closes between requests, a connection
-    // still sniffing its protocol stops at once.
-    connection.as_mut().graceful_shutdown();
-    let _ = tokio::time::timeout(GRACE, connection.as_mut()).await;
 }

@@ -23,6 +23,7 @@ mod idle;
 mod listener;
 mod logged;
 pub mod metrics;
+mod parked;
 pub(crate) mod phases;
 pub(crate) mod proxy_protocol;
 pub(crate) mod router;

@@ -201,13 +201,25 @@ pub async fn postern(backend: SocketAddr, certs: &Certs, logs: Logs) -> Result<P
     })
 }
 
+/// The configuration measured is a realistic one, not a minimal one: the
+/// benchmarked site sets, adds and removes headers both ways, and 999 other
+/// sites fill the routing table (the peers route one host).
 fn manifest(backend: SocketAddr, certs: &Certs) -> String {
-    format!(
+    let mut yaml = format!(
         "apiVersion: postern.io/v1alpha1\nkind: ProxyTarget\nmetadata: {{name: bench, namespace: default}}\n\
-         spec:\n  hostnames: [{HOST}]\n  backend: {{url: \"http://{backend}\"}}\n  tls: {{secretRef: {{name: bench-tls}}}}\n\
+         spec:\n  hostnames: [{HOST}]\n  backend: {{url: \"http://{backend}\"}}\n  tls: {{secretRef: {{name: bench-tls}}}}\n  \
+         requestHeaders: {{set: [{{name: X-Bench, value: \"1\"}}], remove: [X-Debug]}}\n  \
+         responseHeaders: {{add: [{{name: X-Served-By, value: postern}}], remove: [Server]}}\n\
          ---\n{}",
         tls_secret("bench-tls", &certs.cert_pem, &certs.key_pem)
-    )
+    );
+    for i in 1..1000 {
+        yaml.push_str(&format!(
+            "---\napiVersion: postern.io/v1alpha1\nkind: ProxyTarget\nmetadata: {{name: other-{i}, namespace: default}}\n\
+             spec:\n  hostnames: [site-{i}.bench.test]\n  backend: {{url: \"http://{backend}\"}}\n"
+        ));
+    }
+    yaml
 }
 
 /// nginx, two workers, upstream keep-alive, forwarding headers set.
