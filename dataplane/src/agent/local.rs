@@ -246,15 +246,8 @@ async fn raw(
         };
         let mut upgraded = TokioIo::new(upgraded);
         let mut stream = stream;
-        let result = tokio::io::copy_bidirectional_with_sizes(
-            &mut upgraded,
-            &mut stream,
-            64 * 1024,
-            64 * 1024,
-        )
-        .await;
-        let (from_dp, to_dp) = result.as_ref().map_or((0, 0), |(a, b)| (*a, *b));
-        tracing::info!(tunnel = %tunnel, bytes_in = from_dp, bytes_out = to_dp, "stream ended");
+        let moved = crate::net::relay(&mut upgraded, &mut stream).await;
+        tracing::info!(tunnel = %tunnel, bytes_in = moved.a_to_b, bytes_out = moved.b_to_a, "stream ended");
     });
     Response::new(empty())
 }

@@ -3,7 +3,8 @@
 //! ([`strip_hop_by_hop`]), the canonical form of request paths
 //! ([`path::normalise`]), the open-file limit ([`limits`]), a stream that
 //! can be broken from outside ([`Killable`]), one that counts what passes
-//! ([`Metered`]), and who may hold a connection ([`admission`]) taken by
+//! ([`Metered`]), a two-way copy that holds no buffer while idle
+//! ([`relay`]), and who may hold a connection ([`admission`]) taken by
 //! the one accept step every listener uses ([`Acceptor`]). Nothing here
 //! knows about snapshots or features.
 
@@ -17,6 +18,7 @@ pub mod path;
 #[cfg(test)]
 mod path_props;
 mod prefixed;
+pub mod relay;
 
 pub use accept::{Accepted, Acceptor};
 pub use admission::{Caps, Connections};
@@ -24,3 +26,4 @@ pub use hop_by_hop::strip_hop_by_hop;
 pub use killable::{Kill, Killable};
 pub use metered::{Metered, Tally};
 pub use prefixed::Prefixed;
+pub use relay::{Moved, relay};

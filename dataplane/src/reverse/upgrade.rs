@@ -118,7 +118,7 @@ pub fn splice(
         };
         gauge.inc();
         let mut backend = TokioIo::new(backend);
-        if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut backend).await {
+        if let Err(e) = crate::net::relay(&mut client, &mut backend).await.result {
             tracing::debug!(error = %e, "upgraded connection ended with an error");
         }
         gauge.dec();

@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use http::{HeaderValue, Method, Request, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Empty};
+use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -173,11 +174,37 @@ async fn relay(
 ) -> (&'static str, (u64, u64)) {
     let _ = client.set_nodelay(true);
     let local = client.local_addr().unwrap_or(peer);
-    let mut sender = match state.open(&tunnel).await {
+    // Boxed and gone once open: opening takes far more state (the request,
+    // the response, hyper's futures) than relaying, and this task's
+    // allocation is sized for its largest state for the stream's whole life.
+    let raw = match Box::pin(open(&tunnel, peer, local, &state)).await {
+        Ok(raw) => raw,
+        Err(outcome) => return (outcome, (0, 0)),
+    };
+    let relayed = Relayed::open(&state.metrics, &tunnel, "tcp");
+    let mut raw = Metered::new(TokioIo::new(raw), relayed);
+    let mut client = client;
+    let moved = crate::net::relay(&mut client, &mut raw).await;
+    drop(raw);
+    let (up, down) = (moved.a_to_b, moved.b_to_a);
+    tracing::info!(tunnel = %tunnel, client = %peer, bytes_in = up, bytes_out = down, "tcp stream ended");
+    let outcome = if moved.result.is_ok() { "ok" } else { "failed" };
+    (outcome, (up, down))
+}
+
+/// Opens `peer`'s CONNECT stream to the agent; why not (`refused`,
+/// `failed`) when it cannot.
+async fn open(
+    tunnel: &str,
+    peer: SocketAddr,
+    local: SocketAddr,
+    state: &State,
+) -> Result<Upgraded, &'static str> {
+    let mut sender = match state.open(tunnel).await {
         Ok(sender) => sender,
         Err(e) => {
             tracing::info!(tunnel = %tunnel, client = %peer, error = %e, "tcp stream refused");
-            return ("refused", (0, 0));
+            return Err("refused");
         }
     };
     let mut connect = Request::new(Empty::new().map_err(|e| match e {}).boxed_unsync());
@@ -186,11 +213,11 @@ async fn relay(
     *connect.version_mut() = Version::HTTP_2;
     let headers = connect.headers_mut();
     let value = |s: String| HeaderValue::from_str(&s).unwrap_or(HeaderValue::from_static("-"));
-    headers.insert(H_TUNNEL, value(tunnel.clone()));
+    headers.insert(H_TUNNEL, value(tunnel.to_string()));
     headers.insert(H_CLIENT, value(peer.to_string()));
     headers.insert(H_SERVER, value(local.to_string()));
     headers.insert(H_STREAM, HeaderValue::from_static("tcp"));
-    state.metrics.stream(&tunnel, "tcp");
+    state.metrics.stream(tunnel, "tcp");
     let opened = async {
         sender.ready().await?;
         sender.send_request(connect).await
@@ -199,27 +226,15 @@ async fn relay(
         Ok(r) if r.status() == StatusCode::OK => r,
         Ok(r) => {
             tracing::info!(tunnel = %tunnel, client = %peer, status = r.status().as_u16(), "tcp stream refused by the agent");
-            return ("refused", (0, 0));
+            return Err("refused");
         }
         Err(e) => {
             tracing::info!(tunnel = %tunnel, client = %peer, error = %e, "tcp stream failed");
-            return ("failed", (0, 0));
+            return Err("failed");
         }
     };
-    let raw = match hyper::upgrade::on(&mut response).await {
-        Ok(raw) => raw,
-        Err(e) => {
-            tracing::info!(tunnel = %tunnel, client = %peer, error = %e, "tcp stream failed");
-            return ("failed", (0, 0));
-        }
-    };
-    let relayed = Relayed::open(&state.metrics, &tunnel, "tcp");
-    let mut raw = Metered::new(TokioIo::new(raw), relayed);
-    let mut client = client;
-    let result = tokio::io::copy_bidirectional(&mut client, &mut raw).await;
-    drop(raw);
-    let (up, down) = result.as_ref().map_or((0, 0), |(a, b)| (*a, *b));
-    tracing::info!(tunnel = %tunnel, client = %peer, bytes_in = up, bytes_out = down, "tcp stream ended");
-    let outcome = if result.is_ok() { "ok" } else { "failed" };
-    (outcome, (up, down))
+    hyper::upgrade::on(&mut response).await.map_err(|e| {
+        tracing::info!(tunnel = %tunnel, client = %peer, error = %e, "tcp stream failed");
+        "failed"
+    })
 }

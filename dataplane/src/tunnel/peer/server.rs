@@ -121,7 +121,7 @@ async fn relay(
             return;
         };
         let (mut a, mut b) = (TokioIo::new(from_peer), TokioIo::new(to_agent));
-        let _ = tokio::io::copy_bidirectional(&mut a, &mut b).await;
+        crate::net::relay(&mut a, &mut b).await;
     });
     Ok(Response::new(empty()))
 }
