@@ -49,18 +49,30 @@ impl Published {
 
     /// Compiles and encodes; CPU-bound, so callers run it off the async threads.
     pub fn build(seq: u64, inputs: &Inputs) -> Result<Published> {
+        let started = Instant::now();
         let output = postern_compile::compile(inputs);
+        let compiled = started.elapsed();
         let snapshot = output.snapshot;
         let message = ToDataplane::snapshot(&snapshot, snapshot.to_json()?)?;
-        Ok(Published {
+        let frame = Bytes::from(encode(&message)?);
+        let encoded = started.elapsed();
+        let published = Published {
             seq,
             version: snapshot.version.clone(),
             summary: snapshot.summary(),
-            frame: Bytes::from(encode(&message)?),
+            frame,
             coverage: Arc::new(Coverage::of(&snapshot)),
             verdicts: output.verdicts,
             acme: output.acme,
-        })
+        };
+        tracing::debug!(
+            compile_ms = ms(compiled),
+            encode_ms = ms(encoded - compiled),
+            rest_ms = ms(started.elapsed() - encoded),
+            bytes = published.frame.len(),
+            "built snapshot"
+        );
+        Ok(published)
     }
 }
 
@@ -83,7 +95,9 @@ pub async fn rebuild_loop(
             _ = shutdown.cancelled() => return,
             _ = changed.notified() => {}
         }
+        let woke = Instant::now();
         settle(&changed, debounce).await;
+        let settled = Instant::now();
         let inputs = {
             let index = lock(&index);
             if !index.synced() {
@@ -97,12 +111,24 @@ pub async fn rebuild_loop(
         metrics
             .compile_seconds
             .observe(started.elapsed().as_secs_f64());
+        tracing::debug!(
+            seq,
+            settle_ms = ms(settled - woke),
+            inputs_ms = ms(started - settled),
+            build_ms = ms(started.elapsed()),
+            "rebuilt"
+        );
         match built {
             Ok(Ok(published)) => offer(&tx, published, &metrics),
             Ok(Err(error)) => tracing::error!(%error, "encoding the snapshot failed"),
             Err(error) => tracing::error!(%error, "compilation panicked"),
         }
     }
+}
+
+/// Milliseconds, for timing logs.
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
 }
 
 /// Waits until no change has arrived for `debounce`, but no longer than ten

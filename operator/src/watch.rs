@@ -78,6 +78,7 @@ impl Watches {
                 None => return,
                 Some(Ok(event)) => {
                     if lock(&self.index).handle(event) {
+                        tracing::debug!(kind = K::NAME, "input changed");
                         self.changed.notify_one();
                     }
                 }

@@ -101,11 +101,14 @@ impl StatusWriter {
         let Some(published) = self.latest.borrow_and_update().clone() else {
             return;
         };
+        let planning = std::time::Instant::now();
         let work = self.plan(&published.verdicts, written);
+        let plan_ms = planning.elapsed().as_secs_f64() * 1000.0;
         if work.is_empty() {
+            tracing::debug!(plan_ms, "status up to date");
             return;
         }
-        tracing::debug!(patches = work.len(), "writing status");
+        tracing::debug!(patches = work.len(), plan_ms, "writing status");
         let leader = self.leader.clone();
         let results: Vec<(Work, Outcome)> = futures::stream::iter(work)
             .map(|work| {
