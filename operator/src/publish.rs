@@ -12,11 +12,12 @@ use bytes::Bytes;
 use postern_api::{Kind, ObjectKey};
 use postern_compile::{Inputs, Verdict};
 use postern_snapshot::Summary;
-use postern_snapshot::sync::{ToDataplane, encode};
-use tokio::sync::{Notify, watch};
+use postern_snapshot::sync::snapshot_frame;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::Result;
+use crate::changes::Changes;
 use crate::fleet::Coverage;
 use crate::index::Index;
 use crate::metrics::Metrics;
@@ -53,8 +54,7 @@ impl Published {
         let output = postern_compile::compile(inputs);
         let compiled = started.elapsed();
         let snapshot = output.snapshot;
-        let message = ToDataplane::snapshot(&snapshot, snapshot.to_json()?)?;
-        let frame = Bytes::from(encode(&message)?);
+        let frame = Bytes::from(snapshot_frame(&snapshot, &output.json)?);
         let encoded = started.elapsed();
         let published = Published {
             seq,
@@ -79,11 +79,16 @@ impl Published {
 /// The receiving end every consumer clones: `None` until the first compile.
 pub type Latest = watch::Receiver<Option<Arc<Published>>>;
 
-/// Waits for index changes, lets them settle for `debounce`, compiles and
-/// publishes. Runs until `shutdown`.
+/// Waits for index changes, compiles and publishes. Runs until `shutdown`.
+///
+/// A change that follows `debounce` of quiet is compiled at once (the
+/// leading edge): an isolated edit should not wait for a quiet period it
+/// already had. A change that follows another closely is part of a burst
+/// and settles for `debounce` first, so a burst costs one extra compile
+/// (of its first change) at most, not one per object.
 pub async fn rebuild_loop(
     index: Arc<Mutex<Index>>,
-    changed: Arc<Notify>,
+    changed: Arc<Changes>,
     debounce: Duration,
     tx: watch::Sender<Option<Arc<Published>>>,
     metrics: Arc<Metrics>,
@@ -96,7 +101,9 @@ pub async fn rebuild_loop(
             _ = changed.notified() => {}
         }
         let woke = Instant::now();
-        settle(&changed, debounce).await;
+        if !changed.isolated(debounce) {
+            settle(&changed, debounce).await;
+        }
         let settled = Instant::now();
         let inputs = {
             let index = lock(&index);
@@ -134,7 +141,7 @@ fn ms(d: Duration) -> f64 {
 /// Waits until no change has arrived for `debounce`, but no longer than ten
 /// debounce periods in all, so a steady trickle of changes cannot starve
 /// publication.
-async fn settle(changed: &Notify, debounce: Duration) {
+async fn settle(changed: &Changes, debounce: Duration) {
     let deadline = tokio::time::Instant::now() + debounce * 10;
     loop {
         tokio::select! {
@@ -180,6 +187,7 @@ pub fn lock(index: &Mutex<Index>) -> std::sync::MutexGuard<'_, Index> {
 mod tests {
     use super::*;
     use postern_api::{Backend, Object, ProxyTargetSpec};
+    use postern_snapshot::sync::ToDataplane;
 
     fn inputs(host: &str, generation: i64) -> Inputs {
         let mut pt = Object::new(
@@ -241,7 +249,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn settle_waits_for_quiet_but_not_forever() {
-        let changed = Arc::new(Notify::new());
+        let changed = Arc::new(Changes::default());
         let start = tokio::time::Instant::now();
         settle(&changed, Duration::from_millis(100)).await;
         assert_eq!(start.elapsed(), Duration::from_millis(100));
@@ -251,7 +259,7 @@ mod tests {
             tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(Duration::from_millis(50)).await;
-                    changed.notify_one();
+                    changed.note();
                 }
             })
         };
