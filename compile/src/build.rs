@@ -78,7 +78,7 @@ impl<'a> Build<'a> {
         }
         self.verdicts
             .sort_by(|a, b| (a.kind, &a.key).cmp(&(b.kind, &b.key)));
-        let snapshot = Snapshot {
+        let (snapshot, json) = Snapshot {
             schema: postern_snapshot::SCHEMA,
             version: String::new(),
             objects: self.objects,
@@ -89,9 +89,10 @@ impl<'a> Build<'a> {
             certificates: self.certificates.into_values().collect(),
             acme_challenges,
         }
-        .seal();
+        .seal_to_json();
         Output {
             snapshot,
+            json,
             verdicts: self.verdicts,
             acme: Vec::new(),
         }

@@ -38,13 +38,28 @@ pub use verdict::{Reason, Verdict};
 use postern_snapshot::Snapshot;
 
 /// What compilation produces.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Output {
     pub snapshot: Snapshot,
+    /// The snapshot's wire form ([`Snapshot::to_json`]), kept from the
+    /// serialisation that sealed it so a caller that sends it need not
+    /// serialise a large snapshot again.
+    pub json: Vec<u8>,
     /// One verdict per input object of the five kinds, sorted by kind and key.
     pub verdicts: Vec<Verdict>,
     /// The ACME certificates the accepted objects need, sorted by kind and key.
     pub acme: Vec<AcmeRequest>,
+}
+
+impl std::fmt::Debug for Output {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Output")
+            .field("snapshot", &self.snapshot)
+            .field("json", &format_args!("{} bytes", self.json.len()))
+            .field("verdicts", &self.verdicts)
+            .field("acme", &self.acme)
+            .finish()
+    }
 }
 
 /// Compiles resources into a sealed snapshot and a verdict per object.

@@ -170,7 +170,12 @@ async fn follow(
             let applying = features.iter().map(|feature| {
                 let (feature, snapshot) = (feature.clone(), applied.snapshot.clone());
                 let name = feature.name();
-                let task = tokio::task::spawn_blocking(move || feature.apply(&snapshot));
+                let task = tokio::task::spawn_blocking(move || {
+                    let started = std::time::Instant::now();
+                    feature.apply(&snapshot);
+                    let apply_ms = started.elapsed().as_secs_f64() * 1000.0;
+                    tracing::debug!(feature = name, apply_ms, "feature applied the snapshot");
+                });
                 async move { (name, task.await) }
             });
             for (name, done) in futures::future::join_all(applying).await {

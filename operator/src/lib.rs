@@ -70,6 +70,7 @@
 
 pub mod acme;
 mod admin;
+pub mod changes;
 mod compat;
 mod config;
 mod error;
@@ -95,7 +96,7 @@ use std::time::Duration;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::{Api, Client};
 use tokio::net::TcpListener;
-use tokio::sync::{Notify, watch as channel};
+use tokio::sync::watch as channel;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -161,7 +162,7 @@ pub async fn run_with(config: Config, client: Client, shutdown: CancellationToke
         name_policy: config.name_policy.clone().unwrap_or_default(),
     };
     let index = Arc::new(Mutex::new(Index::new(options)));
-    let changed = Arc::new(Notify::new());
+    let changed = Arc::new(changes::Changes::default());
     let (published_tx, latest) = channel::channel(None);
     let fleet = Arc::new(Fleet::default());
     let view = Arc::new(FleetView::default());

@@ -12,11 +12,12 @@ use bytes::Bytes;
 use postern_api::{Kind, ObjectKey};
 use postern_compile::{Inputs, Verdict};
 use postern_snapshot::Summary;
-use postern_snapshot::sync::{ToDataplane, encode};
-use tokio::sync::{Notify, watch};
+use postern_snapshot::sync::snapshot_frame;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::Result;
+use crate::changes::Changes;
 use crate::fleet::Coverage;
 use crate::index::Index;
 use crate::metrics::Metrics;
@@ -49,29 +50,45 @@ impl Published {
 
     /// Compiles and encodes; CPU-bound, so callers run it off the async threads.
     pub fn build(seq: u64, inputs: &Inputs) -> Result<Published> {
+        let started = Instant::now();
         let output = postern_compile::compile(inputs);
+        let compiled = started.elapsed();
         let snapshot = output.snapshot;
-        let message = ToDataplane::snapshot(&snapshot, snapshot.to_json()?)?;
-        Ok(Published {
+        let frame = Bytes::from(snapshot_frame(&snapshot, &output.json)?);
+        let encoded = started.elapsed();
+        let published = Published {
             seq,
             version: snapshot.version.clone(),
             summary: snapshot.summary(),
-            frame: Bytes::from(encode(&message)?),
+            frame,
             coverage: Arc::new(Coverage::of(&snapshot)),
             verdicts: output.verdicts,
             acme: output.acme,
-        })
+        };
+        tracing::debug!(
+            compile_ms = ms(compiled),
+            encode_ms = ms(encoded - compiled),
+            rest_ms = ms(started.elapsed() - encoded),
+            bytes = published.frame.len(),
+            "built snapshot"
+        );
+        Ok(published)
     }
 }
 
 /// The receiving end every consumer clones: `None` until the first compile.
 pub type Latest = watch::Receiver<Option<Arc<Published>>>;
 
-/// Waits for index changes, lets them settle for `debounce`, compiles and
-/// publishes. Runs until `shutdown`.
+/// Waits for index changes, compiles and publishes. Runs until `shutdown`.
+///
+/// A change that follows `debounce` of quiet is compiled at once (the
+/// leading edge): an isolated edit should not wait for a quiet period it
+/// already had. A change that follows another closely is part of a burst
+/// and settles for `debounce` first, so a burst costs one extra compile
+/// (of its first change) at most, not one per object.
 pub async fn rebuild_loop(
     index: Arc<Mutex<Index>>,
-    changed: Arc<Notify>,
+    changed: Arc<Changes>,
     debounce: Duration,
     tx: watch::Sender<Option<Arc<Published>>>,
     metrics: Arc<Metrics>,
@@ -83,7 +100,11 @@ pub async fn rebuild_loop(
             _ = shutdown.cancelled() => return,
             _ = changed.notified() => {}
         }
-        settle(&changed, debounce).await;
+        let woke = Instant::now();
+        if !changed.isolated(debounce) {
+            settle(&changed, debounce).await;
+        }
+        let settled = Instant::now();
         let inputs = {
             let index = lock(&index);
             if !index.synced() {
@@ -97,6 +118,13 @@ pub async fn rebuild_loop(
         metrics
             .compile_seconds
             .observe(started.elapsed().as_secs_f64());
+        tracing::debug!(
+            seq,
+            settle_ms = ms(settled - woke),
+            inputs_ms = ms(started - settled),
+            build_ms = ms(started.elapsed()),
+            "rebuilt"
+        );
         match built {
             Ok(Ok(published)) => offer(&tx, published, &metrics),
             Ok(Err(error)) => tracing::error!(%error, "encoding the snapshot failed"),
@@ -105,10 +133,15 @@ pub async fn rebuild_loop(
     }
 }
 
+/// Milliseconds, for timing logs.
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
 /// Waits until no change has arrived for `debounce`, but no longer than ten
 /// debounce periods in all, so a steady trickle of changes cannot starve
 /// publication.
-async fn settle(changed: &Notify, debounce: Duration) {
+async fn settle(changed: &Changes, debounce: Duration) {
     let deadline = tokio::time::Instant::now() + debounce * 10;
     loop {
         tokio::select! {
@@ -154,6 +187,7 @@ pub fn lock(index: &Mutex<Index>) -> std::sync::MutexGuard<'_, Index> {
 mod tests {
     use super::*;
     use postern_api::{Backend, Object, ProxyTargetSpec};
+    use postern_snapshot::sync::ToDataplane;
 
     fn inputs(host: &str, generation: i64) -> Inputs {
         let mut pt = Object::new(
@@ -215,7 +249,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn settle_waits_for_quiet_but_not_forever() {
-        let changed = Arc::new(Notify::new());
+        let changed = Arc::new(Changes::default());
         let start = tokio::time::Instant::now();
         settle(&changed, Duration::from_millis(100)).await;
         assert_eq!(start.elapsed(), Duration::from_millis(100));
@@ -225,7 +259,7 @@ mod tests {
             tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(Duration::from_millis(50)).await;
-                    changed.notify_one();
+                    changed.note();
                 }
             })
         };

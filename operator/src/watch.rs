@@ -12,10 +12,10 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 use postern_crds::{OAuthClient, ProxyTarget, Route, Tunnel, UserUpstream};
 use serde::de::DeserializeOwned;
-use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::changes::Changes;
 use crate::index::{Index, Indexed};
 use crate::publish::lock;
 
@@ -26,7 +26,7 @@ pub struct Watches {
     /// `None`: every namespace.
     pub namespace: Option<String>,
     pub index: Arc<Mutex<Index>>,
-    pub changed: Arc<Notify>,
+    pub changed: Arc<Changes>,
     pub shutdown: CancellationToken,
 }
 
@@ -78,7 +78,8 @@ impl Watches {
                 None => return,
                 Some(Ok(event)) => {
                     if lock(&self.index).handle(event) {
-                        self.changed.notify_one();
+                        tracing::debug!(kind = K::NAME, "input changed");
+                        self.changed.note();
                     }
                 }
                 // The watcher retries with backoff; a missing CRD or RBAC

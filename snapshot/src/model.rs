@@ -558,6 +558,27 @@ impl Snapshot {
         self
     }
 
+    /// [`seal`](Self::seal), also returning the wire form ([`to_json`](Self::to_json))
+    /// from the same serialisation: a large snapshot is serialised once
+    /// instead of twice.
+    pub fn seal_to_json(mut self) -> (Self, Vec<u8>) {
+        self.schema = crate::SCHEMA;
+        // As in `content_hash`: serialising plain data into memory does not fail.
+        let mut bytes = serde_json::to_vec(&Unsealed(&self)).unwrap_or_default();
+        self.version = sha256_hex(&bytes)[..32].to_string();
+        // The unsealed form differs from the sealed one only in the empty
+        // version string near its start; a hex version needs no escaping.
+        const FIELD: &[u8] = br#""version":""#;
+        match find(&bytes, FIELD) {
+            Some(at) => {
+                let at = at + FIELD.len();
+                bytes.splice(at..at, self.version.bytes());
+            }
+            None => bytes = self.to_json().unwrap_or_default(),
+        }
+        (self, bytes)
+    }
+
     /// The hash the version must equal.
     pub fn content_hash(&self) -> String {
         // Serialising with the version blanked avoids cloning a large snapshot.
@@ -585,6 +606,11 @@ impl Snapshot {
             certificates: self.certificates.len(),
         }
     }
+}
+
+/// Where `needle` first occurs in `haystack`.
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 /// Serialises a snapshot as if its version were empty.

@@ -183,6 +183,24 @@ impl ToDataplane {
     }
 }
 
+/// The encoded `ToDataplane::Snapshot` message of a sealed snapshot, given
+/// its wire form (`json`, from [`Snapshot::to_json`] or
+/// [`Snapshot::seal_to_json`]): the bytes `encode` gives for
+/// [`ToDataplane::snapshot`], without checking and copying a large body
+/// twice more. The body is trusted to be the snapshot's own JSON.
+pub fn snapshot_frame(snapshot: &Snapshot, json: &[u8]) -> Result<Vec<u8>, serde_json::Error> {
+    let version = serde_json::to_string(&snapshot.version)?;
+    let head = format!(
+        r#"{{"snapshot":{{"schema":{},"version":{version},"body":"#,
+        snapshot.schema
+    );
+    let mut frame = Vec::with_capacity(head.len() + json.len() + 2);
+    frame.extend_from_slice(head.as_bytes());
+    frame.extend_from_slice(json);
+    frame.extend_from_slice(b"}}");
+    Ok(frame)
+}
+
 /// Reads a snapshot frame's body, refusing a schema this build cannot read.
 pub fn decode_snapshot(schema: u32, body: &RawValue) -> Result<Snapshot, SnapshotError> {
     if schema != crate::SCHEMA {
@@ -207,6 +225,16 @@ pub fn decode<'a, T: Deserialize<'a>>(frame: &'a [u8]) -> Result<T, serde_json::
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn snapshot_frame_is_the_encoded_message() {
+        let (snap, json) = Snapshot::default().seal_to_json();
+        let msg = ToDataplane::snapshot(&snap, json.clone()).expect("wrap");
+        assert_eq!(
+            snapshot_frame(&snap, &json).expect("frame"),
+            encode(&msg).expect("encode")
+        );
+    }
 
     #[test]
     fn snapshot_frame_round_trips() {

@@ -203,6 +203,26 @@ mod tests {
     }
 
     #[test]
+    fn sealing_to_json_is_sealing_then_encoding() {
+        let plain = Snapshot {
+            sites: vec![site("a/a", &["a.example.com"])],
+            ..Snapshot::default()
+        };
+        let mut challenged = plain.clone();
+        challenged.acme_challenges = vec![crate::AcmeChallenge::Http01 {
+            hostname: "a.example.com".into(),
+            token: "t".into(),
+            key_authorization: "t.k".into(),
+        }];
+        for snap in [Snapshot::default(), plain, challenged] {
+            let (sealed, json) = snap.clone().seal_to_json();
+            let expected = snap.seal();
+            assert_eq!(sealed, expected);
+            assert_eq!(json, expected.to_json().expect("json"));
+        }
+    }
+
+    #[test]
     fn tampered_content_is_refused() {
         let mut snap = Snapshot {
             sites: vec![site("a/a", &["a.example.com"])],

@@ -251,6 +251,7 @@ pub(crate) fn apply_frame(
     version: String,
     body: &RawValue,
 ) -> ToOperator {
+    let started = std::time::Instant::now();
     let snapshot = match decode_snapshot(schema, body) {
         Ok(s) if s.version == version => s,
         Ok(s) => {
@@ -262,7 +263,15 @@ pub(crate) fn apply_frame(
         }
         Err(e) => return nack(runtime, version, e.to_string(), true),
     };
-    match runtime.apply(snapshot) {
+    let decoded = started.elapsed();
+    let outcome = runtime.apply(snapshot);
+    tracing::debug!(
+        %version,
+        decode_ms = decoded.as_secs_f64() * 1000.0,
+        apply_ms = (started.elapsed() - decoded).as_secs_f64() * 1000.0,
+        "snapshot frame handled"
+    );
+    match outcome {
         Ok(Outcome::Swapped) => {
             tracing::info!(%version, "applied snapshot");
             ToOperator::Ack { version }

@@ -95,6 +95,11 @@ impl Postern {
         self.proc.log()
     }
 
+    /// Where its log is written (kept after it stops).
+    pub fn log_path(&self) -> &std::path::Path {
+        self.proc.log_path()
+    }
+
     pub fn pid(&self) -> u32 {
         self.proc.pid()
     }

@@ -101,17 +101,21 @@ impl StatusWriter {
         let Some(published) = self.latest.borrow_and_update().clone() else {
             return;
         };
+        let planning = std::time::Instant::now();
         let work = self.plan(&published.verdicts, written);
+        let plan_ms = planning.elapsed().as_secs_f64() * 1000.0;
         if work.is_empty() {
+            tracing::debug!(plan_ms, "status up to date");
             return;
         }
-        tracing::debug!(patches = work.len(), "writing status");
+        tracing::debug!(patches = work.len(), plan_ms, "writing status");
         let leader = self.leader.clone();
         let results: Vec<(Work, Outcome)> = futures::stream::iter(work)
             .map(|work| {
                 let client = self.client.clone();
                 let leader = leader.clone();
                 let recorder = self.recorder.clone();
+                let metrics = self.metrics.clone();
                 async move {
                     // Leadership can be lost mid-pass; stop writing at once.
                     let leading = *leader.borrow();
@@ -120,6 +124,18 @@ impl StatusWriter {
                     } else {
                         Outcome::Skipped
                     };
+                    // Counted as each patch lands, not when the pass ends:
+                    // a pass over thousands of objects takes a while, and
+                    // the counters are how one sees it is still writing.
+                    match outcome {
+                        Outcome::Written => {
+                            metrics.status_patches.inc();
+                        }
+                        Outcome::Failed => {
+                            metrics.status_patch_errors.inc();
+                        }
+                        Outcome::Gone | Outcome::Skipped => {}
+                    }
                     if matches!(outcome, Outcome::Written) {
                         let notes = events::transitions(work.previous.as_ref(), &work.status);
                         events::publish(&recorder, &reference(&work), notes).await;
@@ -133,18 +149,13 @@ impl StatusWriter {
         for (work, outcome) in results {
             match outcome {
                 Outcome::Written => {
-                    self.metrics.status_patches.inc();
                     let entry = Written {
                         uid: work.uid,
                         status: work.status,
                     };
                     written.insert((work.kind, work.key), entry);
                 }
-                Outcome::Failed => {
-                    self.metrics.status_patch_errors.inc();
-                    written.remove(&(work.kind, work.key));
-                }
-                Outcome::Gone | Outcome::Skipped => {
+                Outcome::Failed | Outcome::Gone | Outcome::Skipped => {
                     written.remove(&(work.kind, work.key));
                 }
             }

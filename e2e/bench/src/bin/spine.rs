@@ -129,9 +129,10 @@ async fn measure(
     );
 
     // Release binaries sit next to this benchmark's executable.
+    let log = child_log();
     let operator = Operator::builder(Path::new(kubeconfig), ns)
         .sync_token("bench-token")
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", &log)
         .start()
         .await;
     let mut planes = Vec::new();
@@ -139,7 +140,7 @@ async fn measure(
         let plane = Postern::dataplane(operator.sync)
             .id(&format!("bench-{i}"))
             .sync_token("bench-token")
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", &log)
             .start()
             .await;
         planes.push(plane);
@@ -184,6 +185,23 @@ async fn measure(
         )
         .await?;
         samples.push(start.elapsed());
+        if std::env::var_os("SPINE_LOG").is_some() {
+            // Wall-clock start, to line the sample up with the children's logs.
+            eprintln!(
+                "size {size}: update {k} (t{i}) at {} took {:.1} ms",
+                utc_now(start.elapsed()),
+                start.elapsed().as_secs_f64() * 1000.0
+            );
+        }
+    }
+    if std::env::var_os("SPINE_LOG").is_some() {
+        eprintln!(
+            "size {size}: operator log {}",
+            operator.log_path().display()
+        );
+        for plane in &planes {
+            eprintln!("size {size}: data plane log {}", plane.log_path().display());
+        }
     }
     let op_rss = rss_mib(operator.pid())?;
     let mut dp_rss: f64 = 0.0;
@@ -200,6 +218,26 @@ async fn measure(
         ms(pct(0.99)),
         ms(pct(1.0)),
     ))
+}
+
+/// The children's `RUST_LOG`: `SPINE_LOG` when set (to profile the
+/// stages from their timing logs), else warnings only.
+fn child_log() -> String {
+    std::env::var("SPINE_LOG").unwrap_or_else(|_| "warn".into())
+}
+
+/// The wall-clock time `ago` before now, as the children's logs print it.
+fn utc_now(ago: Duration) -> String {
+    let at = std::time::SystemTime::now() - ago;
+    let since = at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let day = since.as_secs() % 86_400;
+    format!(
+        "{:02}:{:02}:{:02}.{:06}Z",
+        day / 3600,
+        day / 60 % 60,
+        day % 60,
+        since.subsec_micros()
+    )
 }
 
 /// Polls every admin API until `done` holds for all; returns the version.
