@@ -6,10 +6,13 @@
 //! names one content, but the leader cannot always map a version back to
 //! generations: another replica may have compiled an index state the
 //! leader never published (its debounce saw a later state), and a new
-//! leader has no history at all. Challenges travel as digests, so a lease
-//! never carries a key authorization or a TLS-ALPN key.
+//! leader has no history at all. Past the annotation's room (about 5,000
+//! objects) the lease carries the version alone, credited only when it is
+//! the snapshot the reading replica published itself. Challenges travel as
+//! digests, so a lease never carries a key authorization or a TLS-ALPN key.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use postern_api::{Kind, ObjectKey};
 use postern_snapshot::{AcmeChallenge, Snapshot, sha256_hex};
@@ -53,6 +56,19 @@ impl Coverage {
     /// Whether the snapshot answers this challenge.
     pub fn answers(&self, challenge: &AcmeChallenge) -> bool {
         self.challenges.contains(&digest(challenge))
+    }
+
+    /// What an ack proves, read against the snapshot this replica published:
+    /// a lease with no room for its generations (past about 5,000 objects)
+    /// carries the version alone, and when that is the published version,
+    /// the published coverage is the same content (a version is the hash of
+    /// its snapshot). Any other truncated ack still credits no object.
+    pub fn completed(acked: &Arc<Coverage>, published: &Arc<Coverage>) -> Arc<Coverage> {
+        if acked.truncated && acked.version == published.version {
+            published.clone()
+        } else {
+            acked.clone()
+        }
     }
 
     /// The same ack with no generations, for a record that must shrink.
@@ -146,6 +162,22 @@ mod tests {
             challenges: [digest(&challenge)].into(),
             truncated: false,
         }
+    }
+
+    #[test]
+    fn a_truncated_ack_is_credited_only_for_the_published_version() {
+        let published = Arc::new(coverage());
+        let key = ObjectKey::new("team", "api");
+        let same = Arc::new(published.without_objects());
+        assert!(!same.contains(Kind::ProxyTarget, &key, 4));
+        let read = Coverage::completed(&same, &published);
+        assert!(read.contains(Kind::ProxyTarget, &key, 4));
+        let mut older = published.without_objects();
+        older.version = "v0".into();
+        let read = Coverage::completed(&Arc::new(older), &published);
+        assert!(!read.contains(Kind::ProxyTarget, &key, 4));
+        let full = Arc::new(coverage());
+        assert!(Arc::ptr_eq(&Coverage::completed(&full, &published), &full));
     }
 
     #[test]

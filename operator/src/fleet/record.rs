@@ -29,7 +29,9 @@ pub const ROLE: &str = "dataplane";
 /// The selector that lists data-plane leases.
 pub const SELECTOR: &str = "postern.io/role=dataplane";
 /// Annotations may hold 256 KiB in all; past this the generations are
-/// left out (see [`Coverage::without_objects`]). About 5,000 objects fit.
+/// left out (see [`Coverage::without_objects`]) and replicas credit the ack
+/// through the snapshot they published ([`Coverage::completed`]). About
+/// 5,000 objects fit.
 const MAX_RECORD: usize = 200 * 1024;
 
 /// What a lease says about its data plane.
@@ -56,7 +58,7 @@ impl Record {
         if text.len() <= MAX_RECORD {
             return text;
         }
-        tracing::error!(dataplane = %dp.id, bytes = text.len(), "too many objects for the data plane's lease record; its acks credit no object until fewer remain");
+        tracing::debug!(dataplane = %dp.id, bytes = text.len(), "too many objects for the generations in the data plane's lease record: it carries the acked version alone");
         let small = Record::of(dp, |c| Wire::from(&c.without_objects()));
         serde_json::to_string(&small).unwrap_or_default()
     }

@@ -19,10 +19,10 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::{conditions, events};
-use crate::fleet::FleetView;
+use crate::fleet::{Coverage, FleetView};
 use crate::index::{Index, format_time};
 use crate::metrics::Metrics;
-use crate::publish::{Latest, lock};
+use crate::publish::{Latest, Published, lock};
 
 /// Patches in flight at once.
 const CONCURRENCY: usize = 8;
@@ -102,7 +102,7 @@ impl StatusWriter {
             return;
         };
         let planning = std::time::Instant::now();
-        let work = self.plan(&published.verdicts, written);
+        let work = self.plan(&published, written);
         let plan_ms = planning.elapsed().as_secs_f64() * 1000.0;
         if work.is_empty() {
             tracing::debug!(plan_ms, "status up to date");
@@ -171,10 +171,16 @@ impl StatusWriter {
     /// The patches the current verdicts and acks call for.
     fn plan(
         &self,
-        verdicts: &[postern_compile::Verdict],
+        published: &Published,
         written: &HashMap<(Kind, ObjectKey), Written>,
     ) -> Vec<Work> {
-        let dataplanes = self.fleet.dataplanes();
+        let verdicts = &published.verdicts;
+        let mut dataplanes = self.fleet.dataplanes();
+        for dp in &mut dataplanes {
+            if let Some(acked) = &dp.acked {
+                dp.acked = Some(Coverage::completed(acked, &published.coverage));
+            }
+        }
         let now = format_time(&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
             k8s_openapi::jiff::Timestamp::now(),
         ));
