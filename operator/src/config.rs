@@ -77,8 +77,7 @@ pub struct Args {
     /// This replica's name in the Lease and in logs. Default: POD_NAME, else the host name.
     #[arg(long, env = "POD_NAME")]
     pub operator_id: Option<String>,
-    /// Quiet time that ends a burst of changes before recompiling; a change
-    /// that comes after this much quiet is compiled at once.
+    /// Quiet time after a change before recompiling.
     #[arg(long, env = "POSTERN_DEBOUNCE_MS", default_value_t = 100)]
     pub debounce_ms: u64,
     /// Suffix of Service DNS names.

@@ -79,13 +79,13 @@ impl Published {
 /// The receiving end every consumer clones: `None` until the first compile.
 pub type Latest = watch::Receiver<Option<Arc<Published>>>;
 
-/// Waits for index changes, compiles and publishes. Runs until `shutdown`.
+/// Waits for index changes, lets them settle for `debounce`, compiles and
+/// publishes. Runs until `shutdown`.
 ///
-/// A change that follows `debounce` of quiet is compiled at once (the
-/// leading edge): an isolated edit should not wait for a quiet period it
-/// already had. A change that follows another closely is part of a burst
-/// and settles for `debounce` first, so a burst costs one extra compile
-/// (of its first change) at most, not one per object.
+/// Every change settles, even one after a quiet spell: objects written
+/// together (a Secret and the object naming it) arrive on separate watches
+/// in either order, and compiling the first alone would publish a state
+/// nobody wrote, with a refusal in status and an Event for a moment.
 pub async fn rebuild_loop(
     index: Arc<Mutex<Index>>,
     changed: Arc<Changes>,
@@ -101,9 +101,7 @@ pub async fn rebuild_loop(
             _ = changed.notified() => {}
         }
         let woke = Instant::now();
-        if !changed.isolated(debounce) {
-            settle(&changed, debounce).await;
-        }
+        settle(&changed, debounce).await;
         let settled = Instant::now();
         let inputs = {
             let index = lock(&index);

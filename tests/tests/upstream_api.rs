@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use postern_crds::UserUpstream;
-use postern_harness::{call, connect_status, echo_target, tmp_dir};
+use postern_harness::{call, connect_status, echo_target, eventually, tmp_dir};
 use postern_tests::spine::{Spine, WAIT};
 use postern_tests::{Rig, TestNamespace, install_crds, operator, rig_or_skip};
 use serde_json::{Value, json};
@@ -97,10 +97,17 @@ async fn the_operator_serves_the_upstreamgate_api() {
     );
     users_served(&spine, 3).await;
     let echo = echo_target().await;
-    assert_eq!(
-        connect_status(spine.dataplane().proxy, "carol", "pw3", echo).await,
-        403
-    );
+    // The snapshot's user list shows carol before the forward proxy has
+    // swapped in her credentials, and the API writes her Secret and her
+    // UserUpstream apart: her password is accepted eventually (407 until).
+    let proxy = spine.dataplane().proxy;
+    eventually("carol let past authentication", WAIT, || async move {
+        match connect_status(proxy, "carol", "pw3", echo).await {
+            403 => Ok(()),
+            other => Err(other),
+        }
+    })
+    .await;
     assert_eq!(
         connect_status(spine.dataplane().proxy, "carol", "nope", echo).await,
         407
