@@ -145,7 +145,7 @@ async fn serve_h1<I>(
     loop {
         // Boxed: a spell's state exists only while it runs, so a parked
         // connection's task holds none of it.
-        let spell = Box::pin(spell(io, &conn, &shared, &shutdown)).await;
+        let spell = Box::pin(spell(io, park_after, &conn, &shared, &shutdown)).await;
         let Some(next) = spell else {
             return;
         };
@@ -157,12 +157,13 @@ async fn serve_h1<I>(
     }
 }
 
-/// Serves requests on `io` until nothing was in flight for [`PARK_AFTER`],
+/// Serves requests on `io` until nothing was in flight for `park_after`,
 /// then gives the stream back (with any bytes hyper read past the last
 /// request); `None` when the connection is over (closed, upgraded, or ended
 /// by a deadline or shutdown).
 async fn spell<I>(
     io: Prefixed<I>,
+    park_after: Duration,
     conn: &Arc<ConnInfo>,
     shared: &Arc<Shared>,
     shutdown: &CancellationToken,
@@ -177,7 +178,7 @@ where
     let mut spell = Box::new(h1_builder(timeouts).serve_connection(TokioIo::new(io), service));
     let stop = tokio::select! {
         ended = WithoutShutdown(&mut spell) => Err(ended),
-        () = activity.idle(timeouts.header, PARK_AFTER.min(timeouts.idle)) => {
+        () = activity.idle(timeouts.header, park_after) => {
             // Never started: the head did not arrive in time.
             Ok(if activity.started() { Stop::Park } else { Stop::Close })
         }
@@ -208,14 +209,12 @@ where
     // Taken apart in one statement: `read_buf` shares hyper's whole read
     // buffer and the service holds the spell's state, and neither may live
     // on while the connection is parked.
-    let (mut unread, stream, read_buf) = {
+    let mut io = {
         let http1::Parts { io, read_buf, .. } = spell.into_parts();
-        let (unread, stream) = io.into_inner().into_parts();
-        (unread, stream, read_buf)
+        let (mut unread, stream) = io.into_inner().into_parts();
+        unread.extend_from_slice(&read_buf);
+        Prefixed::new(unread, stream)
     };
-    unread.extend_from_slice(&read_buf);
-    drop(read_buf);
-    let mut io = Prefixed::new(unread, stream);
     if let Some(waiting) = handoff.pending() {
         let _ = waiting.send(Box::new(io));
         return None;
