@@ -2,9 +2,15 @@
 //! kept across snapshots while a site still uses it (so a swap that does
 //! not touch a backend keeps its warm connections), dropped when none does.
 //!
+//! HTTP/1.1 backends are driven inline by the request's task
+//! ([`super::inline`]); HTTP/2, upgrades and PROXY-header connections go
+//! through hyper-util's pooled client.
+//!
 //! Retries: only an idempotent request without a body, only when no
 //! connection could be made, once. Anything else may have reached the
-//! backend and is not replayed.
+//! backend and is not replayed. (A pooled HTTP/1.1 connection that the
+//! backend had closed gives the request back unsent; that one is sent on
+//! another connection, whatever the request.)
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -23,6 +29,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use postern_snapshot::{BackendEndpoint, BackendProtocol, ProxyProtocol, Timeouts};
 
 use super::connector::{Connector, TlsSetup};
+use super::inline::{InlinePool, SendError};
 use super::phases::Backend;
 use super::proxy_protocol;
 use super::{ProxyBody, ProxyError};
@@ -45,6 +52,8 @@ pub struct BackendClient {
     h2: bool,
     connector: Connector,
     client: Pooled,
+    /// HTTP/1.1 backends: connections driven by the requests' own tasks.
+    inline: Option<Arc<InlinePool>>,
     idle: Duration,
     /// Why this backend cannot be used (a CA that does not parse...).
     broken: Option<String>,
@@ -83,6 +92,14 @@ impl BackendClient {
             preamble: None,
         };
         let client = build_client(connector.clone(), h2, idle, usize::MAX);
+        let inline = (!h2 && endpoint.proxy_protocol.is_none()).then(|| {
+            let mut target = http::uri::Parts::default();
+            target.scheme = Some(scheme.clone());
+            target.authority = Some(authority.clone());
+            target.path_and_query = Some(PathAndQuery::from_static("/"));
+            let target = Uri::from_parts(target).unwrap_or_else(|_| Uri::from_static("/"));
+            InlinePool::new(connector.clone(), target, idle)
+        });
         BackendClient {
             endpoint: endpoint.clone(),
             scheme,
@@ -90,6 +107,7 @@ impl BackendClient {
             h2,
             connector,
             client,
+            inline,
             idle,
             broken,
         }
@@ -186,11 +204,22 @@ impl Backend for BackendClient {
         request: Request<ProxyBody>,
         addrs: (SocketAddr, SocketAddr),
         client_broke: Arc<AtomicBool>,
-    ) -> BoxFuture<'_, Result<Response<Incoming>, ProxyError>> {
+    ) -> BoxFuture<'_, Result<Response<ProxyBody>, ProxyError>> {
         Box::pin(async move {
+            let gone = || client_broke.load(Ordering::Relaxed);
+            if let Some(inline) = &self.inline
+                && !request.headers().contains_key(http::header::UPGRADE)
+            {
+                let retry = replayable(&request);
+                return inline.send(request, retry).await.map_err(|e| match e {
+                    SendError::Connect(e) => ProxyError::from_connect(&e),
+                    SendError::Http(e) => ProxyError::from_hyper(&e, gone()),
+                });
+            }
             self.send(request, addrs)
                 .await
-                .map_err(|e| ProxyError::from_backend(&e, client_broke.load(Ordering::Relaxed)))
+                .map(|response| response.map(|body| body.map_err(Into::into).boxed_unsync()))
+                .map_err(|e| ProxyError::from_backend(&e, gone()))
         })
     }
 }
@@ -214,19 +243,19 @@ struct Replay {
     headers: http::HeaderMap,
 }
 
+/// Whether a request may be sent twice: idempotent, no body, no upgrade.
+fn replayable(request: &Request<ProxyBody>) -> bool {
+    let idempotent = matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    );
+    let upgrade = request.headers().contains_key(http::header::UPGRADE);
+    idempotent && !upgrade && request.body().is_end_stream()
+}
+
 impl Replay {
     fn of(request: &Request<ProxyBody>) -> Option<Replay> {
-        let idempotent = matches!(
-            *request.method(),
-            Method::GET
-                | Method::HEAD
-                | Method::OPTIONS
-                | Method::TRACE
-                | Method::PUT
-                | Method::DELETE
-        );
-        let upgrade = request.headers().contains_key(http::header::UPGRADE);
-        (idempotent && !upgrade && request.body().is_end_stream()).then(|| Replay {
+        replayable(request).then(|| Replay {
             method: request.method().clone(),
             uri: request.uri().clone(),
             version: request.version(),

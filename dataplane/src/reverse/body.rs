@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::{Body, Frame, SizeHint};
 
@@ -69,4 +70,11 @@ where
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
     }
+}
+
+/// A backend's response with its body boxed as [`ProxyBody`].
+pub fn boxed_response(
+    response: http::Response<hyper::body::Incoming>,
+) -> http::Response<ProxyBody> {
+    response.map(|body| body.map_err(Into::into).boxed_unsync())
 }

@@ -131,18 +131,35 @@ impl ProxyError {
     /// request body broke because the client disconnected.
     pub fn from_backend(err: &hyper_util::client::legacy::Error, client_gone: bool) -> Self {
         if let Some(connect) = find::<ConnectError>(err) {
-            return match connect {
-                ConnectError::Timeout => ProxyError::BackendTimeout("connect"),
-                ConnectError::Tls(e) => ProxyError::BackendTls(e.clone()),
-                ConnectError::Config(e) => ProxyError::BackendConfig(e.clone()),
-                ConnectError::Io(e) => ProxyError::BackendRefused(e.clone()),
-            };
+            return ProxyError::from_connect(connect);
         }
         if client_gone {
             return ProxyError::ClientGone;
         }
         let detail = match err.source() {
             Some(source) => source.to_string(),
+            None => err.to_string(),
+        };
+        ProxyError::BackendFailed(detail)
+    }
+
+    /// No connection to the backend could be made.
+    pub fn from_connect(err: &ConnectError) -> Self {
+        match err {
+            ConnectError::Timeout => ProxyError::BackendTimeout("connect"),
+            ConnectError::Tls(e) => ProxyError::BackendTls(e.clone()),
+            ConnectError::Config(e) => ProxyError::BackendConfig(e.clone()),
+            ConnectError::Io(e) => ProxyError::BackendRefused(e.clone()),
+        }
+    }
+
+    /// A backend connection failed while a request was on it.
+    pub fn from_hyper(err: &hyper::Error, client_gone: bool) -> Self {
+        if client_gone {
+            return ProxyError::ClientGone;
+        }
+        let detail = match err.source() {
+            Some(source) => format!("{err}: {source}"),
             None => err.to_string(),
         };
         ProxyError::BackendFailed(detail)

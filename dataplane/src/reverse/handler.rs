@@ -218,7 +218,7 @@ async fn proxy<'t>(
     let body = if switching {
         Empty::<Bytes>::new().map_err(|e| match e {}).boxed_unsync()
     } else {
-        upstream.response_body(body.map_err(Into::into).boxed_unsync())
+        upstream.response_body(body)
     };
     Ok(Response::from_parts(parts, body))
 }

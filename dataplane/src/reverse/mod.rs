@@ -20,6 +20,7 @@ pub(crate) mod errors;
 mod handler;
 mod headers;
 mod idle;
+mod inline;
 mod listener;
 mod logged;
 pub mod metrics;
@@ -42,7 +43,7 @@ use ipnet::IpNet;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub use body::ProxyBody;
+pub use body::{ProxyBody, boxed_response};
 pub(crate) use certs::{certified_key, unchecked_key};
 pub(crate) use connector::{Connector, TlsSetup};
 pub use errors::ProxyError;

@@ -112,7 +112,7 @@ pub trait Backend: Send + Sync {
         request: Request<ProxyBody>,
         addrs: (SocketAddr, SocketAddr),
         client_broke: Arc<AtomicBool>,
-    ) -> BoxFuture<'_, Result<Response<Incoming>, ProxyError>>;
+    ) -> BoxFuture<'_, Result<Response<ProxyBody>, ProxyError>>;
     /// The response body of a request this backend answered (not of a
     /// protocol switch), on its way to the client: a backend that counts
     /// what it relays wraps it. The default passes it through.

@@ -9,13 +9,13 @@
 
 use std::sync::{Arc, Mutex};
 
-use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::oneshot;
 
 use http::{Request, Response, StatusCode, Version, header};
 
+use super::ProxyBody;
 use super::metrics::ReverseMetrics;
 use crate::net::admission::Permit;
 
@@ -93,7 +93,7 @@ impl Handoff {
 /// connection's `permit` (its place under the connection caps) until then.
 pub fn splice(
     client: ClientUpgrade,
-    response: &mut Response<Incoming>,
+    response: &mut Response<ProxyBody>,
     metrics: &ReverseMetrics,
     permit: Option<Arc<Permit>>,
 ) {

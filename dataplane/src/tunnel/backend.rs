@@ -25,7 +25,9 @@ use super::protocol::{H_CLIENT, H_SERVER, H_STREAM, H_TUNNEL};
 use super::relayed::{Counted, Relayed, Way};
 use super::session::{Route, State};
 use crate::net::Metered;
-use crate::reverse::{Backend, ChooseUpstream, ProxyBody, ProxyError, SiteTable, Target};
+use crate::reverse::{
+    Backend, ChooseUpstream, ProxyBody, ProxyError, SiteTable, Target, boxed_response,
+};
 
 /// The hook the reverse proxy asks in phase 4.
 pub struct TunnelHook {
@@ -128,67 +130,71 @@ impl Backend for TunnelBackend {
         mut request: Request<ProxyBody>,
         (client, server): (SocketAddr, SocketAddr),
         client_broke: Arc<AtomicBool>,
-    ) -> BoxFuture<'_, Result<Response<Incoming>, ProxyError>> {
+    ) -> BoxFuture<'_, Result<Response<ProxyBody>, ProxyError>> {
         Box::pin(async move {
-            let stream = [
-                (H_TUNNEL, self.tunnel_header.clone()),
-                (H_CLIENT, addr_value(client)),
-                (H_SERVER, addr_value(server)),
-            ];
-            for (name, value) in stream.iter().cloned() {
-                request.headers_mut().insert(name, value);
-            }
-            let upgrade = request.headers().contains_key(header::UPGRADE);
-            let kind = if upgrade { "upgrade" } else { "http" };
-            self.state.metrics.stream(&self.tunnel, kind);
-            let relayed = self
-                .relayed
-                .get_or_init(|| Relayed::open(&self.state.metrics, &self.tunnel, kind))
-                .clone();
-            let failed = |e: hyper::Error| {
-                if client_broke.load(Ordering::Relaxed) {
-                    ProxyError::ClientGone
-                } else {
-                    ProxyError::BackendFailed(format!("tunnel stream: {e}"))
+            let exchanged: Result<Response<Incoming>, ProxyError> = async move {
+                let stream = [
+                    (H_TUNNEL, self.tunnel_header.clone()),
+                    (H_CLIENT, addr_value(client)),
+                    (H_SERVER, addr_value(server)),
+                ];
+                for (name, value) in stream.iter().cloned() {
+                    request.headers_mut().insert(name, value);
                 }
-            };
-            let mut sender = self
-                .route
-                .clone()
-                .sender(&self.state.metrics, &self.tunnel)
-                .await?;
-            sender.ready().await.map_err(|_| ProxyError::NoAgent)?;
-            if !upgrade {
-                let request = request.map(|b| Counted::wrap(b, relayed, Way::ToAgent));
-                return sender.send_request(request).await.map_err(failed);
-            }
-            let mut connect = Request::new(Empty::new().map_err(|e| match e {}).boxed_unsync());
-            *connect.method_mut() = Method::CONNECT;
-            *connect.uri_mut() = Uri::from_static("tunnel.invalid:1");
-            *connect.version_mut() = Version::HTTP_2;
-            for (name, value) in stream {
-                connect.headers_mut().insert(name, value);
-            }
-            connect
-                .headers_mut()
-                .insert(H_STREAM, HeaderValue::from_static("upgrade"));
-            let mut opened = sender.send_request(connect).await.map_err(failed)?;
-            if opened.status() != StatusCode::OK {
-                return Ok(opened);
-            }
-            let raw = hyper::upgrade::on(&mut opened).await.map_err(failed)?;
-            let raw = TokioIo::new(Metered::new(TokioIo::new(raw), relayed));
-            let (mut http1, conn) = hyper::client::conn::http1::Builder::new()
-                .handshake::<_, ProxyBody>(raw)
-                .await
-                .map_err(failed)?;
-            tokio::spawn(async move {
-                if let Err(e) = conn.with_upgrades().await {
-                    tracing::debug!(error = %e, "tunnel upgrade connection ended");
+                let upgrade = request.headers().contains_key(header::UPGRADE);
+                let kind = if upgrade { "upgrade" } else { "http" };
+                self.state.metrics.stream(&self.tunnel, kind);
+                let relayed = self
+                    .relayed
+                    .get_or_init(|| Relayed::open(&self.state.metrics, &self.tunnel, kind))
+                    .clone();
+                let failed = |e: hyper::Error| {
+                    if client_broke.load(Ordering::Relaxed) {
+                        ProxyError::ClientGone
+                    } else {
+                        ProxyError::BackendFailed(format!("tunnel stream: {e}"))
+                    }
+                };
+                let mut sender = self
+                    .route
+                    .clone()
+                    .sender(&self.state.metrics, &self.tunnel)
+                    .await?;
+                sender.ready().await.map_err(|_| ProxyError::NoAgent)?;
+                if !upgrade {
+                    let request = request.map(|b| Counted::wrap(b, relayed, Way::ToAgent));
+                    return sender.send_request(request).await.map_err(failed);
                 }
-            });
-            as_http1(&mut request);
-            http1.send_request(request).await.map_err(failed)
+                let mut connect = Request::new(Empty::new().map_err(|e| match e {}).boxed_unsync());
+                *connect.method_mut() = Method::CONNECT;
+                *connect.uri_mut() = Uri::from_static("tunnel.invalid:1");
+                *connect.version_mut() = Version::HTTP_2;
+                for (name, value) in stream {
+                    connect.headers_mut().insert(name, value);
+                }
+                connect
+                    .headers_mut()
+                    .insert(H_STREAM, HeaderValue::from_static("upgrade"));
+                let mut opened = sender.send_request(connect).await.map_err(failed)?;
+                if opened.status() != StatusCode::OK {
+                    return Ok(opened);
+                }
+                let raw = hyper::upgrade::on(&mut opened).await.map_err(failed)?;
+                let raw = TokioIo::new(Metered::new(TokioIo::new(raw), relayed));
+                let (mut http1, conn) = hyper::client::conn::http1::Builder::new()
+                    .handshake::<_, ProxyBody>(raw)
+                    .await
+                    .map_err(failed)?;
+                tokio::spawn(async move {
+                    if let Err(e) = conn.with_upgrades().await {
+                        tracing::debug!(error = %e, "tunnel upgrade connection ended");
+                    }
+                });
+                as_http1(&mut request);
+                http1.send_request(request).await.map_err(failed)
+            }
+            .await;
+            exchanged.map(boxed_response)
         })
     }
 

@@ -31,7 +31,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use super::session::State;
-use crate::reverse::{Backend, ProxyBody, ProxyError};
+use crate::reverse::{Backend, ProxyBody, ProxyError, boxed_response};
 
 /// Where agents open the WebSocket transport, on every host.
 pub const PATH: &str = "/.well-known/postern/tunnel";
@@ -143,52 +143,56 @@ impl Backend for WsEntry {
         mut request: Request<ProxyBody>,
         (client, _server): (SocketAddr, SocketAddr),
         _client_broke: Arc<AtomicBool>,
-    ) -> BoxFuture<'_, Result<Response<Incoming>, ProxyError>> {
+    ) -> BoxFuture<'_, Result<Response<ProxyBody>, ProxyError>> {
         Box::pin(async move {
-            if !request.headers().contains_key(header::UPGRADE) {
-                return Err(ProxyError::BadRequest(
-                    "the tunnel endpoint takes WebSocket upgrades only",
-                ));
-            }
-            // The token rides in the hello: never over plain HTTP.
-            let https = request
-                .headers()
-                .get("x-forwarded-proto")
-                .is_some_and(|v| v.as_bytes() == b"https");
-            if !https {
-                return Err(ProxyError::BadRequest(
-                    "the tunnel endpoint is served over HTTPS only",
-                ));
-            }
-            let (near, far) = tokio::io::duplex(PIPE);
-            let state = self.state.clone();
-            tokio::spawn(async move {
-                match tokio_tungstenite::accept_async_with_config(far, Some(config())).await {
-                    Ok(ws) => super::session::serve_ws(WsStream::new(ws), client, state).await,
-                    Err(e) => {
-                        tracing::info!(remote = %client, error = %e, "tunnel WebSocket refused")
+            let exchanged: Result<Response<Incoming>, ProxyError> = async move {
+                if !request.headers().contains_key(header::UPGRADE) {
+                    return Err(ProxyError::BadRequest(
+                        "the tunnel endpoint takes WebSocket upgrades only",
+                    ));
+                }
+                // The token rides in the hello: never over plain HTTP.
+                let https = request
+                    .headers()
+                    .get("x-forwarded-proto")
+                    .is_some_and(|v| v.as_bytes() == b"https");
+                if !https {
+                    return Err(ProxyError::BadRequest(
+                        "the tunnel endpoint is served over HTTPS only",
+                    ));
+                }
+                let (near, far) = tokio::io::duplex(PIPE);
+                let state = self.state.clone();
+                tokio::spawn(async move {
+                    match tokio_tungstenite::accept_async_with_config(far, Some(config())).await {
+                        Ok(ws) => super::session::serve_ws(WsStream::new(ws), client, state).await,
+                        Err(e) => {
+                            tracing::info!(remote = %client, error = %e, "tunnel WebSocket refused")
+                        }
                     }
+                });
+                let failed =
+                    |e: hyper::Error| ProxyError::BackendFailed(format!("tunnel endpoint: {e}"));
+                let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
+                    .handshake::<_, ProxyBody>(TokioIo::new(near))
+                    .await
+                    .map_err(failed)?;
+                tokio::spawn(async move {
+                    if let Err(e) = conn.with_upgrades().await {
+                        tracing::debug!(error = %e, "tunnel WebSocket pipe ended");
+                    }
+                });
+                *request.version_mut() = http::Version::HTTP_11;
+                *request.uri_mut() = Uri::from_static(PATH);
+                if !request.headers().contains_key(header::HOST) {
+                    request
+                        .headers_mut()
+                        .insert(header::HOST, http::HeaderValue::from_static("postern"));
                 }
-            });
-            let failed =
-                |e: hyper::Error| ProxyError::BackendFailed(format!("tunnel endpoint: {e}"));
-            let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
-                .handshake::<_, ProxyBody>(TokioIo::new(near))
-                .await
-                .map_err(failed)?;
-            tokio::spawn(async move {
-                if let Err(e) = conn.with_upgrades().await {
-                    tracing::debug!(error = %e, "tunnel WebSocket pipe ended");
-                }
-            });
-            *request.version_mut() = http::Version::HTTP_11;
-            *request.uri_mut() = Uri::from_static(PATH);
-            if !request.headers().contains_key(header::HOST) {
-                request
-                    .headers_mut()
-                    .insert(header::HOST, http::HeaderValue::from_static("postern"));
+                sender.send_request(request).await.map_err(failed)
             }
-            sender.send_request(request).await.map_err(failed)
+            .await;
+            exchanged.map(boxed_response)
         })
     }
 }
