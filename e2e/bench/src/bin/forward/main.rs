@@ -42,7 +42,7 @@ async fn main() -> Result<()> {
     let sink = load::sink().await?;
     let holder = load::holder().await?;
     let closer = load::closer().await?;
-    let postern = peers::Postern::start().await?;
+    let postern = peers::Postern::start(holder).await?;
     let tinyproxy = peers::tinyproxy().await?;
     let squid = peers::squid().await?;
     let only = args
@@ -94,7 +94,7 @@ async fn main() -> Result<()> {
     for name in ["postern", "tinyproxy", "squid"] {
         for &n in &idle_sizes {
             let peer = match name {
-                "postern" => peers::Postern::start().await?,
+                "postern" => peers::Postern::start(holder).await?,
                 "tinyproxy" => peers::tinyproxy().await?,
                 _ => peers::squid().await?,
             };

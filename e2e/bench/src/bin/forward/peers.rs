@@ -40,8 +40,11 @@ const USER: &str = "apiVersion: v1\nkind: Secret\nmetadata: {name: bench-pw}\nst
 pub struct Postern;
 
 impl Postern {
-    /// The release `postern standalone` (or `$POSTERN_BIN`) with one direct user.
-    pub async fn start() -> Result<Peer> {
+    /// The release `postern standalone` (or `$POSTERN_BIN`) with one direct
+    /// user, ready once a tunnel to `probe` opens. The probe is a bench
+    /// target, not the proxy itself: the guard refuses the gateway's own
+    /// listeners.
+    pub async fn start(probe: SocketAddr) -> Result<Peer> {
         // The idle rows hold 9,000 tunnels from one address.
         let mut postern = postern_harness::Postern::standalone(
             Manifests::new("bench-postern").with("bench.yaml", USER),
@@ -59,7 +62,7 @@ impl Postern {
             auth: Some(auth),
         };
         let deadline = Instant::now() + Duration::from_secs(10);
-        while crate::load::dial(Some(&peer.proxy()), addr).await.is_err() {
+        while crate::load::dial(Some(&peer.proxy()), probe).await.is_err() {
             if Instant::now() > deadline {
                 bail!("postern never accepted the bench user");
             }
