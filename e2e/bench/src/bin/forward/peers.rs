@@ -104,6 +104,20 @@ pub async fn squid() -> Result<Peer> {
     peer(launch.arg("-N").arg("-f").arg(conf).spawn(), port).await
 }
 
+/// haproxy as a plain TCP relay to `target` with `option splice-auto`: not
+/// a CONNECT proxy, but the reference for what splice(2) relaying costs on
+/// this kernel over loopback (the bulk rows only).
+pub async fn haproxy(target: SocketAddr) -> Result<Peer> {
+    let port = free_port();
+    let launch = Launch::new("haproxy", "haproxy");
+    let conf = format!(
+        "global\n  maxconn 1000\n\ndefaults\n  mode tcp\n  option splice-auto\n  timeout connect 5s\n  \
+         timeout client 600s\n  timeout server 600s\n\nlisten relay\n  bind 127.0.0.1:{port}\n  server sink {target}\n"
+    );
+    let conf = launch.write("haproxy.cfg", &conf);
+    peer(launch.arg("-db").arg("-f").arg(conf).spawn(), port).await
+}
+
 async fn peer(proc: Proc, port: u16) -> Result<Peer> {
     let addr = loopback(port);
     wait_port(addr).await;
