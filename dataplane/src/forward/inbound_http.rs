@@ -105,7 +105,7 @@ async fn handle(
         *lock(cache) = Some((value.clone(), admitted.user.clone()));
     }
     if inbound == "connect" {
-        open_tunnel(fwd, req, peer, admitted, target, permit).await
+        open_tunnel(fwd, req, peer, admitted, (target, dest), permit).await
     } else {
         super::plain::forward(fwd, req, peer, admitted, target).await
     }
@@ -156,28 +156,21 @@ fn authenticate(
 }
 
 /// Answers a CONNECT once the upstream stream is open, then splices.
+/// `dest` is `target` formatted.
 async fn open_tunnel(
     fwd: &Arc<Forward>,
     mut req: Request<Incoming>,
     peer: SocketAddr,
     admitted: Admitted,
-    target: Target,
+    (target, dest): (Target, String),
     permit: Arc<Permit>,
 ) -> Response<Body> {
     let upstream = match fwd.dial(&admitted, &target).await {
         Ok(s) => s,
-        Err(e) => {
-            return refuse(
-                fwd,
-                ("connect", peer),
-                &admitted.user.user,
-                &target.to_string(),
-                e,
-            );
-        }
+        Err(e) => return refuse(fwd, ("connect", peer), &admitted.user.user, &dest, e),
     };
     let on_upgrade = hyper::upgrade::on(&mut req);
-    let record = fwd.record("connect", peer, &admitted, &target);
+    let record = fwd.record("connect", peer, &admitted, &dest);
     let fwd = fwd.clone();
     tokio::spawn(async move {
         // Named, so the block takes them whole: the tunnel holds the client's

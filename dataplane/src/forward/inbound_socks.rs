@@ -56,7 +56,7 @@ pub async fn serve(fwd: Arc<Forward>, mut tcp: TcpStream, peer: SocketAddr, perm
         Ok(s) => s,
         Err(e) => return refuse(&fwd, &mut tcp, peer, &presented.user, &dest, e).await,
     };
-    let record = fwd.record("socks5", peer, &admitted, &target);
+    let record = fwd.record("socks5", peer, &admitted, &dest);
     let bytes = Bytes::default();
     let outcome = match reply(&mut tcp, REPLY_OK).await {
         Ok(()) => {

@@ -332,13 +332,14 @@ impl Forward {
         }
     }
 
-    /// A tunnel's log record, its opening counted.
+    /// A tunnel's log record, its opening counted. `destination` is the
+    /// target as the caller already formatted it (once per connection).
     pub(crate) fn record(
         &self,
         inbound: &'static str,
         client: std::net::SocketAddr,
         admitted: &Admitted,
-        target: &Target,
+        destination: &str,
     ) -> Record {
         self.metrics
             .relays
@@ -348,7 +349,7 @@ impl Forward {
             inbound,
             client,
             user: admitted.user.user.clone(),
-            destination: target.to_string(),
+            destination: destination.to_string(),
             upstream: admitted.user.upstream_label(),
             started: Instant::now(),
             request: None,

@@ -64,7 +64,7 @@ pub(super) async fn forward(
             );
         }
     };
-    let mut record = fwd.record("http", peer, &admitted, &target);
+    let mut record = fwd.record("http", peer, &admitted, &dest);
     record.request = Some(request);
     record.status.store(0, std::sync::atomic::Ordering::Relaxed);
     let status = record.status.clone();

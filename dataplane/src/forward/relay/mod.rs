@@ -196,9 +196,11 @@ where
 /// Logs the tunnel's one line and settles its metrics.
 pub fn finish(record: &Record, outcome: &Outcome, bytes: &Bytes, metrics: &ForwardMetrics) {
     let (up, down) = (bytes.up.load(Relaxed), bytes.down.load(Relaxed));
-    let labels = ForwardMetrics::user(&record.user);
     if *outcome == Outcome::Cut {
-        metrics.cuts.get_or_create(&labels).inc();
+        metrics
+            .cuts
+            .get_or_create(&ForwardMetrics::user(&record.user))
+            .inc();
     }
     let error = match outcome {
         Outcome::Failed(e) => e.as_str(),

@@ -60,12 +60,14 @@ impl Dialer {
         target: &Target,
         verdict: NameVerdict,
     ) -> Result<Stream, ForwardError> {
-        let what = match user.upstream {
+        // Labels are formatted only when needed: a direct tunnel that opens
+        // in time formats none.
+        let what = || match user.upstream {
             Upstream::Direct => target.to_string(),
             ref up => upstream_label(up),
         };
         self.timed(what, async {
-            let label = upstream_label(&user.upstream);
+            let label = || upstream_label(&user.upstream);
             match &user.upstream {
                 Upstream::Direct => Ok(Stream::tcp(
                     direct::connect(target, user, verdict, &self.guard).await?,
@@ -74,11 +76,12 @@ impl Dialer {
                     Stream::Tcp(p) => {
                         let (_, tcp) = p.into_parts();
                         let tcp =
-                            socks5::connect(tcp, target, credentials.as_ref(), &label).await?;
+                            socks5::connect(tcp, target, credentials.as_ref(), &label()).await?;
                         Ok(Stream::tcp(tcp))
                     }
                     Stream::Other(io) => {
-                        let io = socks5::connect(io, target, credentials.as_ref(), &label).await?;
+                        let io =
+                            socks5::connect(io, target, credentials.as_ref(), &label()).await?;
                         Ok(Stream::other(io))
                     }
                 },
@@ -87,12 +90,12 @@ impl Dialer {
                         Stream::Tcp(p) => {
                             let (_, tcp) = p.into_parts();
                             let (tcp, rest) =
-                                http::connect(tcp, target, credentials.as_ref(), &label).await?;
+                                http::connect(tcp, target, credentials.as_ref(), &label()).await?;
                             Ok(Stream::Tcp(Prefixed::new(rest, tcp)))
                         }
                         Stream::Other(io) => {
                             let (io, rest) =
-                                http::connect(io, target, credentials.as_ref(), &label).await?;
+                                http::connect(io, target, credentials.as_ref(), &label()).await?;
                             Ok(Stream::other(Prefixed::new(rest, io)))
                         }
                     }
@@ -105,7 +108,7 @@ impl Dialer {
     /// A connection to an `http`/`https` upstream proxy itself (TLS done),
     /// for forwarding absolute-form requests; timed like a tunnel.
     pub async fn proxy_timed(&self, upstream: &Upstream) -> Result<Stream, ForwardError> {
-        self.timed(upstream_label(upstream), self.proxy(upstream))
+        self.timed(|| upstream_label(upstream), self.proxy(upstream))
             .await
     }
 
@@ -163,12 +166,12 @@ impl Dialer {
 
     async fn timed<T>(
         &self,
-        what: String,
+        what: impl FnOnce() -> String,
         fut: impl Future<Output = Result<T, ForwardError>>,
     ) -> Result<T, ForwardError> {
         tokio::time::timeout(self.connect_timeout, fut)
             .await
-            .unwrap_or(Err(ForwardError::Timeout(what)))
+            .unwrap_or_else(|_| Err(ForwardError::Timeout(what())))
     }
 }
 

@@ -121,25 +121,41 @@ pub async fn throughput(
     runs: usize,
 ) -> Result<f64> {
     let mut best = 0.0f64;
-    let chunk = vec![0u8; 256 * 1024];
     for _ in 0..runs {
-        let mut s = dial(proxy, sink).await?;
-        let started = Instant::now();
-        let total = bytes.div_ceil(chunk.len() as u64) * chunk.len() as u64;
-        s.write_u64(total).await?;
-        let mut sent = 0u64;
-        while sent < total {
-            s.write_all(&chunk).await?;
-            sent += chunk.len() as u64;
-        }
-        let mut done = [0u8; 1];
-        tokio::time::timeout(Duration::from_secs(120), s.read_exact(&mut done))
-            .await
-            .context("the sink never confirmed")??;
-        let secs = started.elapsed().as_secs_f64();
-        best = best.max(sent as f64 * 8.0 / secs / 1e9);
+        best = best.max(transfer(dial(proxy, sink).await?, bytes).await?);
     }
     Ok(best)
+}
+
+/// As [`throughput`], through a plain TCP relay that forwards to the sink.
+pub async fn throughput_relay(relay: SocketAddr, bytes: u64, runs: usize) -> Result<f64> {
+    let mut best = 0.0f64;
+    for _ in 0..runs {
+        let s = TcpStream::connect(relay).await?;
+        s.set_nodelay(true)?;
+        best = best.max(transfer(s, bytes).await?);
+    }
+    Ok(best)
+}
+
+/// One transfer of `bytes` (rounded up to whole chunks) and the sink's
+/// confirmation, in Gbit/s.
+async fn transfer(mut s: TcpStream, bytes: u64) -> Result<f64> {
+    let chunk = vec![0u8; 256 * 1024];
+    let started = Instant::now();
+    let total = bytes.div_ceil(chunk.len() as u64) * chunk.len() as u64;
+    s.write_u64(total).await?;
+    let mut sent = 0u64;
+    while sent < total {
+        s.write_all(&chunk).await?;
+        sent += chunk.len() as u64;
+    }
+    let mut done = [0u8; 1];
+    tokio::time::timeout(Duration::from_secs(120), s.read_exact(&mut done))
+        .await
+        .context("the sink never confirmed")??;
+    let secs = started.elapsed().as_secs_f64();
+    Ok(sent as f64 * 8.0 / secs / 1e9)
 }
 
 pub struct Rate {

@@ -1,7 +1,9 @@
 //! Forward-proxy benchmark: Postern's CONNECT tunnels against direct
 //! loopback, tinyproxy and squid, measured in the same run on this machine.
 //!
-//! - bulk throughput through one tunnel (best of 3 transfers);
+//! - bulk throughput through one tunnel (best of 3 transfers), with haproxy
+//!   relaying plain TCP with splice(2) as the reference for what the kernel
+//!   allows a user-space relay on loopback;
 //! - new tunnels per second and p50/p99 CONNECT latency with 32 and 256
 //!   concurrent clients (bounded by count and time);
 //! - resident memory per idle tunnel at 1,000 and 9,000 open tunnels (the
@@ -13,8 +15,8 @@
 //! (`e2e/rig up` installs tinyproxy and squid):
 //!   cargo build --release -p postern && cargo run --release -p postern-bench --bin forward -- [GIB] [TUNNELS] [SECTIONS] [PATHS]
 //! GIB (per transfer) defaults to 2; TUNNELS to 1000,9000; SECTIONS (any of
-//! bulk,rate,idle) to all three; PATHS (any of direct,postern,tinyproxy,squid)
-//! to all four. Bulk ratios need `direct` first.
+//! bulk,rate,idle) to all three; PATHS (any of direct,postern,tinyproxy,squid,
+//! haproxy; haproxy is a bulk row only) to all five. Bulk ratios need `direct` first.
 
 mod load;
 mod peers;
@@ -42,12 +44,13 @@ async fn main() -> Result<()> {
     let sink = load::sink().await?;
     let holder = load::holder().await?;
     let closer = load::closer().await?;
-    let postern = peers::Postern::start().await?;
+    let postern = peers::Postern::start(holder).await?;
     let tinyproxy = peers::tinyproxy().await?;
     let squid = peers::squid().await?;
     let only = args
         .get(4)
-        .map_or("direct,postern,tinyproxy,squid", String::as_str);
+        .map_or("direct,postern,tinyproxy,squid,haproxy", String::as_str);
+    let run_haproxy = only.split(',').any(|o| o == "haproxy");
     let proxies: Vec<(&str, Option<Proxy>)> = vec![
         ("direct", None),
         ("postern", Some(postern.proxy())),
@@ -68,6 +71,15 @@ async fn main() -> Result<()> {
                 direct_gbps = gbps;
             }
             println!("| {name} | {gbps:.2} | {:.2} |", gbps / direct_gbps);
+        }
+        if run_haproxy {
+            // A relay, not a CONNECT proxy: dialled directly, it forwards to the sink.
+            let haproxy = peers::haproxy(sink).await?;
+            let gbps = load::throughput_relay(haproxy.proxy().addr, gib << 30, 3).await?;
+            println!(
+                "| haproxy tcp relay, splice-auto (reference) | {gbps:.2} | {:.2} |",
+                gbps / direct_gbps
+            );
         }
     }
 
@@ -94,7 +106,7 @@ async fn main() -> Result<()> {
     for name in ["postern", "tinyproxy", "squid"] {
         for &n in &idle_sizes {
             let peer = match name {
-                "postern" => peers::Postern::start().await?,
+                "postern" => peers::Postern::start(holder).await?,
                 "tinyproxy" => peers::tinyproxy().await?,
                 _ => peers::squid().await?,
             };

@@ -40,8 +40,11 @@ const USER: &str = "apiVersion: v1\nkind: Secret\nmetadata: {name: bench-pw}\nst
 pub struct Postern;
 
 impl Postern {
-    /// The release `postern standalone` (or `$POSTERN_BIN`) with one direct user.
-    pub async fn start() -> Result<Peer> {
+    /// The release `postern standalone` (or `$POSTERN_BIN`) with one direct
+    /// user, ready once a tunnel to `probe` opens. The probe is a bench
+    /// target, not the proxy itself: the guard refuses the gateway's own
+    /// listeners.
+    pub async fn start(probe: SocketAddr) -> Result<Peer> {
         // The idle rows hold 9,000 tunnels from one address.
         let mut postern = postern_harness::Postern::standalone(
             Manifests::new("bench-postern").with("bench.yaml", USER),
@@ -59,7 +62,7 @@ impl Postern {
             auth: Some(auth),
         };
         let deadline = Instant::now() + Duration::from_secs(10);
-        while crate::load::dial(Some(&peer.proxy()), addr).await.is_err() {
+        while crate::load::dial(Some(&peer.proxy()), probe).await.is_err() {
             if Instant::now() > deadline {
                 bail!("postern never accepted the bench user");
             }
@@ -99,6 +102,20 @@ pub async fn squid() -> Result<Peer> {
     );
     let conf = launch.write("squid.conf", &conf);
     peer(launch.arg("-N").arg("-f").arg(conf).spawn(), port).await
+}
+
+/// haproxy as a plain TCP relay to `target` with `option splice-auto`: not
+/// a CONNECT proxy, but the reference for what splice(2) relaying costs on
+/// this kernel over loopback (the bulk rows only).
+pub async fn haproxy(target: SocketAddr) -> Result<Peer> {
+    let port = free_port();
+    let launch = Launch::new("haproxy", "haproxy");
+    let conf = format!(
+        "global\n  maxconn 1000\n\ndefaults\n  mode tcp\n  option splice-auto\n  timeout connect 5s\n  \
+         timeout client 600s\n  timeout server 600s\n\nlisten relay\n  bind 127.0.0.1:{port}\n  server sink {target}\n"
+    );
+    let conf = launch.write("haproxy.cfg", &conf);
+    peer(launch.arg("-db").arg("-f").arg(conf).spawn(), port).await
 }
 
 async fn peer(proc: Proc, port: u16) -> Result<Peer> {
