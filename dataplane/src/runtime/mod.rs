@@ -138,7 +138,22 @@ impl Runtime {
     /// Validates and, when valid, swaps `snapshot` in and clears the last
     /// error. When invalid, records the refusal and keeps the current one.
     pub fn apply(&self, snapshot: Snapshot) -> Result<Outcome, SnapshotError> {
-        if let Err(e) = snapshot.validate() {
+        self.apply_checked(snapshot, Snapshot::validate)
+    }
+
+    /// [`apply`](Self::apply) for a snapshot that
+    /// [`decode_snapshot`](postern_snapshot::sync::decode_snapshot) read,
+    /// which checked its version against the bytes it came in.
+    pub fn apply_decoded(&self, snapshot: Snapshot) -> Result<Outcome, SnapshotError> {
+        self.apply_checked(snapshot, Snapshot::validate_content)
+    }
+
+    fn apply_checked(
+        &self,
+        snapshot: Snapshot,
+        validate: fn(&Snapshot) -> Result<(), SnapshotError>,
+    ) -> Result<Outcome, SnapshotError> {
+        if let Err(e) = validate(&snapshot) {
             self.refuse(Some(snapshot.version.clone()), None, e.to_string());
             return Err(e);
         }
