@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
 use arc_swap::ArcSwapOption;
-use postern_snapshot::{Snapshot, SnapshotError};
+use postern_snapshot::{Snapshot, SnapshotError, Summary};
 use serde::Serialize;
 use tokio::sync::watch;
 
@@ -43,6 +43,9 @@ impl Source {
 pub struct Applied {
     pub snapshot: Arc<Snapshot>,
     pub applied_at: SystemTime,
+    /// Counted once at the swap: the admin API is polled far more often
+    /// than snapshots change, and counting walks every object.
+    pub summary: Summary,
 }
 
 /// The latest failure to take a new configuration; the previous one serves.
@@ -163,6 +166,7 @@ impl Runtime {
             return Ok(Outcome::Unchanged);
         }
         let applied = Arc::new(Applied {
+            summary: snapshot.summary(),
             snapshot: Arc::new(snapshot),
             applied_at: SystemTime::now(),
         });
