@@ -263,15 +263,11 @@ pub async fn run_with(config: Config, client: Client, shutdown: CancellationToke
         leader: leader.clone(),
     };
     tasks.spawn(keys.run(shutdown.clone()));
-    let recorder = kube::runtime::events::Recorder::new(
-        client.clone(),
-        kube::runtime::events::Reporter {
+    let writer = StatusWriter {
+        reporter: kube::runtime::events::Reporter {
             controller: "postern-operator".into(),
             instance: Some(config.operator_id.clone()),
         },
-    );
-    let writer = StatusWriter {
-        recorder,
         client,
         index,
         latest,

@@ -13,10 +13,12 @@ mod model;
 mod oauth;
 pub mod sync;
 mod validate;
+mod wire;
 
 pub use model::*;
 pub use oauth::*;
 pub use validate::SnapshotError;
+pub use wire::check_wire_version;
 
 /// The snapshot schema this build writes and reads.
 /// 2: `acmeChallenges` (a schema-1 data plane would ack a snapshot whose

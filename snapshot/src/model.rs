@@ -6,7 +6,7 @@ use sha2::{Digest, Sha256};
 
 /// One immutable, complete configuration of the data plane.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Snapshot {
     pub schema: u32,
     /// Hex SHA-256 of the snapshot serialised with an empty version.
@@ -32,6 +32,7 @@ pub struct Snapshot {
 
 /// A resource included in a snapshot.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SourceObject {
     /// ProxyTarget, Route, UserUpstream, Tunnel or OAuthClient.
     pub kind: String,
@@ -42,7 +43,7 @@ pub struct SourceObject {
 
 /// A reverse-proxy site: one ProxyTarget with its Routes in match order.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Site {
     /// `namespace/name` of the ProxyTarget.
     pub id: String,
@@ -93,6 +94,7 @@ impl Site {
 /// Header changes, applied in the order remove, set, add. Names are
 /// lowercase; the compiler refuses hop-by-hop and framing headers.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct HeaderRules {
     pub remove: Vec<String>,
     pub set: Vec<HeaderPair>,
@@ -107,6 +109,7 @@ impl HeaderRules {
 
 /// One header name (lowercase) and value.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct HeaderPair {
     pub name: String,
     pub value: String,
@@ -114,7 +117,7 @@ pub struct HeaderPair {
 
 /// A resolved backend: scheme, host and port, no path, and how to speak to it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct BackendEndpoint {
     /// `http://host:port` or `https://host:port`.
     pub url: String,
@@ -141,7 +144,7 @@ impl BackendEndpoint {
 
 /// The HTTP version spoken to a backend.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(deny_unknown_fields, rename_all = "lowercase")]
 pub enum BackendProtocol {
     #[default]
     Http1,
@@ -151,7 +154,7 @@ pub enum BackendProtocol {
 
 /// How an https backend is verified. Never switched off.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct BackendTls {
     /// PEM CA certificates trusted instead of the system's roots.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -163,7 +166,7 @@ pub struct BackendTls {
 
 /// A PROXY protocol version sent to a backend.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(deny_unknown_fields, rename_all = "lowercase")]
 pub enum ProxyProtocol {
     V1,
     V2,
@@ -171,7 +174,7 @@ pub enum ProxyProtocol {
 
 /// How a site gets its certificate.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", tag = "source")]
+#[serde(deny_unknown_fields, rename_all = "camelCase", tag = "source")]
 pub enum SiteTls {
     /// A certificate in [`Snapshot::certificates`] with this id.
     Secret { certificate: String },
@@ -235,7 +238,7 @@ impl<'de> Deserialize<'de> for AcmeIssuer {
 
 /// Authentication in front of a site or route.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", tag = "type")]
+#[serde(deny_unknown_fields, rename_all = "camelCase", tag = "type")]
 pub enum AuthRule {
     #[default]
     None,
@@ -249,7 +252,7 @@ pub enum AuthRule {
 
 /// Timeouts towards a backend, in milliseconds.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Timeouts {
     pub connect_ms: u64,
     pub response_headers_ms: u64,
@@ -268,7 +271,7 @@ impl Default for Timeouts {
 
 /// One Route of a site.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RouteEntry {
     /// `namespace/name` of the Route.
     pub id: String,
@@ -282,6 +285,7 @@ pub struct RouteEntry {
 
 /// A path match.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 #[serde(rename_all = "camelCase", tag = "type", content = "value")]
 pub enum PathRule {
     Prefix(String),
@@ -300,7 +304,7 @@ impl PathRule {
 
 /// A forward-proxy user.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ProxyUser {
     /// `namespace/name` of the UserUpstream.
     pub id: String,
@@ -322,6 +326,7 @@ pub struct ProxyUser {
 /// A salted SHA-256 of a password (hex). The salt is derived from the user's
 /// identity so compilation stays deterministic.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PasswordHash {
     pub salt: String,
     pub sha256: String,
@@ -352,7 +357,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 /// Where a user's connections go.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", tag = "scheme")]
+#[serde(deny_unknown_fields, rename_all = "camelCase", tag = "scheme")]
 pub enum Upstream {
     Direct,
     Socks5 {
@@ -378,6 +383,7 @@ pub enum Upstream {
 
 /// Credentials for an upstream proxy. Plain text: the data plane must present them.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Credentials {
     pub username: String,
     pub password: String,
@@ -393,6 +399,7 @@ impl std::fmt::Debug for Credentials {
 
 /// Destination allow and deny rules, as written in the UserUpstream.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DestinationRules {
     pub allow: Vec<String>,
     pub deny: Vec<String>,
@@ -401,7 +408,7 @@ pub struct DestinationRules {
 /// A reverse tunnel an agent may attach to. Its hostnames, if any, are
 /// also a [`Site`] whose `tunnel` is this id.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct TunnelEntry {
     pub id: String,
     pub mode: TunnelMode,
@@ -444,7 +451,7 @@ impl std::fmt::Debug for TunnelEntry {
 
 /// What a tunnel carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(deny_unknown_fields, rename_all = "lowercase")]
 pub enum TunnelMode {
     /// Requests by hostname or path prefix.
     Http,
@@ -455,7 +462,7 @@ pub enum TunnelMode {
 /// An OAuth 2.1 grant type a client may use. Declared in the order of the
 /// wire names, so sorting the enum sorts as the strings do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
 pub enum GrantType {
     AuthorizationCode,
     ClientCredentials,
@@ -464,7 +471,7 @@ pub enum GrantType {
 
 /// A statically declared OAuth client.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct OAuthClientEntry {
     pub id: String,
     pub client_id: String,
@@ -481,7 +488,7 @@ pub struct OAuthClientEntry {
 
 /// A certificate chain and its private key, PEM.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Certificate {
     /// `namespace/secret-name`.
     pub id: String,
@@ -499,7 +506,7 @@ impl std::fmt::Debug for Certificate {
 
 /// One pending ACME challenge, as the data planes must answer it.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", tag = "type")]
+#[serde(deny_unknown_fields, rename_all = "camelCase", tag = "type")]
 pub enum AcmeChallenge {
     /// `GET http://HOSTNAME/.well-known/acme-challenge/TOKEN` answers
     /// `key_authorization` (RFC 8555 section 8.3).
@@ -568,10 +575,10 @@ impl Snapshot {
         self.version = sha256_hex(&bytes)[..32].to_string();
         // The unsealed form differs from the sealed one only in the empty
         // version string near its start; a hex version needs no escaping.
-        const FIELD: &[u8] = br#""version":""#;
-        match find(&bytes, FIELD) {
+        use crate::wire::{VERSION_FIELD, find};
+        match find(&bytes, VERSION_FIELD) {
             Some(at) => {
-                let at = at + FIELD.len();
+                let at = at + VERSION_FIELD.len();
                 bytes.splice(at..at, self.version.bytes());
             }
             None => bytes = self.to_json().unwrap_or_default(),
@@ -606,11 +613,6 @@ impl Snapshot {
             certificates: self.certificates.len(),
         }
     }
-}
-
-/// Where `needle` first occurs in `haystack`.
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 /// Serialises a snapshot as if its version were empty.

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 /// An authorization server served on a site's hostnames.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct AuthorizationServer {
     /// Sorted by kid; the last one signs, all are published in JWKS.
     pub signing_keys: Vec<SigningKey>,
@@ -47,6 +47,7 @@ impl std::fmt::Debug for AuthorizationServer {
 
 /// The signature algorithm of a key, decided by the key's type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub enum SigningAlg {
     ES256,
     RS256,
@@ -54,7 +55,7 @@ pub enum SigningAlg {
 
 /// A private signing key (PKCS#8 PEM) and its key id.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct SigningKey {
     pub kid: String,
     pub alg: SigningAlg,
@@ -73,7 +74,7 @@ impl std::fmt::Debug for SigningKey {
 /// GitHub's OAuth web flow; the bases are configurable for GitHub
 /// Enterprise Server. No trailing slash.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct GithubProvider {
     pub client_id: String,
     pub client_secret: String,
@@ -93,7 +94,7 @@ impl std::fmt::Debug for GithubProvider {
 
 /// An OpenID Connect provider, found through discovery at run time.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct OidcProvider {
     /// No trailing slash unless the provider's issuer has one.
     pub issuer: String,
@@ -115,7 +116,7 @@ impl std::fmt::Debug for OidcProvider {
 
 /// Who passes a site or route protected by an authorization server.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct OauthPolicy {
     /// The id (`namespace/name`) of the site serving the authorization
     /// server; its hostnames are the accepted issuers.
@@ -134,7 +135,7 @@ pub struct OauthPolicy {
 
 /// Lowercase header names carrying identity to the backend; empty: not sent.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct IdentityHeaderNames {
     pub user: String,
     pub email: String,

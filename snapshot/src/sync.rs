@@ -201,7 +201,9 @@ pub fn snapshot_frame(snapshot: &Snapshot, json: &[u8]) -> Result<Vec<u8>, serde
     Ok(frame)
 }
 
-/// Reads a snapshot frame's body, refusing a schema this build cannot read.
+/// Reads a snapshot frame's body, refusing a schema this build cannot read
+/// and a body whose bytes do not hash to the version it carries (so the
+/// snapshot needs only [`Snapshot::validate_content`] after this).
 pub fn decode_snapshot(schema: u32, body: &RawValue) -> Result<Snapshot, SnapshotError> {
     if schema != crate::SCHEMA {
         return Err(SnapshotError::Schema {
@@ -209,7 +211,10 @@ pub fn decode_snapshot(schema: u32, body: &RawValue) -> Result<Snapshot, Snapsho
             supported: crate::SCHEMA,
         });
     }
-    serde_json::from_str(body.get()).map_err(|e| SnapshotError::Decode(e.to_string()))
+    let snapshot: Snapshot =
+        serde_json::from_str(body.get()).map_err(|e| SnapshotError::Decode(e.to_string()))?;
+    crate::check_wire_version(body.get().as_bytes(), &snapshot.version)?;
+    Ok(snapshot)
 }
 
 /// Encodes one message as JSON (the caller adds the length prefix).
@@ -251,6 +256,66 @@ mod tests {
         };
         assert_eq!(version, snap.version);
         assert_eq!(decode_snapshot(schema, &body), Ok(snap));
+    }
+
+    /// What the operator sealed, with its bytes changed in transit.
+    fn tampered_frame_body(from: &str, to: &str) -> (Snapshot, Box<RawValue>) {
+        let snap = Snapshot {
+            sites: vec![crate::Site::new("a/a", &["a.example.com"], "http://b:80")],
+            ..Snapshot::default()
+        };
+        let (snap, json) = snap.seal_to_json();
+        let text = String::from_utf8(json).expect("utf8").replacen(from, to, 1);
+        (snap, RawValue::from_string(text).expect("raw"))
+    }
+
+    #[test]
+    fn a_frame_whose_body_does_not_hash_to_its_version_is_refused() {
+        let (snap, body) = tampered_frame_body("a.example.com", "b.example.com");
+        assert_eq!(
+            decode_snapshot(crate::SCHEMA, &body),
+            Err(SnapshotError::Version {
+                claimed: snap.version.clone(),
+                actual: decode_unchecked(&body).content_hash(),
+            })
+        );
+        // Untouched bytes pass.
+        let (_, body) = tampered_frame_body("", "");
+        assert_eq!(decode_snapshot(crate::SCHEMA, &body), Ok(snap));
+    }
+
+    /// `value` sealed as an operator that wrote it would have: hashed with
+    /// an empty version, then the version written in.
+    fn sealed_as_written(mut value: serde_json::Value) -> Box<RawValue> {
+        value["version"] = "".into();
+        let unsealed = serde_json::to_string(&value).expect("json");
+        let version = &crate::sha256_hex(unsealed.as_bytes())[..32];
+        let sealed = unsealed.replacen(r#""version":"""#, &format!(r#""version":"{version}""#), 1);
+        RawValue::from_string(sealed).expect("raw")
+    }
+
+    /// A field this build does not know would be dropped by decoding and
+    /// the snapshot served without it: refused, as when the data plane
+    /// hashed what it decoded, even when the sender hashed it in.
+    #[test]
+    fn a_frame_with_a_field_this_build_does_not_know_is_refused() {
+        let snap = Snapshot {
+            sites: vec![crate::Site::new("a/a", &["a.example.com"], "http://b:80")],
+            ..Snapshot::default()
+        }
+        .seal();
+        let known = serde_json::to_value(&snap).expect("value");
+        assert!(decode_snapshot(crate::SCHEMA, &sealed_as_written(known.clone())).is_ok());
+        let mut future = known;
+        future["sites"][0]["fromTheFuture"] = 1.into();
+        assert!(matches!(
+            decode_snapshot(crate::SCHEMA, &sealed_as_written(future)),
+            Err(SnapshotError::Decode(e)) if e.contains("fromTheFuture")
+        ));
+    }
+
+    fn decode_unchecked(body: &RawValue) -> Snapshot {
+        serde_json::from_str(body.get()).expect("decode")
     }
 
     #[test]

@@ -29,7 +29,7 @@ impl SnapshotView {
             version: current.as_ref().map(|a| a.snapshot.version.clone()),
             schema: current.as_ref().map(|a| a.snapshot.schema),
             applied_at: current.as_ref().map(|a| rfc3339::format(a.applied_at)),
-            summary: current.as_ref().map(|a| a.snapshot.summary()),
+            summary: current.as_ref().map(|a| a.summary.clone()),
             source: runtime.source(),
             last_error: report.last_error,
             rejected: report.rejected,

@@ -120,7 +120,7 @@ impl Metrics {
                 source: source.as_str().to_string(),
             })
             .set(1);
-        let summary = snap.summary();
+        let summary = &applied.summary;
         for (kind, n) in [
             ("ProxyTarget", summary.proxy_targets),
             ("Route", summary.routes),

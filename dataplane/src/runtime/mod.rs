@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
 use arc_swap::ArcSwapOption;
-use postern_snapshot::{Snapshot, SnapshotError};
+use postern_snapshot::{Snapshot, SnapshotError, Summary};
 use serde::Serialize;
 use tokio::sync::watch;
 
@@ -43,6 +43,9 @@ impl Source {
 pub struct Applied {
     pub snapshot: Arc<Snapshot>,
     pub applied_at: SystemTime,
+    /// Counted once at the swap: the admin API is polled far more often
+    /// than snapshots change, and counting walks every object.
+    pub summary: Summary,
 }
 
 /// The latest failure to take a new configuration; the previous one serves.
@@ -138,7 +141,22 @@ impl Runtime {
     /// Validates and, when valid, swaps `snapshot` in and clears the last
     /// error. When invalid, records the refusal and keeps the current one.
     pub fn apply(&self, snapshot: Snapshot) -> Result<Outcome, SnapshotError> {
-        if let Err(e) = snapshot.validate() {
+        self.apply_checked(snapshot, Snapshot::validate)
+    }
+
+    /// [`apply`](Self::apply) for a snapshot that
+    /// [`decode_snapshot`](postern_snapshot::sync::decode_snapshot) read,
+    /// which checked its version against the bytes it came in.
+    pub fn apply_decoded(&self, snapshot: Snapshot) -> Result<Outcome, SnapshotError> {
+        self.apply_checked(snapshot, Snapshot::validate_content)
+    }
+
+    fn apply_checked(
+        &self,
+        snapshot: Snapshot,
+        validate: fn(&Snapshot) -> Result<(), SnapshotError>,
+    ) -> Result<Outcome, SnapshotError> {
+        if let Err(e) = validate(&snapshot) {
             self.refuse(Some(snapshot.version.clone()), None, e.to_string());
             return Err(e);
         }
@@ -148,6 +166,7 @@ impl Runtime {
             return Ok(Outcome::Unchanged);
         }
         let applied = Arc::new(Applied {
+            summary: snapshot.summary(),
             snapshot: Arc::new(snapshot),
             applied_at: SystemTime::now(),
         });

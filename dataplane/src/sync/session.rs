@@ -264,7 +264,7 @@ pub(crate) fn apply_frame(
         Err(e) => return nack(runtime, version, e.to_string(), true),
     };
     let decoded = started.elapsed();
-    let outcome = runtime.apply(snapshot);
+    let outcome = runtime.apply_decoded(snapshot);
     tracing::debug!(
         %version,
         decode_ms = decoded.as_secs_f64() * 1000.0,

@@ -53,12 +53,17 @@ pub struct Record {
 impl Record {
     /// The annotation's text for a locally connected data plane.
     pub fn encode(dp: &Dataplane) -> String {
-        let full = Record::of(dp, |c| Wire::from(c));
-        let text = serde_json::to_string(&full).unwrap_or_default();
-        if text.len() <= MAX_RECORD {
-            return text;
+        let least = dp.acked.as_deref().map_or(0, Coverage::generations_min_len);
+        // Every ack is recorded: past the limit, skip encoding a large
+        // record only to throw it away.
+        if least <= MAX_RECORD {
+            let full = Record::of(dp, |c| Wire::from(c));
+            let text = serde_json::to_string(&full).unwrap_or_default();
+            if text.len() <= MAX_RECORD {
+                return text;
+            }
         }
-        tracing::debug!(dataplane = %dp.id, bytes = text.len(), "too many objects for the generations in the data plane's lease record: it carries the acked version alone");
+        tracing::debug!(dataplane = %dp.id, least, "too many objects for the generations in the data plane's lease record: it carries the acked version alone");
         let small = Record::of(dp, |c| Wire::from(&c.without_objects()));
         serde_json::to_string(&small).unwrap_or_default()
     }
