@@ -22,7 +22,18 @@ async fn main() -> anyhow::Result<()> {
         // Colour codes only on a terminal, not in files and log collectors.
         .with_ansi(std::io::stdout().is_terminal())
         .init();
+    small_pages();
     let config = postern_operator::Args::parse().into_config()?;
     postern_operator::run(config).await?;
     Ok(())
+}
+
+/// Transparent huge pages off, as in the data plane (`postern`'s main.rs):
+/// mimalloc's arenas are 2 MiB-aligned, and with THP the resident size
+/// grows in 2 MiB steps that stay mostly empty.
+fn small_pages() {
+    #[cfg(target_os = "linux")]
+    if let Err(e) = rustix::thread::disable_transparent_huge_pages(true) {
+        tracing::warn!(error = %e, "cannot turn transparent huge pages off");
+    }
 }
