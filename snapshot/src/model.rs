@@ -572,7 +572,7 @@ impl Snapshot {
         self.schema = crate::SCHEMA;
         // As in `content_hash`: serialising plain data into memory does not fail.
         let mut bytes = serde_json::to_vec(&Unsealed(&self)).unwrap_or_default();
-        self.version = sha256_hex(&bytes)[..32].to_string();
+        self.version = crate::wire::version_of(&[&bytes]);
         // The unsealed form differs from the sealed one only in the empty
         // version string near its start; a hex version needs no escaping.
         use crate::wire::{VERSION_FIELD, find};
@@ -590,7 +590,7 @@ impl Snapshot {
     pub fn content_hash(&self) -> String {
         // Serialising with the version blanked avoids cloning a large snapshot.
         let bytes = serde_json::to_vec(&Unsealed(self)).unwrap_or_default();
-        sha256_hex(&bytes)[..32].to_string()
+        crate::wire::version_of(&[&bytes])
     }
 
     /// Serialised form, as sent on the wire and kept by the operator.

@@ -13,6 +13,19 @@ use crate::SnapshotError;
 /// The version field as `serde_json` writes it, up to the value's first byte.
 pub(crate) const VERSION_FIELD: &[u8] = br#""version":""#;
 
+/// A snapshot version: the first 32 hex digits of the SHA-256 of `parts`
+/// written one after the other (the unsealed wire form, possibly in pieces
+/// around its empty version).
+pub(crate) fn version_of(parts: &[&[u8]]) -> String {
+    let mut hash = Sha256::new();
+    for part in parts {
+        hash.update(part);
+    }
+    let mut hex = hex::encode(hash.finalize());
+    hex.truncate(32);
+    hex
+}
+
 /// Where `needle` first occurs in `haystack`.
 pub(crate) fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
@@ -45,12 +58,7 @@ fn unsealed_hash(json: &[u8], version: &str) -> Option<String> {
     if !rest.starts_with(b"\"") {
         return None;
     }
-    let mut hash = Sha256::new();
-    hash.update(head);
-    hash.update(rest);
-    let mut hex = hex::encode(hash.finalize());
-    hex.truncate(32);
-    Some(hex)
+    Some(version_of(&[head, rest]))
 }
 
 #[cfg(test)]

@@ -92,25 +92,22 @@ impl BackendClient {
             preamble: None,
         };
         let client = build_client(connector.clone(), h2, idle, usize::MAX);
-        let inline = (!h2 && endpoint.proxy_protocol.is_none()).then(|| {
-            let mut target = http::uri::Parts::default();
-            target.scheme = Some(scheme.clone());
-            target.authority = Some(authority.clone());
-            target.path_and_query = Some(PathAndQuery::from_static("/"));
-            let target = Uri::from_parts(target).unwrap_or_else(|_| Uri::from_static("/"));
-            InlinePool::new(connector.clone(), target, idle)
-        });
-        BackendClient {
+        let mut backend = BackendClient {
             endpoint: endpoint.clone(),
             scheme,
             authority,
             h2,
             connector,
             client,
-            inline,
+            inline: None,
             idle,
             broken,
+        };
+        if !h2 && endpoint.proxy_protocol.is_none() {
+            let pool = InlinePool::new(backend.connector.clone(), backend.uri(None), idle);
+            backend.inline = Some(pool);
         }
+        backend
     }
 
     pub fn is_h2(&self) -> bool {

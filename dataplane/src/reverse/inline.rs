@@ -16,6 +16,7 @@
 
 use std::future::poll_fn;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll, Waker, ready};
 use std::time::{Duration, Instant};
@@ -55,7 +56,7 @@ pub struct InlinePool {
     /// Oldest first; requests take the newest (the warmest).
     idle: Mutex<Vec<Idle>>,
     /// Whether a sweeper task is watching `idle`.
-    sweeping: Mutex<bool>,
+    sweeping: AtomicBool,
 }
 
 struct Idle {
@@ -71,7 +72,7 @@ impl InlinePool {
             target,
             idle_for,
             idle: Mutex::new(Vec::new()),
-            sweeping: Mutex::new(false),
+            sweeping: AtomicBool::new(false),
         })
     }
 
@@ -210,17 +211,13 @@ impl InlinePool {
     /// Makes sure a task closes connections that stay idle past their
     /// time, or that the backend closes, when no request comes to notice.
     fn sweep_later(self: &Arc<Self>) {
-        {
-            let mut sweeping = self.sweeping.lock().unwrap_or_else(|p| p.into_inner());
-            if *sweeping {
-                return;
-            }
-            *sweeping = true;
+        if self.sweeping.swap(true, Ordering::AcqRel) {
+            return;
         }
         // A body dropped outside the runtime (its shutdown) has no one to
         // sweep for: the connections close with the pool.
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            *self.sweeping.lock().unwrap_or_else(|p| p.into_inner()) = false;
+            self.sweeping.store(false, Ordering::Release);
             return;
         };
         let every = (self.idle_for / 2).max(Duration::from_secs(1));
@@ -261,7 +258,7 @@ async fn sweeper(pool: Weak<InlinePool>, every: Duration) {
         if idle.is_empty() {
             // Set under the list's lock, so a checkin either sees it cleared
             // or put its connection in before this looked.
-            *pool.sweeping.lock().unwrap_or_else(|p| p.into_inner()) = false;
+            pool.sweeping.store(false, Ordering::Release);
             return;
         }
     }
