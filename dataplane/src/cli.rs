@@ -190,6 +190,16 @@ pub struct ListenerArgs {
     /// it to the pod address for probes and scraping).
     #[arg(long, env = "POSTERN_ADMIN_ADDR", default_value = "127.0.0.1:9000", value_parser = parse_addr, value_name = "HOST:PORT")]
     pub admin_addr: SocketAddr,
+    /// Threads that serve the traffic listeners' connections, each with its
+    /// own runtime, a connection staying on the thread that accepted it.
+    /// 0: one per CPU the process may use.
+    #[arg(
+        long,
+        env = "POSTERN_SERVE_THREADS",
+        default_value_t = 0,
+        value_name = "N"
+    )]
+    pub serve_threads: usize,
     /// Once bound, write the listeners' real addresses here as JSON.
     #[arg(long, env = "POSTERN_ADDR_FILE", value_name = "PATH")]
     pub addr_file: Option<PathBuf>,

@@ -16,6 +16,13 @@ pub enum Error {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot start the serving threads (--serve-threads): {0}")]
+    ServeThreads(std::io::Error),
+    #[error("{name} listener: {source}")]
+    Serve {
+        name: &'static str,
+        source: std::io::Error,
+    },
     #[error("cannot write the address file {path}: {source}")]
     AddrFile {
         path: PathBuf,
@@ -71,6 +78,8 @@ impl Error {
     pub fn metric_label(&self) -> &'static str {
         match self {
             Error::Bind { .. } => "bind",
+            Error::ServeThreads(_) => "serve_threads",
+            Error::Serve { .. } => "serve_io",
             Error::AddrFile { .. } => "addr_file",
             Error::ManifestDir { .. } => "manifest_dir",
             Error::NoSyncToken => "no_sync_token",

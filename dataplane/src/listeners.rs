@@ -1,15 +1,19 @@
 //! The data plane's sockets: a registry of the listeners the features asked
 //! for, bound at start-up (failing fast on a busy port), each handed to the
 //! one feature that serves it. A listener no feature serves is not bound
-//! (it would accept connections nobody answers) and the log says so.
+//! (it would accept connections nobody answers) and the log says so. The
+//! traffic listeners are served on the [`Cores`], which every registry
+//! split from the first shares.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
+use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
 use crate::cli::ListenerArgs;
+use crate::net::Cores;
 use crate::{Error, Result};
 
 /// Every listener a data plane can have, by its flag's name.
@@ -64,16 +68,17 @@ impl Listener {
 }
 
 /// Bound sockets, taken out one by one by the features that serve them.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Listeners {
     bound: BTreeMap<Listener, TcpListener>,
     /// The address of every socket the process bound, whoever serves it.
     every: Vec<SocketAddr>,
+    cores: Arc<Cores>,
 }
 
 impl Listeners {
     /// Binds `wanted` (in [`Listener::ALL`] order) and logs the others as
-    /// not serving. Fails on a busy port.
+    /// not serving, and starts the serving threads. Fails on a busy port.
     pub fn bind(args: &ListenerArgs, wanted: &[Listener]) -> Result<Listeners> {
         let mut bound = BTreeMap::new();
         for listener in Listener::ALL {
@@ -85,7 +90,13 @@ impl Listeners {
             }
         }
         let every = bound.values().filter_map(|s| s.local_addr().ok()).collect();
-        Ok(Listeners { bound, every })
+        let cores = Cores::start(args.serve_threads).map_err(Error::ServeThreads)?;
+        tracing::debug!(threads = cores.len(), "serving threads started");
+        Ok(Listeners {
+            bound,
+            every,
+            cores,
+        })
     }
 
     /// The sockets of `names`, moved into a registry of their own.
@@ -97,7 +108,13 @@ impl Listeners {
         Listeners {
             bound,
             every: self.every.clone(),
+            cores: self.cores.clone(),
         }
+    }
+
+    /// The serving threads the traffic listeners accept on.
+    pub fn cores(&self) -> &Arc<Cores> {
+        &self.cores
     }
 
     /// The address of every listener the process bound, including those

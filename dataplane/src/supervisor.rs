@@ -68,6 +68,9 @@ impl Supervisor {
                 .register_with(|r| feature.register_metrics(r));
         }
         let mut listeners = Listeners::bind(args, &self.wanted()?)?;
+        // Connections finishing after their listener closed still need
+        // their threads: these stop when the supervisor returns.
+        let _cores = listeners.cores().clone();
         if let Some(path) = &self.addr_file {
             write_addr_file(path, &listeners.addrs()?)?;
         }

@@ -100,13 +100,19 @@ fn head_end(buf: &[u8]) -> Option<usize> {
     buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4)
 }
 
+/// Postern in front of `backend`, with one serving thread: backend
+/// connections are pooled per serving thread, so one thread makes "one
+/// backend connection" exact.
 async fn proxy_to(name: &str, backend: &RawBackend) -> Postern {
     let yaml = format!(
         "apiVersion: postern.io/v1alpha1\nkind: ProxyTarget\nmetadata: {{name: raw, namespace: default}}\nspec:\n  hostnames: [raw.test]\n  backend: {{url: \"{}\"}}\n",
         backend.url
     );
     let manifests = Manifests::new(name).with("site.yaml", &yaml);
-    Postern::standalone(manifests).start().await
+    Postern::standalone(manifests)
+        .arg("--serve-threads=1")
+        .start()
+        .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

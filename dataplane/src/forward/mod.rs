@@ -48,7 +48,7 @@ use futures::future::BoxFuture;
 use crate::feature::Feature;
 use crate::listeners::{Listener, Listeners};
 use crate::net::admission::{Admission, Permit, Slot};
-use crate::net::{Acceptor, Caps, Connections};
+use crate::net::{Acceptor, Caps, Connections, Cores};
 use crate::reqlog::{Ended, Kind, RequestLog};
 use auth::Presented;
 use errors::{ConfigError, ForwardError};
@@ -175,25 +175,41 @@ impl Forward {
         }
     }
 
-    /// Serves HTTP CONNECT and absolute-form HTTP until shutdown.
-    async fn serve_http(self: Arc<Self>, listener: TcpListener) {
-        let admission = self.admission[0].clone();
-        self.accept_loop(listener, admission, inbound_http::serve)
-            .await;
-    }
-
-    /// Serves SOCKS5 with username/password until shutdown.
-    async fn serve_socks(self: Arc<Self>, listener: TcpListener) {
-        let admission = self.admission[1].clone();
-        self.accept_loop(listener, admission, inbound_socks::serve)
-            .await;
+    /// Serves `listener` on every serving thread until shutdown, each
+    /// connection it accepts with `serve` (HTTP CONNECT and absolute-form
+    /// HTTP, or SOCKS5).
+    async fn serve_listener<F>(
+        self: Arc<Self>,
+        listener: TcpListener,
+        admission: Admission,
+        cores: &Arc<Cores>,
+        serve: impl Fn(Arc<Forward>, tokio::net::TcpStream, std::net::SocketAddr, Permit) -> F
+        + Copy
+        + Send
+        + Sync
+        + 'static,
+    ) -> std::io::Result<()>
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let all = cores.clone();
+        cores
+            .accept_on_each(listener, move |listener| {
+                self.clone()
+                    .accept_loop(listener, admission.clone(), all.clone(), serve)
+            })
+            .await
     }
 
     async fn accept_loop<F>(
         self: Arc<Self>,
         listener: TcpListener,
         admission: Admission,
-        serve: impl Fn(Arc<Forward>, tokio::net::TcpStream, std::net::SocketAddr, Permit) -> F,
+        cores: Arc<Cores>,
+        serve: impl Fn(Arc<Forward>, tokio::net::TcpStream, std::net::SocketAddr, Permit) -> F
+        + Copy
+        + Send
+        + 'static,
     ) where
         F: std::future::Future<Output = ()> + Send + 'static,
     {
@@ -202,12 +218,10 @@ impl Forward {
             let _ = accepted.stream.set_nodelay(true);
             // The permit goes with the connection, and on into a tunnel
             // that outlives the HTTP exchange that opened it.
-            tokio::spawn(serve(
-                self.clone(),
-                accepted.stream,
-                accepted.peer,
-                accepted.permit,
-            ));
+            let (forward, peer, permit) = (self.clone(), accepted.peer, accepted.permit);
+            cores.serve(accepted.stream, move |stream| {
+                serve(forward, stream, peer, permit)
+            });
         }
     }
 
@@ -449,8 +463,24 @@ impl Feature for Forward {
             let socks = listeners.take(Listener::Socks)?;
             // Both loops end on the token given to `Forward::new`, which
             // also closes the open tunnels.
-            tokio::join!(self.clone().serve_http(proxy), self.serve_socks(socks));
-            Ok(())
+            let cores = listeners.cores().clone();
+            let (http, socks) = tokio::join!(
+                self.clone().serve_listener(
+                    proxy,
+                    self.admission[0].clone(),
+                    &cores,
+                    inbound_http::serve
+                ),
+                self.clone().serve_listener(
+                    socks,
+                    self.admission[1].clone(),
+                    &cores,
+                    inbound_socks::serve
+                )
+            );
+            let failed = |name| move |source| crate::Error::Serve { name, source };
+            http.map_err(failed("proxy"))?;
+            socks.map_err(failed("socks"))
         })
     }
 }

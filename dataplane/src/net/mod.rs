@@ -5,11 +5,13 @@
 //! can be broken from outside ([`Killable`]), one that counts what passes
 //! ([`Metered`]), a two-way copy that holds no buffer while idle
 //! ([`relay`]), and who may hold a connection ([`admission`]) taken by
-//! the one accept step every listener uses ([`Acceptor`]). Nothing here
+//! the one accept step every listener uses ([`Acceptor`]), run on every
+//! serving thread ([`Cores`]). Nothing here
 //! knows about snapshots or features.
 
 mod accept;
 pub mod admission;
+mod cores;
 mod hop_by_hop;
 mod killable;
 pub mod limits;
@@ -22,6 +24,7 @@ pub mod relay;
 
 pub use accept::{Accepted, Acceptor};
 pub use admission::{Caps, Connections};
+pub use cores::Cores;
 pub use hop_by_hop::strip_hop_by_hop;
 pub use killable::{Kill, Killable};
 pub use metered::{Metered, Tally};

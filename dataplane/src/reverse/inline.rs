@@ -8,7 +8,8 @@
 //! connection itself, while it waits for the response head and then while
 //! the response body streams ([`Driven`]); between requests a connection
 //! waits in a list that nobody polls, and the next request that takes it
-//! first asks it whether the backend closed it meanwhile.
+//! first asks it whether the backend closed it meanwhile. A connection is
+//! reused only on the serving thread that made it ([`Cores`]).
 //!
 //! For HTTP/1.1 backends without a PROXY header, and requests that do not
 //! ask for an upgrade: an HTTP/2 or upgraded connection outlives the request
@@ -32,6 +33,7 @@ use tower_service::Service;
 
 use super::ProxyBody;
 use super::connector::{BackendStream, ConnectError, Connector};
+use crate::net::Cores;
 
 type Conn = http1::Connection<TokioIo<BackendStream>, ProxyBody>;
 type Sender = http1::SendRequest<ProxyBody>;
@@ -63,6 +65,9 @@ struct Idle {
     send: Sender,
     conn: Conn,
     since: Instant,
+    /// The serving thread whose poller the socket is registered with: used
+    /// from another, its every wake-up would cross threads.
+    home: usize,
 }
 
 impl InlinePool {
@@ -162,19 +167,23 @@ impl InlinePool {
             .map_err(SendError::Http)
     }
 
-    /// The newest idle connection still open and ready for a request.
+    /// The newest idle connection made on this serving thread, still open
+    /// and ready for a request.
     async fn checkout(&self) -> Option<(Sender, Conn)> {
+        let home = Cores::home();
         loop {
             let Idle {
-                mut send,
-                mut conn,
-                since,
-            } = self.lock().pop()?;
-            if since.elapsed() >= self.idle_for {
-                // Everything older is past its time too.
-                self.lock().clear();
-                return None;
-            }
+                mut send, mut conn, ..
+            } = {
+                let mut idle = self.lock();
+                let newest = idle.iter().rposition(|i| i.home == home)?;
+                if idle[newest].since.elapsed() >= self.idle_for {
+                    // Everything older is past its time too.
+                    idle.drain(..=newest);
+                    return None;
+                }
+                idle.remove(newest)
+            };
             // Polled here, so this task is the one woken from now on; it
             // notices a close the backend sent while nobody was polling.
             let usable = poll_fn(|cx| {
@@ -203,6 +212,7 @@ impl InlinePool {
                 send,
                 conn,
                 since: now,
+                home: Cores::home(),
             });
         }
         self.sweep_later();

@@ -1,4 +1,5 @@
-//! The accept loops of `--http-addr` and `--https-addr`: per connection,
+//! The accept loops of `--http-addr` and `--https-addr`, one per serving
+//! thread ([`Cores`]): per connection,
 //! admission (connection caps), the PROXY protocol header when the peer is
 //! trusted, the TLS handshake (certificate by SNI, ALPN h2 and http/1.1),
 //! then HTTP/1.1 or HTTP/2 ([`parked`]). Every state has a
@@ -16,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use super::tables::LiveResolver;
 use super::{ConnInfo, Shared, parked, proxy_protocol};
 use crate::net::admission::{Admission, Permit};
-use crate::net::{Acceptor, Prefixed};
+use crate::net::{Acceptor, Cores, Prefixed};
 
 /// How long open connections get to finish after shutdown starts.
 pub const GRACE: Duration = Duration::from_secs(10);
@@ -61,12 +62,35 @@ pub fn tls_acceptor(shared: &Shared) -> Result<TlsAcceptor, rustls::Error> {
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
-/// Accepts until `shutdown`.
+/// Accepts on every serving thread until `shutdown`.
 pub async fn run(
     listener: TcpListener,
     spec: ListenerSpec,
     shared: Arc<Shared>,
     shutdown: CancellationToken,
+    cores: &Arc<Cores>,
+) -> std::io::Result<()> {
+    let all = cores.clone();
+    cores
+        .accept_on_each(listener, move |listener| {
+            accept(
+                listener,
+                spec.clone(),
+                shared.clone(),
+                shutdown.clone(),
+                all.clone(),
+            )
+        })
+        .await
+}
+
+/// One serving thread's accept loop.
+async fn accept(
+    listener: TcpListener,
+    spec: ListenerSpec,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+    cores: Arc<Cores>,
 ) {
     let trusted = shared.clone();
     let proxied = spec.proxy_protocol;
@@ -76,14 +100,10 @@ pub async fn run(
         shared.metrics.accepted(spec.name);
         let (spec, shared, shutdown) = (spec.clone(), shared.clone(), shutdown.clone());
         let permit = Arc::new(accepted.permit);
-        tokio::spawn(connection(
-            accepted.stream,
-            accepted.peer,
-            permit,
-            spec,
-            shared,
-            shutdown,
-        ));
+        let peer = accepted.peer;
+        cores.serve(accepted.stream, move |stream| {
+            connection(stream, peer, permit, spec, shared, shutdown)
+        });
     }
 }
 

@@ -58,7 +58,7 @@ use postern_snapshot::Snapshot;
 use crate::feature::Feature;
 use crate::listeners::{Listener, Listeners};
 use crate::net::admission::{Admission, Permit};
-use crate::net::{Caps, Connections};
+use crate::net::{Caps, Connections, Cores};
 pub(crate) use phases::Hooks;
 pub(crate) use phases::{Answer, AuthContext, Authenticate, EarlyRequest, TlsHook};
 use proxy_protocol::Trusted;
@@ -233,14 +233,15 @@ impl Reverse {
             && self.args.proxy_protocol_listeners.contains(&listener)
     }
 
-    /// Serves both listeners until `shutdown`.
+    /// Serves both listeners on `cores` until `shutdown`.
     async fn serve_both(
         &self,
         http: TcpListener,
         https: TcpListener,
+        cores: &Arc<Cores>,
         shutdown: CancellationToken,
-    ) -> Result<(), ConfigError> {
-        let acceptor = listener::tls_acceptor(&self.shared)?;
+    ) -> crate::Result<()> {
+        let acceptor = listener::tls_acceptor(&self.shared).map_err(ConfigError::from)?;
         let [http_admission, https_admission] = self.admission.clone();
         let plain = listener::ListenerSpec {
             name: "http",
@@ -254,11 +255,13 @@ impl Reverse {
             proxy_protocol: self.proxied(ReverseListener::Https),
             admission: https_admission,
         };
-        tokio::join!(
-            listener::run(http, plain, self.shared.clone(), shutdown.clone()),
-            listener::run(https, secure, self.shared.clone(), shutdown),
+        let (http, https) = tokio::join!(
+            listener::run(http, plain, self.shared.clone(), shutdown.clone(), cores),
+            listener::run(https, secure, self.shared.clone(), shutdown, cores),
         );
-        Ok(())
+        let failed = |name| move |source| crate::Error::Serve { name, source };
+        http.map_err(failed("http"))?;
+        https.map_err(failed("https"))
     }
 }
 
@@ -288,7 +291,8 @@ impl Feature for Reverse {
         Box::pin(async move {
             let http = listeners.take(Listener::Http)?;
             let https = listeners.take(Listener::Https)?;
-            Ok(self.serve_both(http, https, shutdown).await?)
+            let cores = listeners.cores().clone();
+            self.serve_both(http, https, &cores, shutdown).await
         })
     }
 }
