@@ -172,7 +172,7 @@ where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let timeouts = shared.timeouts;
-    let activity = Arc::new(Activity::default());
+    let activity = Arc::new(Activity::new());
     let handoff = Handoff::default();
     let service = service(&activity, &handoff, conn, shared);
     let mut spell = Box::new(h1_builder(timeouts).serve_connection(TokioIo::new(io), service));
@@ -315,7 +315,7 @@ async fn serve_h2<I>(
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let timeouts = shared.timeouts;
-    let activity = Arc::new(Activity::default());
+    let activity = Arc::new(Activity::new());
     let service = service(&activity, &Handoff::default(), &conn, &shared);
     let connection = http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
