@@ -56,27 +56,31 @@ impl Activity {
     /// Resolves once nothing was in flight for `first` (before any request
     /// started) or `between` (after one did), without interruption.
     pub async fn idle(&self, first: Duration, between: Duration) {
-        let sleep = tokio::time::sleep_until(self.opened + first);
+        // Nothing wakes the watcher when a request starts or ends, so it
+        // wakes when the connection could first be idle: a request could
+        // start and end at once, making it idle `between` later.
+        let sleep = tokio::time::sleep_until(self.opened + first.min(between));
         tokio::pin!(sleep);
         loop {
             sleep.as_mut().await;
             let now = Instant::now();
-            // A request in flight now cannot end sooner than now: look
-            // again once a whole quiet spell could have passed.
-            if self.in_flight.load(Ordering::Acquire) > 0 {
-                sleep.as_mut().reset(now + between);
-                continue;
-            }
-            let due = if self.started() {
+            let next = if self.in_flight.load(Ordering::Acquire) > 0 {
+                now + between
+            } else if self.started() {
                 let since = self.quiet_since.load(Ordering::Acquire);
-                self.opened + Duration::from_nanos(since) + between
+                let due = self.opened + Duration::from_nanos(since) + between;
+                if now >= due {
+                    return;
+                }
+                due
             } else {
-                self.opened + first
+                let due = self.opened + first;
+                if now >= due {
+                    return;
+                }
+                due.min(now + between)
             };
-            if now >= due {
-                return;
-            }
-            sleep.as_mut().reset(due);
+            sleep.as_mut().reset(next);
         }
     }
 }
@@ -130,6 +134,33 @@ mod tests {
         drop(busy);
         let idle_at = watcher.await.expect("watcher");
         assert_eq!(idle_at - ended, BETWEEN);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_short_limit_between_requests_applies_even_when_the_first_is_long() {
+        let first = Duration::from_secs(30);
+        let between = Duration::from_millis(50);
+        let activity = Arc::new(Activity::new());
+        let watcher = {
+            let activity = activity.clone();
+            tokio::spawn(async move {
+                activity.idle(first, between).await;
+                tokio::time::Instant::now()
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        let busy = activity.begin();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        drop(busy);
+        let ended = tokio::time::Instant::now();
+        let idle_at = watcher.await.expect("watcher");
+        assert!(idle_at >= ended + between, "idle before the limit");
+        // Looked at least every `between`: late by less than one look.
+        assert!(
+            idle_at < ended + 2 * between,
+            "idle only {:?} after the request",
+            idle_at - ended
+        );
     }
 
     #[tokio::test(start_paused = true)]
