@@ -26,6 +26,7 @@ use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use futures::FutureExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
@@ -99,36 +100,34 @@ impl Cores {
     /// with that thread's poller.
     pub fn serve<F, Fut>(&self, stream: TcpStream, serve: F)
     where
-        F: FnOnce(TcpStream) -> Fut + Send + 'static,
+        F: FnOnce(TcpStream) -> Fut,
         Fut: Future<Output = ()> + Send + 'static,
     {
         let here = Cores::home();
         let target = self.least_loaded(here);
         let load = Load::count(self.load.clone(), target);
+        // The connection's future, made here and only counted on the way:
+        // an `async` wrapper would keep room for `serve`'s captures beside
+        // it for as long as the connection lives.
+        let counted = |connection: Fut| connection.map(move |()| drop(load));
         if target == here {
-            tokio::spawn(async move {
-                let _load = load;
-                serve(stream).await;
-            });
+            tokio::spawn(counted(serve(stream)));
             return;
         }
-        // Off this thread's poller (one `epoll_ctl`), onto the target's.
-        let stream = match stream.into_std() {
-            Ok(stream) => stream,
+        let handle = &self.handles[target - 1];
+        // Off this thread's poller onto the target's (`epoll_ctl` twice).
+        let moved = stream.into_std().and_then(|stream| {
+            let _target = handle.enter();
+            TcpStream::from_std(stream)
+        });
+        match moved {
+            Ok(stream) => {
+                handle.spawn(counted(serve(stream)));
+            }
             Err(e) => {
                 tracing::debug!(error = %e, "dropping a connection that could not change threads");
-                return;
             }
-        };
-        self.handles[target - 1].spawn(async move {
-            let _load = load;
-            match TcpStream::from_std(stream) {
-                Ok(stream) => serve(stream).await,
-                Err(e) => {
-                    tracing::debug!(error = %e, "dropping a connection that could not change threads")
-                }
-            }
-        });
+        }
     }
 
     /// The thread (1..) with the fewest open connections; `here` on a tie.

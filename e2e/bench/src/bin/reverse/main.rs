@@ -99,7 +99,7 @@ async fn main() -> Result<()> {
     let (_backend_process, backend) = peers::backend(&dir).await?;
     println!("## Reverse proxy: postern vs nginx vs haproxy, same backend, same run\n");
     println!(
-        "{} cores; nginx worker_processes 2, haproxy nbthread 2, postern 2 runtime threads; \
+        "{} cores; nginx worker_processes 2, haproxy nbthread 2, postern 2 serving threads; \
          access logs off; backend: nginx, 1 worker, `return 200 \"ok\"`; load generators on the same cores.",
         std::thread::available_parallelism().map_or(0, usize::from)
     );
