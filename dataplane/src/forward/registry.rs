@@ -129,8 +129,11 @@ impl Registry {
         let Some(slot) = lock(&self.slots).remove(user) else {
             return 0;
         };
+        // Counted before the cut: the cut connections, on other threads,
+        // drop their leases (and the count) as soon as it lands.
+        let open = slot.open.load(std::sync::atomic::Ordering::Relaxed);
         slot.cut.cancel();
-        slot.open.load(std::sync::atomic::Ordering::Relaxed)
+        open
     }
 
     /// Users with at least one open connection.
