@@ -254,7 +254,7 @@ async fn once(config: &AgentConfig, status: &Status, shutdown: &CancellationToke
         let tcp = TcpStream::connect(&config.server)
             .await
             .map_err(|e| format!("connect {}: {e}", config.server))?;
-        let _ = tcp.set_nodelay(true);
+        let tcp = crate::net::carrier::carrier(tcp);
         let tls = config
             .tls
             .connect(config.server_name.clone(), tcp)
