@@ -140,12 +140,13 @@ pub async fn serve(
     let client = header_text(&req, H_CLIENT);
     if req.method() == Method::CONNECT {
         let kind = header_text(&req, H_STREAM);
-        tracing::info!(tunnel = %tunnel, client = %client, kind = %kind, "stream opened");
+        // One line per stream, when it ends; this one only when debugging.
+        tracing::debug!(tunnel = %tunnel, client = %client, kind = %kind, "stream opened");
         let preamble = match streams.proxy_protocol {
             Some(version) if kind == "tcp" => proxy_preamble(&req, version),
             _ => None,
         };
-        return Ok(raw(req, local, tunnel, preamble).await);
+        return Ok(raw(req, local, (tunnel, client), preamble).await);
     }
     let (method, path) = (req.method().clone(), req.uri().path().to_string());
     let started = std::time::Instant::now();
@@ -219,10 +220,12 @@ fn proxy_preamble(
     Some(crate::reverse::proxy_header(version, client, server).into())
 }
 
+/// Connects `local` for a CONNECT stream of `(tunnel, client)` and relays
+/// the two once the stream is upgraded.
 async fn raw(
     mut req: Request<Incoming>,
     local: Arc<Local>,
-    tunnel: String,
+    (tunnel, client): (String, String),
     preamble: Option<Arc<[u8]>>,
 ) -> Response<AgentBody> {
     let uri = local.uri("/");
@@ -247,7 +250,7 @@ async fn raw(
         let mut upgraded = TokioIo::new(upgraded);
         let mut stream = stream;
         let moved = crate::net::relay(&mut upgraded, &mut stream).await;
-        tracing::info!(tunnel = %tunnel, bytes_in = moved.a_to_b, bytes_out = moved.b_to_a, "stream ended");
+        tracing::info!(tunnel = %tunnel, client = %client, bytes_in = moved.a_to_b, bytes_out = moved.b_to_a, "stream ended");
     });
     Response::new(empty())
 }

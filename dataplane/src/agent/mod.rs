@@ -21,6 +21,7 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 
 pub use local::Mapping;
 use local::{Local, Streams};
@@ -254,7 +255,7 @@ async fn once(config: &AgentConfig, status: &Status, shutdown: &CancellationToke
         let tcp = TcpStream::connect(&config.server)
             .await
             .map_err(|e| format!("connect {}: {e}", config.server))?;
-        let _ = tcp.set_nodelay(true);
+        let tcp = crate::net::carrier::carrier(tcp);
         let tls = config
             .tls
             .connect(config.server_name.clone(), tcp)
@@ -311,24 +312,46 @@ async fn once(config: &AgentConfig, status: &Status, shutdown: &CancellationToke
     let started = Instant::now();
     let service = service_fn(move |req| local::serve(req, streams.clone()));
     let conn = h2_server().serve_connection(TokioIo::new(tls), service);
-    tokio::pin!(conn);
+    // The connection runs as a task on the worker threads, not in this
+    // future (which `main` polls on its own thread): every stream's task
+    // wakes the connection and is woken by it, and across threads each
+    // of those wakes is a futex call and a context switch (about four per
+    // stream opened, `perf trace -s` in the tunnel benchmark's rates).
+    let graceful = CancellationToken::new();
+    let drive = {
+        let graceful = graceful.clone();
+        // Once `graceful` is cancelled: no new streams, and the end when
+        // the open ones have ended.
+        async move {
+            tokio::pin!(conn);
+            tokio::select! {
+                ended = conn.as_mut() => ended,
+                _ = graceful.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            }
+        }
+    };
+    let mut conn = AbortOnDropHandle::new(tokio::spawn(drive));
     tokio::select! {
-        ended = conn.as_mut() => {
+        ended = &mut conn => {
             let why = match ended {
-                Ok(()) => "closed by the data plane".to_string(),
-                Err(e) => format!("connection lost: {e}"),
+                Ok(Ok(())) => "closed by the data plane".to_string(),
+                Ok(Err(e)) => format!("connection lost: {e}"),
+                Err(e) => format!("connection task failed: {e}"),
             };
             Ended::Served(started.elapsed(), why)
         }
         _ = shutdown.cancelled() => {
             status.draining(config.drain_timeout);
             let _ = control.send(Bytes::from_static(DRAINING)).await;
-            if tokio::time::timeout(DRAIN_NOTICE, conn.as_mut()).await.is_ok() {
+            if tokio::time::timeout(DRAIN_NOTICE, &mut conn).await.is_ok() {
                 return Ended::Stopped;
             }
             drop(control);
-            conn.as_mut().graceful_shutdown();
-            if tokio::time::timeout(config.drain_timeout, conn.as_mut()).await.is_err() {
+            graceful.cancel();
+            if tokio::time::timeout(config.drain_timeout, &mut conn).await.is_err() {
                 tracing::warn!("streams still open after the drain timeout; closing");
             }
             Ended::Stopped

@@ -4,13 +4,14 @@
 //! ([`path::normalise`]), the open-file limit ([`limits`]), a stream that
 //! can be broken from outside ([`Killable`]), one that counts what passes
 //! ([`Metered`]), a two-way copy that holds no buffer while idle
-//! ([`relay`]), and who may hold a connection ([`admission`]) taken by
-//! the one accept step every listener uses ([`Acceptor`]), run on every
-//! serving thread ([`Cores`]). Nothing here
-//! knows about snapshots or features.
+//! ([`relay`]), the socket under a tunnel's TLS ([`carrier`]), and who
+//! may hold a connection ([`admission`]) taken by the one accept step
+//! every listener uses ([`Acceptor`]), run on every serving thread
+//! ([`Cores`]). Nothing here knows about snapshots or features.
 
 mod accept;
 pub mod admission;
+pub mod carrier;
 mod cores;
 mod hop_by_hop;
 mod killable;

@@ -306,7 +306,7 @@ async fn handle(
     state: Arc<State>,
     shutdown: CancellationToken,
 ) -> Result<(), SessionError> {
-    let _ = tcp.set_nodelay(true);
+    let tcp = crate::net::carrier::carrier(tcp);
     let greet = async {
         let mut tls = acceptor.accept(tcp).await.map_err(SessionError::Tls)?;
         let hello = protocol::read_hello(&mut tls).await?;

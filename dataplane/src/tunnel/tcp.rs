@@ -110,7 +110,7 @@ async fn serve_port(
                 accepted = clients.next(&stop) => {
                     let Some(accepted) = accepted else { return };
                     let (tunnel, peer, log) = (tunnel.clone(), accepted.peer, log.clone());
-                    let relayed = relay(tunnel.clone(), accepted.stream, peer, state.clone());
+                    let relayed = relay(tunnel.clone(), accepted.stream, peer, addr, state.clone());
                     let permit = accepted.permit;
                     tokio::spawn(async move {
                         let started = Instant::now();
@@ -164,16 +164,24 @@ fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(1024)
 }
 
-/// Relays one client; says how it ended (`ok`, `refused`, `failed`) and
-/// the bytes (up, down).
+/// Relays one client of the port bound at `bound`; says how it ended
+/// (`ok`, `refused`, `failed`) and the bytes (up, down).
 async fn relay(
     tunnel: String,
     client: TcpStream,
     peer: SocketAddr,
+    bound: SocketAddr,
     state: Arc<State>,
 ) -> (&'static str, (u64, u64)) {
     let _ = client.set_nodelay(true);
-    let local = client.local_addr().unwrap_or(peer);
+    // The address the client reached, for a PROXY header: the bound one,
+    // unless that is a wildcard (asking the socket is a syscall per
+    // connection).
+    let local = if bound.ip().is_unspecified() {
+        client.local_addr().unwrap_or(bound)
+    } else {
+        bound
+    };
     // Boxed and gone once open: opening takes far more state (the request,
     // the response, hyper's futures) than relaying, and this task's
     // allocation is sized for its largest state for the stream's whole life.
