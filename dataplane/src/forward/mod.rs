@@ -192,11 +192,10 @@ impl Forward {
     where
         F: std::future::Future<Output = ()> + Send + 'static,
     {
-        let all = cores.clone();
         cores
-            .accept_on_each(listener, move |listener| {
+            .accept_on_each(listener, move |listener, cores| {
                 self.clone()
-                    .accept_loop(listener, admission.clone(), all.clone(), serve)
+                    .accept_loop(listener, admission.clone(), cores, serve)
             })
             .await
     }

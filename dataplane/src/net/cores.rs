@@ -132,26 +132,26 @@ impl Cores {
 
     /// The thread (1..) with the fewest open connections; `here` on a tie.
     fn least_loaded(&self, here: usize) -> usize {
-        let count = |thread: usize| self.load[thread - 1].load(Ordering::Relaxed);
-        let mut best = if (1..=self.load.len()).contains(&here) {
-            here
-        } else {
-            1
-        };
-        for thread in 1..=self.load.len() {
-            if count(thread) < count(best) {
-                best = thread;
-            }
-        }
-        best
+        let threads = self.load.len();
+        // Counted from `here`, so the first of equals is `here`.
+        let first = here.checked_sub(1).filter(|&i| i < threads).unwrap_or(0);
+        let fewest = (0..threads)
+            .map(|k| (first + k) % threads)
+            .min_by_key(|&i| self.load[i].load(Ordering::Relaxed))
+            .unwrap_or(0);
+        fewest + 1
     }
 
     /// Runs `accept` on every serving thread, each with its own handle on
-    /// `listener`'s socket, until all of them return. `accept` spawns what
-    /// it accepts with `tokio::spawn`, which keeps it on that thread.
-    pub async fn accept_on_each<F, Fut>(&self, listener: TcpListener, accept: F) -> io::Result<()>
+    /// `listener`'s socket and on these threads (to hand what it accepts to
+    /// [`Cores::serve`]), until all of them return.
+    pub async fn accept_on_each<F, Fut>(
+        self: &Arc<Self>,
+        listener: TcpListener,
+        accept: F,
+    ) -> io::Result<()>
     where
-        F: Fn(TcpListener) -> Fut + Send + Sync + 'static,
+        F: Fn(TcpListener, Arc<Cores>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
         // Off the main runtime's poller: each serving thread registers its
@@ -161,11 +161,11 @@ impl Cores {
         let mut loops = Vec::with_capacity(self.handles.len());
         for handle in &self.handles {
             let socket = socket.try_clone()?;
-            let accept = accept.clone();
+            let (accept, cores) = (accept.clone(), self.clone());
             loops.push(handle.spawn(async move {
                 match TcpListener::from_std(socket) {
                     Ok(listener) => {
-                        accept(listener).await;
+                        accept(listener, cores).await;
                         Ok(())
                     }
                     Err(e) => Err(e),
@@ -190,10 +190,11 @@ struct Load {
 }
 
 impl Load {
-    fn count(load: Arc<[AtomicUsize]>, thread: usize) -> Option<Load> {
-        let index = thread.checked_sub(1).filter(|&i| i < load.len())?;
+    /// Counts one more on `thread` (1..), as [`Cores::least_loaded`] gives.
+    fn count(load: Arc<[AtomicUsize]>, thread: usize) -> Load {
+        let index = thread - 1;
         load[index].fetch_add(1, Ordering::Relaxed);
-        Some(Load { load, index })
+        Load { load, index }
     }
 }
 
@@ -220,12 +221,11 @@ mod tests {
     async fn serve_homes(cores: &Arc<Cores>, stop: CancellationToken) -> std::net::SocketAddr {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let all = cores.clone();
         let cores = cores.clone();
         tokio::spawn(async move {
             cores
-                .accept_on_each(listener, move |listener| {
-                    let (stop, cores) = (stop.clone(), all.clone());
+                .accept_on_each(listener, move |listener, cores| {
+                    let stop = stop.clone();
                     async move {
                         loop {
                             let (stream, _) = tokio::select! {

@@ -85,12 +85,6 @@ impl Activity {
     }
 }
 
-impl Default for Activity {
-    fn default() -> Self {
-        Activity::new()
-    }
-}
-
 impl Drop for Busy {
     fn drop(&mut self) {
         let activity = &self.0;
@@ -109,6 +103,19 @@ mod tests {
     const FIRST: Duration = Duration::from_secs(5);
     const BETWEEN: Duration = Duration::from_secs(60);
 
+    /// A task waiting for `activity` to be idle; it answers when it was.
+    fn watch(
+        activity: &Arc<Activity>,
+        first: Duration,
+        between: Duration,
+    ) -> tokio::task::JoinHandle<tokio::time::Instant> {
+        let activity = activity.clone();
+        tokio::spawn(async move {
+            activity.idle(first, between).await;
+            tokio::time::Instant::now()
+        })
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_connection_that_never_asks_is_idle_after_the_first_limit() {
         let activity = Arc::new(Activity::new());
@@ -121,13 +128,7 @@ mod tests {
     async fn a_request_in_flight_is_never_idle_and_the_clock_restarts_after_it() {
         let activity = Arc::new(Activity::new());
         let busy = activity.begin();
-        let watcher = {
-            let activity = activity.clone();
-            tokio::spawn(async move {
-                activity.idle(FIRST, BETWEEN).await;
-                tokio::time::Instant::now()
-            })
-        };
+        let watcher = watch(&activity, FIRST, BETWEEN);
         tokio::time::sleep(Duration::from_secs(600)).await;
         assert!(!watcher.is_finished(), "idle while a request was in flight");
         let ended = tokio::time::Instant::now();
@@ -141,13 +142,7 @@ mod tests {
         let first = Duration::from_secs(30);
         let between = Duration::from_millis(50);
         let activity = Arc::new(Activity::new());
-        let watcher = {
-            let activity = activity.clone();
-            tokio::spawn(async move {
-                activity.idle(first, between).await;
-                tokio::time::Instant::now()
-            })
-        };
+        let watcher = watch(&activity, first, between);
         tokio::time::sleep(Duration::from_millis(120)).await;
         let busy = activity.begin();
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -167,13 +162,7 @@ mod tests {
     async fn quiet_spells_shorter_than_the_limit_never_count_as_idle() {
         let activity = Arc::new(Activity::new());
         drop(activity.begin());
-        let watcher = {
-            let activity = activity.clone();
-            tokio::spawn(async move {
-                activity.idle(FIRST, BETWEEN).await;
-                tokio::time::Instant::now()
-            })
-        };
+        let watcher = watch(&activity, FIRST, BETWEEN);
         let mut last_end = tokio::time::Instant::now();
         // Requests 59 s apart for ten minutes: never a whole minute quiet.
         for _ in 0..10 {

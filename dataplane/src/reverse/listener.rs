@@ -70,15 +70,14 @@ pub async fn run(
     shutdown: CancellationToken,
     cores: &Arc<Cores>,
 ) -> std::io::Result<()> {
-    let all = cores.clone();
     cores
-        .accept_on_each(listener, move |listener| {
+        .accept_on_each(listener, move |listener, cores| {
             accept(
                 listener,
                 spec.clone(),
                 shared.clone(),
                 shutdown.clone(),
-                all.clone(),
+                cores,
             )
         })
         .await
