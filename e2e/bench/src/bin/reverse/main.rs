@@ -21,10 +21,11 @@
 //!
 //! Needs release binaries and the peers (`e2e/rig up` installs nginx,
 //! haproxy, wrk and h2load from nghttp2-client):
-//!   cargo build --release --bins && bash -c 'ulimit -n 20000 && target/release/reverse [SECS] [IDLE] [ROUNDS]'
+//!   cargo build --release --bins && bash -c 'ulimit -n 20000 && target/release/reverse [SECS] [IDLE] [ROUNDS] [SECTIONS]'
 //! SECS per load run defaults to 10; IDLE connections to 10000 (the
 //! process limit of 20,000 descriptors allows about 19,000); ROUNDS to 1
-//! (with more, each proxy's best round is shown).
+//! (with more, each proxy's best round is shown); SECTIONS, comma-separated,
+//! to `rate,log,idle` (all three).
 
 mod load;
 mod peers;
@@ -87,6 +88,17 @@ async fn main() -> Result<()> {
     let secs = number(1, 10, "SECS")?;
     let idle = number(2, 10_000, "IDLE")? as usize;
     let rounds = number(3, 1, "ROUNDS")?.max(1) as usize;
+    let sections: Vec<&str> = args
+        .get(4)
+        .map_or("rate,log,idle", String::as_str)
+        .split(',')
+        .collect();
+    if let Some(unknown) = sections
+        .iter()
+        .find(|s| !["rate", "log", "idle"].contains(s))
+    {
+        anyhow::bail!("unknown section {unknown:?}: expected rate, log or idle");
+    }
     let limit = open_files_limit();
     anyhow::ensure!(
         limit >= idle as u64 + 1000,
@@ -103,9 +115,15 @@ async fn main() -> Result<()> {
          access logs off; backend: nginx, 1 worker, `return 200 \"ok\"`; load generators on the same cores.",
         std::thread::available_parallelism().map_or(0, usize::from)
     );
-    throughput(&dir, backend, &certs, secs, rounds).await?;
-    request_log_cost(&dir, backend, &certs, secs, rounds).await?;
-    idle_memory(&dir, backend, &certs, idle).await?;
+    if sections.contains(&"rate") {
+        throughput(&dir, backend, &certs, secs, rounds).await?;
+    }
+    if sections.contains(&"log") {
+        request_log_cost(&dir, backend, &certs, secs, rounds).await?;
+    }
+    if sections.contains(&"idle") {
+        idle_memory(&dir, backend, &certs, idle).await?;
+    }
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
