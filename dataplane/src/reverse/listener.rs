@@ -6,12 +6,16 @@
 //! deadline ([`Timeouts`]). On shutdown, connections finish their requests
 //! (bounded by [`GRACE`]) and close.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::FutureExt;
+use futures::future::Either;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 
 use super::tables::LiveResolver;
@@ -106,33 +110,74 @@ async fn accept(
     }
 }
 
-async fn connection(
+/// A connection: its setup (the PROXY header, the TLS handshake, the first
+/// bytes, and the whole of an HTTP/2 connection) in a box of its own, then
+/// HTTP/1.1 spells ([`parked::h1`]).
+///
+/// Not an `async fn`: a task holds room for its future's largest state for
+/// as long as it lives, and an `async fn` also keeps its arguments beside
+/// whatever they were moved into. Chained, the setup's state is freed when
+/// it finishes and a parked HTTP/1.1 connection's task holds only the loop.
+fn connection(
     stream: TcpStream,
     peer: SocketAddr,
     permit: Arc<Permit>,
     spec: ListenerSpec,
     shared: Arc<Shared>,
     shutdown: CancellationToken,
-) {
+) -> impl Future<Output = ()> + Send + 'static {
+    let setup = Box::pin(setup(
+        stream,
+        peer,
+        permit,
+        spec,
+        shared.clone(),
+        shutdown.clone(),
+    ));
+    setup.then(move |settled| match settled {
+        Settled::Plain(io, conn) => Either::Left(parked::h1(io, conn, shared, shutdown)),
+        Settled::Tls(io, conn) => {
+            Either::Right(Either::Left(parked::h1(io, conn, shared, shutdown)))
+        }
+        Settled::Over => Either::Right(Either::Right(std::future::ready(()))),
+    })
+}
+
+/// Where a connection's setup left it.
+enum Settled {
+    /// HTTP/1.1 in the clear, with the bytes read to tell.
+    Plain(Prefixed<TcpStream>, Arc<ConnInfo>),
+    /// HTTP/1.1 over TLS. Boxed: rustls's connection is 1.2 KiB inline.
+    Tls(Prefixed<Box<TlsStream<Prefixed<TcpStream>>>>, Arc<ConnInfo>),
+    /// Closed, refused, or served to the end (HTTP/2).
+    Over,
+}
+
+async fn setup(
+    stream: TcpStream,
+    peer: SocketAddr,
+    permit: Arc<Permit>,
+    spec: ListenerSpec,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+) -> Settled {
     let _ = stream.set_nodelay(true);
     let local = stream.local_addr().unwrap_or(peer);
     let timeouts = shared.timeouts;
     // The PROXY header is part of what must arrive before the deadline.
-    // Boxed: only the first moments of a connection need it, and the task
-    // holds room for its largest state for as long as the connection lives.
-    let unwrapped = Box::pin(tokio::time::timeout(
+    let unwrapped = tokio::time::timeout(
         timeouts.header,
         unwrap_proxy_header(stream, peer, local, &spec, &shared),
-    ))
+    )
     .await;
     let Some((client, server, io)) = (match unwrapped {
         Ok(unwrapped) => unwrapped,
         Err(_) => {
             shared.metrics.dropped(spec.name, "proxy_header");
-            return;
+            return Settled::Over;
         }
     }) else {
-        return;
+        return Settled::Over;
     };
     let info = |tls, sni: Option<&str>| {
         Arc::new(ConnInfo {
@@ -143,47 +188,37 @@ async fn connection(
             permit: Some(permit.clone()),
         })
     };
-    match &spec.tls {
-        None => parked::serve(io, info(false, None), shared, shutdown).await,
-        // Boxed: a TLS connection's state is far larger than a plain one's,
-        // and every plain connection's task would otherwise make room for it.
-        Some(acceptor) => {
-            Box::pin(tls_connection(
-                acceptor, io, client, info, &spec, shared, shutdown,
-            ))
-            .await
-        }
-    }
-}
-
-async fn tls_connection(
-    acceptor: &TlsAcceptor,
-    io: Prefixed<TcpStream>,
-    client: SocketAddr,
-    info: impl Fn(bool, Option<&str>) -> Arc<ConnInfo>,
-    spec: &ListenerSpec,
-    shared: Arc<Shared>,
-    shutdown: CancellationToken,
-) {
-    // Both boxed: rustls's connection is 1.2 KiB inline, and every async
-    // frame it passes through keeps a copy-sized slot for it for the
-    // connection's whole life (9.6 KiB per idle TLS connection unboxed).
-    let handshake = Box::pin(tokio::time::timeout(
-        shared.timeouts.handshake,
-        acceptor.accept(io),
-    ));
-    match handshake.await {
+    let Some(acceptor) = &spec.tls else {
+        let conn = info(false, None);
+        return match parked::start(io, &conn, &shared, &shutdown).await {
+            Some(io) => Settled::Plain(io, conn),
+            None => Settled::Over,
+        };
+    };
+    match tokio::time::timeout(timeouts.handshake, acceptor.accept(io)).await {
         Ok(Ok(tls)) => {
             let conn = info(true, tls.get_ref().1.server_name());
-            parked::serve(Box::new(tls), conn, shared, shutdown).await
+            match parked::start(
+                Prefixed::new(Vec::new(), Box::new(tls)),
+                &conn,
+                &shared,
+                &shutdown,
+            )
+            .await
+            {
+                Some(io) => Settled::Tls(io, conn),
+                None => Settled::Over,
+            }
         }
         Ok(Err(e)) => {
             shared.metrics.dropped(spec.name, "tls_handshake");
             tracing::debug!(client = %client, error = %e, "TLS handshake failed");
+            Settled::Over
         }
         Err(_) => {
             shared.metrics.dropped(spec.name, "tls_handshake");
             tracing::debug!(client = %client, "TLS handshake timed out");
+            Settled::Over
         }
     }
 }

@@ -56,29 +56,34 @@ const CLOSE_FLUSH: Duration = Duration::from_secs(5);
 const H2_PING_EVERY: Duration = Duration::from_secs(20);
 const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// Serves `io` until the client leaves, a deadline passes or `shutdown`.
-pub async fn serve<I>(io: I, conn: Arc<ConnInfo>, shared: Arc<Shared>, shutdown: CancellationToken)
+/// A connection's first bytes: HTTP/2 is served here to its end (`None`);
+/// HTTP/1.x comes back with what was read, for [`h1`]. `None` too when the
+/// client sends nothing in time or the process is stopping.
+pub async fn start<I>(
+    mut io: Prefixed<I>,
+    conn: &Arc<ConnInfo>,
+    shared: &Arc<Shared>,
+    shutdown: &CancellationToken,
+) -> Option<Prefixed<I>>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let timeouts = shared.timeouts;
-    let mut io = Prefixed::new(Vec::new(), io);
     let first = tokio::select! {
         read = first_bytes(&mut io) => read,
-        () = tokio::time::sleep(timeouts.header) => return,
-        () = shutdown.cancelled() => return,
+        () = tokio::time::sleep(shared.timeouts.header) => return None,
+        () = shutdown.cancelled() => return None,
     };
     match first {
         Ok(first) if !first.is_empty() => io.refill(first),
-        _ => return,
+        _ => return None,
     }
     if io.buffered().starts_with(PREFACE) {
         // Boxed: an HTTP/2 connection's state is large, and a parked
         // HTTP/1.1 connection's task should not carry room for it.
-        Box::pin(serve_h2(io, conn, shared, shutdown)).await;
-    } else {
-        serve_h1(io, conn, shared, shutdown).await;
+        Box::pin(serve_h2(io, conn.clone(), shared.clone(), shutdown.clone())).await;
+        return None;
     }
+    Some(io)
 }
 
 /// Reads the client's first bytes: as many as one read gives, and enough
@@ -132,27 +137,37 @@ enum Stop {
     Close,
 }
 
-async fn serve_h1<I>(
+/// Serves HTTP/1.1 on `io` (which starts with the bytes [`start`] read) in
+/// spells, parked between them, until the client leaves, a deadline passes
+/// or `shutdown`. This loop is all a parked connection's task holds.
+///
+/// An `async` block rather than an `async fn`: the block uses its captures
+/// in place, where an `async fn` would keep each argument twice (the
+/// argument and the local it becomes) for the connection's whole life.
+#[allow(clippy::manual_async_fn)] // deliberately a block: see above
+pub fn h1<I>(
     mut io: Prefixed<I>,
     conn: Arc<ConnInfo>,
     shared: Arc<Shared>,
     shutdown: CancellationToken,
-) where
+) -> impl Future<Output = ()> + Send
+where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let timeouts = shared.timeouts;
-    let park_after = PARK_AFTER.min(timeouts.idle);
-    loop {
-        // Boxed: a spell's state exists only while it runs, so a parked
-        // connection's task holds none of it.
-        let spell = Box::pin(spell(io, park_after, &conn, &shared, &shutdown)).await;
-        let Some(next) = spell else {
-            return;
-        };
-        io = next;
-        if !parked(&mut io, timeouts.idle - park_after, &shutdown).await {
-            let _ = tokio::time::timeout(CLOSE_FLUSH, io.shutdown()).await;
-            return;
+    async move {
+        loop {
+            let idle = shared.timeouts.idle;
+            let park_after = PARK_AFTER.min(idle);
+            // Boxed: a spell's state exists only while it runs, so a parked
+            // connection's task holds none of it.
+            match Box::pin(spell(io, park_after, &conn, &shared, &shutdown)).await {
+                Some(next) => io = next,
+                None => return,
+            }
+            if !parked(&mut io, idle - park_after, &shutdown).await {
+                let _ = tokio::time::timeout(CLOSE_FLUSH, io.shutdown()).await;
+                return;
+            }
         }
     }
 }
@@ -230,25 +245,29 @@ where
 /// Waits, holding no buffer, for the client's next request to start; false
 /// when the connection should close instead (end of stream, an error, the
 /// idle deadline or shutdown).
-async fn parked<I: AsyncRead + Unpin>(
-    io: &mut Prefixed<I>,
+#[allow(clippy::manual_async_fn)] // deliberately a block: see [`h1`]
+fn parked<'a, I: AsyncRead + Unpin>(
+    io: &'a mut Prefixed<I>,
     idle: Duration,
-    shutdown: &CancellationToken,
-) -> bool {
-    if !io.buffered().is_empty() {
-        return true;
-    }
-    let read = tokio::select! {
-        read = NextBytes { io: &mut *io } => read,
-        () = tokio::time::sleep(idle) => return false,
-        () = shutdown.cancelled() => return false,
-    };
-    match read {
-        Ok(next) if !next.is_empty() => {
-            io.refill(next);
-            true
+    shutdown: &'a CancellationToken,
+) -> impl Future<Output = bool> + 'a {
+    // A block for the same reason as [`h1`]'s: it lives as long as the park.
+    async move {
+        if !io.buffered().is_empty() {
+            return true;
         }
-        _ => false,
+        let read = tokio::select! {
+            read = NextBytes { io: &mut *io } => read,
+            () = tokio::time::sleep(idle) => return false,
+            () = shutdown.cancelled() => return false,
+        };
+        match read {
+            Ok(next) if !next.is_empty() => {
+                io.refill(next);
+                true
+            }
+            _ => false,
+        }
     }
 }
 
