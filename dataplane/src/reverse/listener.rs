@@ -105,7 +105,13 @@ async fn accept(
         let permit = Arc::new(accepted.permit);
         let peer = accepted.peer;
         cores.serve(accepted.stream, move |stream| {
-            connection(stream, peer, permit, spec, shared, shutdown)
+            let arrival = Arrival {
+                stream,
+                peer,
+                permit,
+                spec,
+            };
+            connection(arrival, shared, shutdown)
         });
     }
 }
@@ -119,21 +125,11 @@ async fn accept(
 /// whatever they were moved into. Chained, the setup's state is freed when
 /// it finishes and a parked HTTP/1.1 connection's task holds only the loop.
 fn connection(
-    stream: TcpStream,
-    peer: SocketAddr,
-    permit: Arc<Permit>,
-    spec: ListenerSpec,
+    arrival: Arrival,
     shared: Arc<Shared>,
     shutdown: CancellationToken,
 ) -> impl Future<Output = ()> + Send + 'static {
-    let setup = Box::pin(setup(
-        stream,
-        peer,
-        permit,
-        spec,
-        shared.clone(),
-        shutdown.clone(),
-    ));
+    let setup = Box::pin(setup(arrival, shared.clone(), shutdown.clone()));
     setup.then(move |settled| match settled {
         Settled::Plain(io, conn) => Either::Left(parked::h1(io, conn, shared, shutdown)),
         Settled::Tls(io, conn) => {
@@ -153,14 +149,21 @@ enum Settled {
     Over,
 }
 
-async fn setup(
+/// A connection as accepted, on the thread that serves it.
+struct Arrival {
     stream: TcpStream,
     peer: SocketAddr,
     permit: Arc<Permit>,
     spec: ListenerSpec,
-    shared: Arc<Shared>,
-    shutdown: CancellationToken,
-) -> Settled {
+}
+
+async fn setup(arrival: Arrival, shared: Arc<Shared>, shutdown: CancellationToken) -> Settled {
+    let Arrival {
+        stream,
+        peer,
+        permit,
+        spec,
+    } = arrival;
     let _ = stream.set_nodelay(true);
     let local = stream.local_addr().unwrap_or(peer);
     let timeouts = shared.timeouts;
