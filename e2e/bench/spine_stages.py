@@ -10,7 +10,8 @@ each update up with the operator's and data planes' timing logs, and
 prints p50 / mean / max per stage in milliseconds:
 
   watch            update sent -> the operator's watch saw the input change
-  settle           debounce wait before compiling (0 on a leading edge)
+  settle           debounce wait (0 unless a burst, or a first compile that
+                   refused an object anew and was held)
   inputs           copying the index into compilation inputs
   compile          compile() including sealing (hashing) the snapshot
   encode           the sync frame from the sealed snapshot

@@ -53,6 +53,8 @@ impl Operator {
         let launch = Launch::new("postern-operator", binary("postern-operator"))
             .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "info")
+            // As the chart deploys it (charts/postern/templates/operator.yaml).
+            .env("MIMALLOC_PURGE_DELAY", "0")
             .env(
                 "POSTERN_ADMIN_READ_TOKEN_FILE",
                 crate::http::harness_read_token_file().display().to_string(),

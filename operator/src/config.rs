@@ -77,7 +77,10 @@ pub struct Args {
     /// This replica's name in the Lease and in logs. Default: POD_NAME, else the host name.
     #[arg(long, env = "POD_NAME")]
     pub operator_id: Option<String>,
-    /// Quiet time after a change before recompiling.
+    /// Quiet time that settles a burst of changes, or a change whose
+    /// compile refuses an object anew (one that came before its Secret),
+    /// before compiling (again). A lone change that refuses nothing new is
+    /// published at once.
     #[arg(long, env = "POSTERN_DEBOUNCE_MS", default_value_t = 100)]
     pub debounce_ms: u64,
     /// Suffix of Service DNS names.

@@ -79,13 +79,18 @@ impl Published {
 /// The receiving end every consumer clones: `None` until the first compile.
 pub type Latest = watch::Receiver<Option<Arc<Published>>>;
 
-/// Waits for index changes, lets them settle for `debounce`, compiles and
-/// publishes. Runs until `shutdown`.
+/// Waits for index changes, compiles and publishes. Runs until `shutdown`.
 ///
-/// Every change settles, even one after a quiet spell: objects written
-/// together (a Secret and the object naming it) arrive on separate watches
-/// in either order, and compiling the first alone would publish a state
-/// nobody wrote, with a refusal in status and an Event for a moment.
+/// A lone change is compiled at once and published unless the result
+/// refuses an object that the published state does not refuse (the same
+/// way). Objects written together (a Secret and the object naming it)
+/// arrive on separate watches in either order, and the first alone looks
+/// exactly like that: an object refused for a missing Secret. Such a result
+/// is held, never published (so no status or Event says it), and the
+/// change settles for `debounce` and is compiled again; what comes out
+/// then is published, refusals and all. A burst (more than one change
+/// since the last compile read the index) settles before compiling, so it
+/// costs one extra compile, not one per object.
 pub async fn rebuild_loop(
     index: Arc<Mutex<Index>>,
     changed: Arc<Changes>,
@@ -95,40 +100,107 @@ pub async fn rebuild_loop(
     shutdown: CancellationToken,
 ) {
     let mut seq = 0;
+    let mut compiled_changes = 0;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = changed.notified() => {}
         }
-        let woke = Instant::now();
-        settle(&changed, debounce).await;
-        let settled = Instant::now();
-        let inputs = {
-            let index = lock(&index);
-            if !index.synced() {
-                continue;
-            }
-            index.inputs()
-        };
+        let burst = changed.count() > compiled_changes + 1;
+        let mut settled = Duration::ZERO;
+        if burst {
+            settled += settle(&changed, debounce).await;
+        }
         seq += 1;
-        let started = Instant::now();
-        let built = tokio::task::spawn_blocking(move || Published::build(seq, &inputs)).await;
-        metrics
-            .compile_seconds
-            .observe(started.elapsed().as_secs_f64());
+        let Some(mut compiled) = compile_index(&index, &changed, seq, &metrics).await else {
+            continue;
+        };
+        let held = !burst && refuses_anew(tx.borrow().as_deref(), &compiled.published);
+        if held {
+            tracing::debug!(seq, "a new refusal: settling before publishing");
+            settled += settle(&changed, debounce).await;
+            if changed.count() != compiled.changes {
+                seq += 1;
+                match compile_index(&index, &changed, seq, &metrics).await {
+                    Some(again) => compiled = again,
+                    None => continue,
+                }
+            }
+        }
+        compiled_changes = compiled.changes;
         tracing::debug!(
             seq,
-            settle_ms = ms(settled - woke),
-            inputs_ms = ms(started - settled),
-            build_ms = ms(started.elapsed()),
+            held,
+            settle_ms = ms(settled),
+            inputs_ms = compiled.inputs_ms,
+            build_ms = compiled.build_ms,
             "rebuilt"
         );
-        match built {
-            Ok(Ok(published)) => offer(&tx, published, &metrics),
-            Ok(Err(error)) => tracing::error!(%error, "encoding the snapshot failed"),
-            Err(error) => tracing::error!(%error, "compilation panicked"),
+        offer(&tx, compiled.published, &metrics);
+    }
+}
+
+/// One compile of the index, with the number of changes it reflects.
+struct Compiled {
+    published: Published,
+    changes: u64,
+    inputs_ms: f64,
+    build_ms: f64,
+}
+
+/// Compiles the index as it is now, off the async threads; `None` before
+/// every kind is listed (compiling then would refuse objects whose Secrets
+/// are merely not seen yet) or when the build failed (logged).
+async fn compile_index(
+    index: &Mutex<Index>,
+    changed: &Changes,
+    seq: u64,
+    metrics: &Metrics,
+) -> Option<Compiled> {
+    let copying = Instant::now();
+    let (inputs, changes) = {
+        let index = lock(index);
+        if !index.synced() {
+            return None;
+        }
+        (index.inputs(), changed.count())
+    };
+    let started = Instant::now();
+    let built = tokio::task::spawn_blocking(move || Published::build(seq, &inputs)).await;
+    metrics
+        .compile_seconds
+        .observe(started.elapsed().as_secs_f64());
+    match built {
+        Ok(Ok(published)) => Some(Compiled {
+            published,
+            changes,
+            inputs_ms: ms(started - copying),
+            build_ms: ms(started.elapsed()),
+        }),
+        Ok(Err(error)) => {
+            tracing::error!(%error, "encoding the snapshot failed");
+            None
+        }
+        Err(error) => {
+            tracing::error!(%error, "compilation panicked");
+            None
         }
     }
+}
+
+/// Whether `new` refuses an object that `current` (the published state,
+/// `None` before the first) does not refuse for the same reason.
+fn refuses_anew(current: Option<&Published>, new: &Published) -> bool {
+    new.verdicts.iter().filter(|v| !v.accepted()).any(|v| {
+        // Verdicts are sorted by kind and key (compile's output contract).
+        let before = current.and_then(|c| {
+            c.verdicts
+                .binary_search_by(|o| (o.kind, &o.key).cmp(&(v.kind, &v.key)))
+                .ok()
+                .map(|i| &c.verdicts[i])
+        });
+        !before.is_some_and(|b| b.reason == v.reason && b.message == v.message)
+    })
 }
 
 /// Milliseconds, for timing logs.
@@ -138,16 +210,18 @@ fn ms(d: Duration) -> f64 {
 
 /// Waits until no change has arrived for `debounce`, but no longer than ten
 /// debounce periods in all, so a steady trickle of changes cannot starve
-/// publication.
-async fn settle(changed: &Changes, debounce: Duration) {
-    let deadline = tokio::time::Instant::now() + debounce * 10;
+/// publication. Returns how long it waited.
+async fn settle(changed: &Changes, debounce: Duration) -> Duration {
+    let start = tokio::time::Instant::now();
+    let deadline = start + debounce * 10;
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(debounce) => return,
-            _ = tokio::time::sleep_until(deadline) => return,
+            _ = tokio::time::sleep(debounce) => break,
+            _ = tokio::time::sleep_until(deadline) => break,
             _ = changed.notified() => {}
         }
     }
+    start.elapsed()
 }
 
 /// Publishes unless neither the snapshot nor any verdict changed.
@@ -180,6 +254,9 @@ pub fn lock(index: &Mutex<Index>) -> std::sync::MutexGuard<'_, Index> {
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
+
+#[cfg(test)]
+mod rebuild_tests;
 
 #[cfg(test)]
 mod tests {

@@ -22,7 +22,7 @@ use postern_snapshot::sync::{
     BASE_CAPABILITIES, DEAD_AFTER_SECS, MAX_FRAME, MAX_HELLO_FRAME, MIN_PROTOCOL, PING_SECS,
     PROTOCOL, ToDataplane, ToOperator, decode, encode, negotiate,
 };
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{Instant, timeout};
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
@@ -309,7 +309,7 @@ impl<'a> Session<'a> {
         if self.sent.as_ref() == Some(&published.version) {
             return Ok(());
         }
-        send(conn, published.frame.clone()).await?;
+        send_unbuffered(conn, &published.frame).await?;
         self.sent = Some(published.version.clone());
         tracing::debug!(dataplane = self.id, version = %published.version, "sent snapshot");
         if self.in_flight.len() == IN_FLIGHT {
@@ -382,6 +382,32 @@ fn message(msg: &ToDataplane) -> Result<Bytes> {
 
 async fn send(conn: &mut Conn, frame: Bytes) -> Result<()> {
     timeout(Duration::from_secs(DEAD_AFTER_SECS), conn.send(frame))
+        .await
+        .map_err(|_| Error::Timeout("sending to the data plane"))??;
+    Ok(())
+}
+
+/// Sends a frame as the codec would, but straight to the connection: the
+/// codec copies every frame into the connection's write buffer, which then
+/// keeps a snapshot-sized allocation per data plane for as long as the
+/// connection lives (tens of MiB at 10,000 objects).
+async fn send_unbuffered(conn: &mut Conn, frame: &[u8]) -> Result<()> {
+    let len = u32::try_from(frame.len())
+        .ok()
+        .filter(|&n| n as usize <= conn.codec().max_frame_length())
+        .ok_or(Error::Protocol(format!(
+            "a frame of {} bytes is over the limit",
+            frame.len()
+        )))?;
+    let write = async {
+        // Whatever the codec still holds goes first, so frames stay in order.
+        SinkExt::<Bytes>::flush(conn).await?;
+        let io = conn.get_mut();
+        io.write_all(&len.to_be_bytes()).await?;
+        io.write_all(frame).await?;
+        io.flush().await
+    };
+    timeout(Duration::from_secs(DEAD_AFTER_SECS), write)
         .await
         .map_err(|_| Error::Timeout("sending to the data plane"))??;
     Ok(())

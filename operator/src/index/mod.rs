@@ -207,4 +207,4 @@ impl Index {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

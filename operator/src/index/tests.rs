@@ -12,7 +12,7 @@ use postern_crds::{OAuthClient, ProxyTarget, Route, Tunnel, UserUpstream};
 
 use super::Index;
 
-fn meta(name: &str, generation: i64) -> KubeMeta {
+pub(crate) fn meta(name: &str, generation: i64) -> KubeMeta {
     KubeMeta {
         name: Some(name.into()),
         namespace: Some("team".into()),
@@ -58,7 +58,7 @@ fn accepted_status() -> ResourceStatus {
 }
 
 /// An index whose every kind has been listed empty.
-fn synced_index() -> Index {
+pub(crate) fn synced_index() -> Index {
     let mut index = Index::default();
     fn list_empty<K: super::Indexed>(index: &mut Index) {
         index.handle::<K>(Event::Init);
