@@ -103,8 +103,24 @@ impl Cores {
         F: FnOnce(TcpStream) -> Fut,
         Fut: Future<Output = ()> + Send + 'static,
     {
+        let target = self.least_loaded(Cores::home());
+        self.serve_on(target, stream, serve);
+    }
+
+    /// Serves `stream` on serving thread `target` (1..), where state it
+    /// works with lives (a tunnel's agent connection); on the thread with
+    /// the fewest connections when `target` is no serving thread.
+    pub fn serve_on<F, Fut>(&self, target: usize, stream: TcpStream, serve: F)
+    where
+        F: FnOnce(TcpStream) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
         let here = Cores::home();
-        let target = self.least_loaded(here);
+        let target = if (1..=self.handles.len()).contains(&target) {
+            target
+        } else {
+            self.least_loaded(here)
+        };
         let load = Load::count(self.load.clone(), target);
         // The connection's future, made here and only counted on the way:
         // an `async` wrapper would keep room for `serve`'s captures beside

@@ -325,7 +325,9 @@ impl Feature for Tunnels {
                 stopping.cancel();
             });
             let mut wanted = self.tcp_wanted.subscribe();
-            let mut ports = tcp::TcpPorts::new(self.tcp_host, self.request_log.clone());
+            let cores = listeners.cores().clone();
+            let mut ports =
+                tcp::TcpPorts::new(self.tcp_host, self.request_log.clone(), cores.clone());
             let (state, stop) = (self.state.clone(), shutdown.clone());
             let tcp = tokio::spawn(async move {
                 loop {
@@ -346,6 +348,7 @@ impl Feature for Tunnels {
                         acceptor.clone(),
                         self.state.clone(),
                         shutdown,
+                        cores,
                     )
                     .await;
                 }

@@ -40,6 +40,10 @@ pub struct Session {
     pub connected: Instant,
     /// `connected` on the wall clock, for the shared registry's ordering.
     pub since: SystemTime,
+    /// The serving thread (1..) its connection runs on, 0 for none: the
+    /// public connections of its tcp tunnels are served there too, so a
+    /// stream's bytes never cross threads between client and agent.
+    pub home: usize,
 }
 
 impl Session {
@@ -63,6 +67,7 @@ impl Session {
             closing: CancellationToken::new(),
             connected: Instant::now(),
             since: SystemTime::now(),
+            home: crate::net::Cores::home(),
         }
     }
 

@@ -8,8 +8,8 @@
 //! unanswered for [`HEARTBEAT_TIMEOUT`] close a dead connection (both ends
 //! do this), so a vanished peer is noticed within 15 s.
 
-use crate::net::Acceptor;
 use crate::net::admission::Admission;
+use crate::net::{Acceptor, Cores};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -270,17 +270,26 @@ pub async fn run(
     acceptor: TlsAcceptor,
     state: Arc<State>,
     shutdown: CancellationToken,
+    cores: Arc<Cores>,
 ) {
     let tasks = tokio_util::task::TaskTracker::new();
     let mut agents = Acceptor::new(listener, admission);
     while let Some(accepted) = agents.next(&shutdown).await {
-        let (tcp, peer, permit) = (accepted.stream, accepted.peer, accepted.permit);
+        let (peer, permit) = (accepted.peer, accepted.permit);
         let (acceptor, state, shutdown) = (acceptor.clone(), state.clone(), shutdown.clone());
-        tasks.spawn(async move {
-            let _permit = permit;
-            if let Err(e) = handle(tcp, peer, acceptor, state, shutdown).await {
-                tracing::debug!(remote = %peer, error = %e, "agent connection ended");
-            }
+        let tracker = tasks.clone();
+        // On a serving thread, like every connection: the agent connection
+        // and the streams it carries then wake no other thread. Measured
+        // with `target/release/tunnel 5 1000 rates`: one stream's upload
+        // ran 8.2–8.5 Gbit/s with the tunnel work on one thread against
+        // 6.8–7.5 on the two-worker runtime.
+        cores.serve(accepted.stream, move |tcp| {
+            tracker.track_future(async move {
+                let _permit = permit;
+                if let Err(e) = handle(tcp, peer, acceptor, state, shutdown).await {
+                    tracing::debug!(remote = %peer, error = %e, "agent connection ended");
+                }
+            })
         });
     }
     tasks.close();

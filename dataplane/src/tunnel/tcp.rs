@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use super::protocol::{H_CLIENT, H_SERVER, H_STREAM, H_TUNNEL};
 use super::relayed::Relayed;
 use super::session::State;
-use crate::net::{Acceptor, Metered};
+use crate::net::{Acceptor, Cores, Metered};
 use crate::reqlog::{Ended, Kind, RequestLog};
 
 /// Keeps one listener task per `(tunnel, port)` of the table in service.
@@ -27,14 +27,16 @@ pub struct TcpPorts {
     host: IpAddr,
     running: HashMap<(String, u16), CancellationToken>,
     log: Arc<RequestLog>,
+    cores: Arc<Cores>,
 }
 
 impl TcpPorts {
-    pub fn new(host: IpAddr, log: Arc<RequestLog>) -> TcpPorts {
+    pub fn new(host: IpAddr, log: Arc<RequestLog>, cores: Arc<Cores>) -> TcpPorts {
         TcpPorts {
             host,
             running: HashMap::new(),
             log,
+            cores,
         }
     }
 
@@ -63,7 +65,7 @@ impl TcpPorts {
                 id.clone(),
                 addr,
                 state.clone(),
-                self.log.clone(),
+                (self.log.clone(), self.cores.clone()),
                 token.clone(),
             );
             tokio::spawn(port);
@@ -77,7 +79,7 @@ async fn serve_port(
     tunnel: String,
     addr: SocketAddr,
     state: Arc<State>,
-    log: Arc<RequestLog>,
+    (log, cores): (Arc<RequestLog>, Arc<Cores>),
     stop: CancellationToken,
 ) {
     let mut changes = state.registry.subscribe();
@@ -110,11 +112,16 @@ async fn serve_port(
                 accepted = clients.next(&stop) => {
                     let Some(accepted) = accepted else { return };
                     let (tunnel, peer, log) = (tunnel.clone(), accepted.peer, log.clone());
-                    let relayed = relay(tunnel.clone(), accepted.stream, peer, addr, state.clone());
                     let permit = accepted.permit;
-                    tokio::spawn(async move {
+                    // Where the agent's connection runs, when it is here
+                    // (in a pool, the first's: not a pick, which would turn
+                    // the pool's round robin).
+                    let home = state.registry.active(&tunnel).map_or(0, |s| s.home);
+                    let state = state.clone();
+                    cores.serve_on(home, accepted.stream, move |client| async move {
                         let started = Instant::now();
-                        let (outcome, bytes) = relayed.await;
+                        let (outcome, bytes) =
+                            relay(tunnel.clone(), client, peer, addr, state).await;
                         drop(permit);
                         log.ended(&Ended {
                             kind: Kind::Tunnel,
