@@ -381,7 +381,15 @@ fn message(msg: &ToDataplane) -> Result<Bytes> {
 }
 
 async fn send(conn: &mut Conn, frame: Bytes) -> Result<()> {
-    timeout(Duration::from_secs(DEAD_AFTER_SECS), conn.send(frame))
+    in_time(conn.send(frame)).await
+}
+
+/// A send that a live data plane takes within [`DEAD_AFTER_SECS`].
+async fn in_time<E>(sending: impl Future<Output = Result<(), E>>) -> Result<()>
+where
+    Error: From<E>,
+{
+    timeout(Duration::from_secs(DEAD_AFTER_SECS), sending)
         .await
         .map_err(|_| Error::Timeout("sending to the data plane"))??;
     Ok(())
@@ -407,10 +415,7 @@ async fn send_unbuffered(conn: &mut Conn, frame: &[u8]) -> Result<()> {
         io.write_all(frame).await?;
         io.flush().await
     };
-    timeout(Duration::from_secs(DEAD_AFTER_SECS), write)
-        .await
-        .map_err(|_| Error::Timeout("sending to the data plane"))??;
-    Ok(())
+    in_time(write).await
 }
 
 fn gauge(n: usize) -> i64 {

@@ -146,7 +146,7 @@ pub async fn serve(
             Some(version) if kind == "tcp" => proxy_preamble(&req, version),
             _ => None,
         };
-        return Ok(raw(req, local, (tunnel, client), preamble).await);
+        return Ok(raw(req, local, tunnel, client, preamble).await);
     }
     let (method, path) = (req.method().clone(), req.uri().path().to_string());
     let started = std::time::Instant::now();
@@ -225,7 +225,8 @@ fn proxy_preamble(
 async fn raw(
     mut req: Request<Incoming>,
     local: Arc<Local>,
-    (tunnel, client): (String, String),
+    tunnel: String,
+    client: String,
     preamble: Option<Arc<[u8]>>,
 ) -> Response<AgentBody> {
     let uri = local.uri("/");

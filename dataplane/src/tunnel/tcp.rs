@@ -65,7 +65,8 @@ impl TcpPorts {
                 id.clone(),
                 addr,
                 state.clone(),
-                (self.log.clone(), self.cores.clone()),
+                self.log.clone(),
+                self.cores.clone(),
                 token.clone(),
             );
             tokio::spawn(port);
@@ -79,7 +80,8 @@ async fn serve_port(
     tunnel: String,
     addr: SocketAddr,
     state: Arc<State>,
-    (log, cores): (Arc<RequestLog>, Arc<Cores>),
+    log: Arc<RequestLog>,
+    cores: Arc<Cores>,
     stop: CancellationToken,
 ) {
     let mut changes = state.registry.subscribe();
