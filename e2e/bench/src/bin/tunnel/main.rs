@@ -19,9 +19,11 @@
 //! Peers are installed by this benchmark (`cargo install` into
 //! ~/.cache/postern-bench, once); iperf3, wrk and nginx come from Debian
 //! (`e2e/rig up` installs them). Needs root for the namespaces. Run:
-//!   cargo build --release --bins && bash -c 'ulimit -n 20000 && target/release/tunnel [SECS] [STREAMS] [SECTIONS] [RTT_MS]'
+//!   cargo build --release --bins && bash -c 'ulimit -n 20000 && target/release/tunnel [SECS] [STREAMS] [SECTIONS] [RTT_MS] [PATHS]'
 //! SECS defaults to 10, STREAMS to 1000, SECTIONS (any of
-//! rates,idle,reconnect,link) to all, RTT_MS to 50.
+//! rates,idle,reconnect,link) to all, RTT_MS to 50, PATHS (any of
+//! direct,postern,rathole,rathole-tls,bore) to all; the rates rows keep
+//! direct and rathole-tls whatever PATHS says, as their ratios need them.
 
 // The reverse benchmark's nginx backend and wrk runner, shared as they are.
 #[allow(dead_code)]
@@ -66,6 +68,17 @@ async fn main() -> Result<()> {
         .get(3)
         .map_or("rates,idle,reconnect,link", String::as_str);
     let rtt_ms = number(&args, 4, 50)?;
+    let paths = match args.get(5) {
+        None => ALL.to_vec(),
+        Some(list) => list
+            .split(',')
+            .map(|name| {
+                ALL.into_iter()
+                    .find(|k| k.short() == name)
+                    .with_context(|| format!("no path named {name}"))
+            })
+            .collect::<Result<Vec<_>>>()?,
+    };
     let run = |s: &str| sections.split(',').any(|x| x == s);
     // Installed before anything is measured, so no row pays for it.
     paths::tool("rathole", "rathole", "0.5.0")?;
@@ -83,10 +96,10 @@ async fn main() -> Result<()> {
     let sides = Sides::loopback();
     println!("# Tunnels on 127.0.0.1, 2 cores shared by everything\n");
     if run("rates") {
-        rates(services, &sides, secs).await?;
+        rates(services, &sides, secs, &paths).await?;
     }
     if run("idle") {
-        idle(services, &sides, streams).await?;
+        idle(services, &sides, streams, &paths).await?;
     }
     if run("reconnect") {
         reconnect(services, &sides).await?;
@@ -125,9 +138,13 @@ struct Row {
     conns: load::Rate,
 }
 
-async fn rates(services: Services, sides: &Sides, secs: u64) -> Result<()> {
+async fn rates(services: Services, sides: &Sides, secs: u64, paths: &[Kind]) -> Result<()> {
     let mut rows = Vec::new();
-    for kind in ALL {
+    let needed = [Kind::Direct, Kind::RatholeTls];
+    for kind in ALL
+        .into_iter()
+        .filter(|k| paths.contains(k) || needed.contains(k))
+    {
         let path = Tunnel::start(kind, services, sides).await?;
         let up = load::iperf3(path.iperf, secs, false)?;
         let down = load::iperf3(path.iperf, secs, true)?;
@@ -177,13 +194,13 @@ async fn rates(services: Services, sides: &Sides, secs: u64) -> Result<()> {
     Ok(())
 }
 
-async fn idle(services: Services, sides: &Sides, streams: usize) -> Result<()> {
+async fn idle(services: Services, sides: &Sides, streams: usize, paths: &[Kind]) -> Result<()> {
     println!(
         "## Memory with {streams} idle streams (fresh processes per row)\n\n\
          | path | server RSS before MiB | after MiB | bytes per stream | client RSS before MiB | after MiB | bytes per stream |\n\
          |---|---:|---:|---:|---:|---:|---:|"
     );
-    for kind in ALL.into_iter().filter(|k| *k != Kind::Direct) {
+    for kind in paths.iter().copied().filter(|k| *k != Kind::Direct) {
         let path = Tunnel::start(kind, services, sides).await?;
         let (server, client) = path.pids().context("a tunnel has two ends")?;
         let echo = path.echo.context("an echo service")?;

@@ -92,6 +92,17 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// How the command line names it.
+    pub fn short(self) -> &'static str {
+        match self {
+            Kind::Direct => "direct",
+            Kind::Postern => "postern",
+            Kind::Rathole => "rathole",
+            Kind::RatholeTls => "rathole-tls",
+            Kind::Bore => "bore",
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Kind::Direct => "direct",
