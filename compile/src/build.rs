@@ -4,6 +4,7 @@
 
 use std::cell::OnceCell;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use postern_api::{Kind, LostClaims, Object, ObjectKey, ProxyTargetSpec};
 use postern_snapshot::{
@@ -54,7 +55,7 @@ impl<'a> Build<'a> {
                 inputs
                     .proxy_targets
                     .iter()
-                    .map(|t| (t.key().to_string(), t))
+                    .map(|t| (t.key().to_string(), &**t))
                     .collect()
             })
             .get(id)
@@ -218,8 +219,8 @@ impl<'a> Build<'a> {
 
 /// Sorts objects oldest first (creation time, then namespace/name): the order
 /// in which conflicting claims are granted.
-pub(crate) fn oldest_first<S>(objects: &[Object<S>]) -> Vec<&Object<S>> {
-    let mut sorted: Vec<&Object<S>> = objects.iter().collect();
+pub(crate) fn oldest_first<S>(objects: &[Arc<Object<S>>]) -> Vec<&Object<S>> {
+    let mut sorted: Vec<&Object<S>> = objects.iter().map(|o| &**o).collect();
     sorted.sort_by(|a, b| a.age_key().cmp(&b.age_key()));
     sorted
 }

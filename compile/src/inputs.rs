@@ -1,6 +1,7 @@
 //! What compilation reads.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use postern_api::{
     Kind, LostClaims, OAuthClientSpec, Object, ObjectKey, ProxyTargetSpec, RouteSpec, TunnelSpec,
@@ -10,13 +11,16 @@ use postern_api::{
 use crate::NamePolicy;
 
 /// Everything `compile` reads. Order within the vectors does not matter.
+///
+/// Objects are shared (`Arc`): the operator hands compile the objects its
+/// index holds without copying 10,000 of them per change.
 #[derive(Clone, Debug, Default)]
 pub struct Inputs {
-    pub proxy_targets: Vec<Object<ProxyTargetSpec>>,
-    pub routes: Vec<Object<RouteSpec>>,
-    pub user_upstreams: Vec<Object<UserUpstreamSpec>>,
-    pub tunnels: Vec<Object<TunnelSpec>>,
-    pub oauth_clients: Vec<Object<OAuthClientSpec>>,
+    pub proxy_targets: Vec<Arc<Object<ProxyTargetSpec>>>,
+    pub routes: Vec<Arc<Object<RouteSpec>>>,
+    pub user_upstreams: Vec<Arc<Object<UserUpstreamSpec>>>,
+    pub tunnels: Vec<Arc<Object<TunnelSpec>>>,
+    pub oauth_clients: Vec<Arc<Object<OAuthClientSpec>>>,
     /// Secrets by namespace/name.
     pub secrets: BTreeMap<ObjectKey, SecretData>,
     /// Services by namespace/name. `None`: Service backends are not checked

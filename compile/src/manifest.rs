@@ -193,11 +193,11 @@ impl Inputs {
     /// Adds one parsed resource.
     pub fn push(&mut self, resource: Resource) {
         match resource {
-            Resource::ProxyTarget(o) => self.proxy_targets.push(o),
-            Resource::Route(o) => self.routes.push(o),
-            Resource::UserUpstream(o) => self.user_upstreams.push(o),
-            Resource::Tunnel(o) => self.tunnels.push(o),
-            Resource::OAuthClient(o) => self.oauth_clients.push(o),
+            Resource::ProxyTarget(o) => self.proxy_targets.push(o.into()),
+            Resource::Route(o) => self.routes.push(o.into()),
+            Resource::UserUpstream(o) => self.user_upstreams.push(o.into()),
+            Resource::Tunnel(o) => self.tunnels.push(o.into()),
+            Resource::OAuthClient(o) => self.oauth_clients.push(o.into()),
             Resource::Secret(key, data) => {
                 self.secrets.insert(key, data);
             }

@@ -43,8 +43,9 @@ fn accepted_targets_yield_one_request_each_and_unknown_issuers_are_refused() {
                 "web",
                 &["b.example.com", "a.example.com", "*.w.example.com"],
                 "staging",
-            ),
-            acme_target("nope", &["n.example.com"], "elsewhere"),
+            )
+            .into(),
+            acme_target("nope", &["n.example.com"], "elsewhere").into(),
         ],
         ..Inputs::default()
     };
@@ -81,7 +82,7 @@ fn the_stored_certificate_is_served_and_challenges_are_filtered() {
         serde_json::to_vec(&[http01("a.example.com"), http01("other.example.com")]).expect("json");
     data.insert(CHALLENGES_KEY.to_string(), listed);
     let inputs = Inputs {
-        proxy_targets: vec![acme_target("web", &["a.example.com"], "production")],
+        proxy_targets: vec![acme_target("web", &["a.example.com"], "production").into()],
         secrets: BTreeMap::from([(
             ObjectKey::new(NS, "web-acme-tls"),
             SecretData { kind: None, data },

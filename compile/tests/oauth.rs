@@ -86,7 +86,7 @@ fn a_server_reads_every_key_and_the_last_kid_signs() {
         ("2026-06.pem", ES256),
         ("README", "x"),
     ]);
-    inputs.proxy_targets = vec![server("auth", "auth.example.com")];
+    inputs.proxy_targets = vec![server("auth", "auth.example.com").into()];
     let out = compile(&inputs);
     assert_eq!(
         verdict(&out, "auth").0,
@@ -129,13 +129,13 @@ fn a_server_without_its_keys_or_with_bad_ones_is_refused() {
     inputs
         .secrets
         .retain(|k, _| k.name != signing_keys_secret_name("auth"));
-    inputs.proxy_targets = vec![server("auth", "auth.example.com")];
+    inputs.proxy_targets = vec![server("auth", "auth.example.com").into()];
     let (reason, message) = verdict(&compile(&inputs), "auth");
     assert_eq!(reason, Reason::SecretNotFound);
     assert!(message.contains("auth-oauth-keys"), "{message}");
 
     let mut inputs = inputs_with_keys(&[("k.pem", CERT)]);
-    inputs.proxy_targets = vec![server("auth", "auth.example.com")];
+    inputs.proxy_targets = vec![server("auth", "auth.example.com").into()];
     let (reason, message) = verdict(&compile(&inputs), "auth");
     assert_eq!(reason, Reason::InvalidSpec);
     assert!(message.contains("PKCS#8"), "{message}");
@@ -163,7 +163,7 @@ fn a_server_takes_no_backend_auth_or_plain_http() {
         (long_token, "accessTokenTtl"),
     ] {
         let mut inputs = inputs_with_keys(&[("k.pem", ES256)]);
-        inputs.proxy_targets = vec![t];
+        inputs.proxy_targets = vec![t.into()];
         let (reason, message) = verdict(&compile(&inputs), "auth");
         assert_eq!(reason, Reason::InvalidSpec, "{message}");
         assert!(message.contains(words), "{message} lacks {words}");
@@ -174,8 +174,8 @@ fn a_server_takes_no_backend_auth_or_plain_http() {
 fn protected_sites_name_their_server_which_learns_their_hosts_and_scopes() {
     let mut inputs = inputs_with_keys(&[("k.pem", ES256)]);
     inputs.proxy_targets = vec![
-        server("auth", "auth.example.com"),
-        protected("api", "api.example.com", "auth"),
+        server("auth", "auth.example.com").into(),
+        protected("api", "api.example.com", "auth").into(),
     ];
     let mut admin = route("admin", "api", PathMatchType::Prefix, "/admin", 10);
     admin.spec.auth = Some(AuthPolicy {
@@ -185,7 +185,7 @@ fn protected_sites_name_their_server_which_learns_their_hosts_and_scopes() {
     });
     let mut health = route("health", "api", PathMatchType::Exact, "/health", 10);
     health.spec.auth = Some(AuthPolicy::default());
-    inputs.routes = vec![admin, health];
+    inputs.routes = vec![admin.into(), health.into()];
     let out = compile(&inputs);
     assert!(
         out.verdicts.iter().all(|v| v.reason == Reason::Accepted),
@@ -232,16 +232,17 @@ fn protected_sites_name_their_server_which_learns_their_hosts_and_scopes() {
 fn an_unknown_or_refused_server_refuses_the_sites_naming_it() {
     let mut inputs = inputs_with_keys(&[("k.pem", ES256)]);
     inputs.proxy_targets = vec![
-        protected("nowhere", "a.example.com", "missing"),
-        protected("plain", "b.example.com", "web"),
-        target("web", &["web.example.com"]),
-        protected("orphan", "c.example.com", "auth"),
+        protected("nowhere", "a.example.com", "missing").into(),
+        protected("plain", "b.example.com", "web").into(),
+        target("web", &["web.example.com"]).into(),
+        protected("orphan", "c.example.com", "auth").into(),
         // The older target keeps the hostname: the server is refused.
         created(
             target("squatter", &["auth.example.com"]),
             "2020-01-01T00:00:00Z",
-        ),
-        created(server("auth", "auth.example.com"), "2021-01-01T00:00:00Z"),
+        )
+        .into(),
+        created(server("auth", "auth.example.com"), "2021-01-01T00:00:00Z").into(),
     ];
     let out = compile(&inputs);
     assert_eq!(verdict(&out, "nowhere").0, Reason::ServerNotFound);
@@ -267,11 +268,11 @@ fn oauth_fields_on_other_auth_types_and_routes_on_a_server_are_refused() {
     let mut no_server = target("lost", &["lost.example.com"]);
     no_server.spec.auth = Some(oauth(None));
     inputs.proxy_targets = vec![
-        server("auth", "auth.example.com"),
-        bearer_with_allowlist,
-        no_server,
+        server("auth", "auth.example.com").into(),
+        bearer_with_allowlist.into(),
+        no_server.into(),
     ];
-    inputs.routes = vec![route("onto-server", "auth", PathMatchType::Prefix, "/x", 1)];
+    inputs.routes = vec![route("onto-server", "auth", PathMatchType::Prefix, "/x", 1).into()];
     let out = compile(&inputs);
     assert_eq!(verdict(&out, "web").0, Reason::InvalidSpec);
     let (reason, message) = verdict(&out, "lost");
@@ -285,7 +286,7 @@ fn oauth_fields_on_other_auth_types_and_routes_on_a_server_are_refused() {
 #[test]
 fn the_guard_client_id_is_reserved() {
     let inputs = Inputs {
-        oauth_clients: vec![client("postern-guard"), client("mine")],
+        oauth_clients: vec![client("postern-guard").into(), client("mine").into()],
         ..Inputs::default()
     };
     let out = compile(&inputs);

@@ -35,7 +35,7 @@ fn https_target() -> Inputs {
         server_name: Some("API.internal".into()),
     });
     let mut inputs = Inputs {
-        proxy_targets: vec![t],
+        proxy_targets: vec![t.into()],
         ..Inputs::default()
     };
     secret(&mut inputs, "api-ca", &[("ca.crt", CA)]);
@@ -59,7 +59,7 @@ fn backend_options_reach_the_snapshot() {
 #[test]
 fn defaults_are_http1_system_roots_no_proxy_header_and_backend_host() {
     let inputs = Inputs {
-        proxy_targets: vec![target("api", &["api.example.com"])],
+        proxy_targets: vec![target("api", &["api.example.com"]).into()],
         ..Inputs::default()
     };
     let site = &compile(&inputs).snapshot.sites[0];
@@ -73,7 +73,10 @@ fn defaults_are_http1_system_roots_no_proxy_header_and_backend_host() {
 #[test]
 fn backend_tls_needs_https_and_its_ca_secret() {
     let mut plain = https_target();
-    plain.proxy_targets[0].spec.backend.url = Some("http://10.0.0.5:8080".into());
+    std::sync::Arc::make_mut(&mut plain.proxy_targets[0])
+        .spec
+        .backend
+        .url = Some("http://10.0.0.5:8080".into());
     let (reason, message) = verdict(&compile(&plain), Kind::ProxyTarget, "api");
     assert_eq!(reason, Reason::InvalidSpec);
     assert!(message.contains("https"), "{message}");
@@ -95,7 +98,7 @@ fn backend_tls_needs_https_and_its_ca_secret() {
 #[test]
 fn a_wildcard_server_name_is_refused() {
     let mut inputs = https_target();
-    let tls = inputs.proxy_targets[0]
+    let tls = std::sync::Arc::make_mut(&mut inputs.proxy_targets[0])
         .spec
         .backend
         .tls
@@ -112,7 +115,7 @@ fn a_backend_port_beyond_65535_is_refused_not_defaulted() {
     let mut t = target("api", &["api.example.com"]);
     t.spec.backend.url = Some("http://10.0.0.5:70000".into());
     let inputs = Inputs {
-        proxy_targets: vec![t],
+        proxy_targets: vec![t.into()],
         ..Inputs::default()
     };
     let (reason, message) = verdict(&compile(&inputs), Kind::ProxyTarget, "api");
@@ -141,7 +144,7 @@ fn header_rules_are_lowercased_and_kept_in_order() {
         remove: Some(vec!["Server".into()]),
         ..HeaderModifier::default()
     });
-    inputs.proxy_targets = vec![t];
+    inputs.proxy_targets = vec![t.into()];
     let site = &compile(&inputs).snapshot.sites[0];
     assert!(site.preserve_host);
     assert_eq!(site.request_headers.remove, ["x-debug"]);
@@ -192,7 +195,7 @@ fn framing_and_hop_by_hop_headers_and_broken_values_are_refused() {
         let mut inputs = Inputs::default();
         let mut t = target("api", &["api.example.com"]);
         t.spec.request_headers = Some(modifier);
-        inputs.proxy_targets = vec![t];
+        inputs.proxy_targets = vec![t.into()];
         let (reason, message) = verdict(&compile(&inputs), Kind::ProxyTarget, "api");
         assert_eq!(reason, Reason::InvalidSpec, "{needle}");
         assert!(message.contains(needle), "{message}");
@@ -202,7 +205,7 @@ fn framing_and_hop_by_hop_headers_and_broken_values_are_refused() {
 #[test]
 fn a_route_backend_carries_its_own_options() {
     let mut inputs = Inputs {
-        proxy_targets: vec![target("api", &["api.example.com"])],
+        proxy_targets: vec![target("api", &["api.example.com"]).into()],
         ..Inputs::default()
     };
     let mut r = route("grpc", "api", PathMatchType::Prefix, "/pkg.Svc", 10);
@@ -211,7 +214,7 @@ fn a_route_backend_carries_its_own_options() {
         protocol: Some(ApiProtocol::Http2),
         ..postern_api::Backend::default()
     });
-    inputs.routes = vec![r];
+    inputs.routes = vec![r.into()];
     let out = compile(&inputs);
     assert_eq!(verdict(&out, Kind::Route, "grpc").0, Reason::Accepted);
     let backend = out.snapshot.sites[0].routes[0]

@@ -19,32 +19,33 @@ fn verdict(out: &Output, kind: Kind, name: &str) -> (Reason, String) {
 fn full_inputs() -> Inputs {
     let mut inputs = Inputs {
         proxy_targets: vec![
-            target("api", &["api.example.com"]),
-            target("web", &["*.example.org"]),
+            target("api", &["api.example.com"]).into(),
+            target("web", &["*.example.org"]).into(),
         ],
         ..Inputs::default()
     };
     inputs.routes = vec![
-        route("v1", "api", PathMatchType::Prefix, "/v1", 10),
-        route("v1-users", "api", PathMatchType::Prefix, "/v1/users", 10),
-        route("health", "api", PathMatchType::Exact, "/healthz", 50),
+        route("v1", "api", PathMatchType::Prefix, "/v1", 10).into(),
+        route("v1-users", "api", PathMatchType::Prefix, "/v1/users", 10).into(),
+        route("health", "api", PathMatchType::Exact, "/healthz", 50).into(),
         route(
             "re",
             "web",
             PathMatchType::RegularExpression,
             "/item/[0-9]+",
             0,
-        ),
+        )
+        .into(),
     ];
     inputs.user_upstreams = vec![
-        user("alice", "alice", "socks5://socks.internal:1080"),
-        user("bob", "bob", "direct://"),
+        user("alice", "alice", "socks5://socks.internal:1080").into(),
+        user("bob", "bob", "direct://").into(),
     ];
     secret(&mut inputs, "alice-proxy", &[("password", "pw-a")]);
     secret(&mut inputs, "bob-proxy", &[("password", "pw-b")]);
-    inputs.tunnels = vec![tunnel("laptop", &["app.example.net"])];
+    inputs.tunnels = vec![tunnel("laptop", &["app.example.net"]).into()];
     secret(&mut inputs, "laptop-agent", &[("key", "agent-secret")]);
-    inputs.oauth_clients = vec![client("my-app")];
+    inputs.oauth_clients = vec![client("my-app").into()];
     inputs
 }
 
@@ -76,7 +77,7 @@ fn same_inputs_in_any_order_give_identical_bytes_and_version() {
 fn a_change_changes_the_version() {
     let a = compile(&full_inputs()).snapshot;
     let mut changed = full_inputs();
-    changed.proxy_targets[0]
+    std::sync::Arc::make_mut(&mut changed.proxy_targets[0])
         .spec
         .hostnames
         .push("api2.example.com".into());
@@ -90,11 +91,13 @@ fn the_older_target_keeps_a_contested_hostname() {
             created(
                 target("newer", &["shared.example.com", "own.example.com"]),
                 "2026-01-02T00:00:00Z",
-            ),
+            )
+            .into(),
             created(
                 target("older", &["SHARED.example.com"]),
                 "2026-01-01T00:00:00Z",
-            ),
+            )
+            .into(),
         ],
         ..Inputs::default()
     };
@@ -117,12 +120,12 @@ fn the_older_target_keeps_a_contested_hostname() {
 fn a_route_whose_target_is_missing_or_refused_is_refused() {
     let inputs = Inputs {
         proxy_targets: vec![
-            created(target("a", &["a.example.com"]), "2026-01-01T00:00:00Z"),
-            created(target("b", &["a.example.com"]), "2026-01-02T00:00:00Z"),
+            created(target("a", &["a.example.com"]), "2026-01-01T00:00:00Z").into(),
+            created(target("b", &["a.example.com"]), "2026-01-02T00:00:00Z").into(),
         ],
         routes: vec![
-            route("to-nothing", "ghost", PathMatchType::Prefix, "/", 0),
-            route("to-loser", "b", PathMatchType::Prefix, "/", 0),
+            route("to-nothing", "ghost", PathMatchType::Prefix, "/", 0).into(),
+            route("to-loser", "b", PathMatchType::Prefix, "/", 0).into(),
         ],
         ..Inputs::default()
     };
@@ -152,13 +155,16 @@ fn routes_are_ordered_by_priority_then_length() {
 #[test]
 fn an_invalid_regex_is_refused_alone() {
     let mut inputs = full_inputs();
-    inputs.routes.push(route(
-        "broken",
-        "api",
-        PathMatchType::RegularExpression,
-        "/(unclosed",
-        0,
-    ));
+    inputs.routes.push(
+        route(
+            "broken",
+            "api",
+            PathMatchType::RegularExpression,
+            "/(unclosed",
+            0,
+        )
+        .into(),
+    );
     let out = compile(&inputs);
     let (reason, message) = verdict(&out, Kind::Route, "broken");
     assert_eq!(reason, Reason::InvalidRegex);
@@ -169,7 +175,9 @@ fn an_invalid_regex_is_refused_alone() {
 #[test]
 fn a_tunnel_loses_a_hostname_a_target_serves() {
     let mut inputs = full_inputs();
-    inputs.tunnels.push(tunnel("clash", &["api.example.com"]));
+    inputs
+        .tunnels
+        .push(tunnel("clash", &["api.example.com"]).into());
     secret(&mut inputs, "clash-agent", &[("key", "k")]);
     let out = compile(&inputs);
     let (reason, message) = verdict(&out, Kind::Tunnel, "clash");
@@ -185,7 +193,7 @@ fn an_http_tunnel_hostname_is_a_site_that_names_the_tunnel() {
     prefixed.spec.path_prefix = Some("/t/laptop".into());
     prefixed.spec.strip_prefix = Some(false);
     prefixed.spec.pool = Some(true);
-    inputs.tunnels.push(prefixed);
+    inputs.tunnels.push(prefixed.into());
     secret(&mut inputs, "prefixed-agent", &[("key", "k")]);
     let out = compile(&inputs);
     assert_eq!(verdict(&out, Kind::Tunnel, "prefixed").0, Reason::Accepted);
@@ -229,7 +237,7 @@ fn tls_on_a_tunnel_without_hostnames_is_refused() {
         secret_ref: Some(LocalRef { name: "x".into() }),
         acme: None,
     });
-    inputs.tunnels.push(prefixed);
+    inputs.tunnels.push(prefixed.into());
     secret(&mut inputs, "prefixed-agent", &[("key", "k")]);
     let out = compile(&inputs);
     let (reason, message) = verdict(&out, Kind::Tunnel, "prefixed");
@@ -251,7 +259,7 @@ fn missing_secrets_and_keys_are_named() {
     assert!(message.contains("no key key"), "{message}");
 
     let mut tls = full_inputs();
-    tls.proxy_targets[0].spec.tls = Some(TlsConfig {
+    std::sync::Arc::make_mut(&mut tls.proxy_targets[0]).spec.tls = Some(TlsConfig {
         secret_ref: Some(LocalRef {
             name: "api-tls".into(),
         }),
@@ -278,10 +286,9 @@ fn missing_secrets_and_keys_are_named() {
 #[test]
 fn a_duplicate_proxy_user_is_refused() {
     let mut inputs = full_inputs();
-    inputs.user_upstreams.push(created(
-        user("alice2", "alice", "direct://"),
-        "2027-01-01T00:00:00Z",
-    ));
+    inputs
+        .user_upstreams
+        .push(created(user("alice2", "alice", "direct://"), "2027-01-01T00:00:00Z").into());
     secret(&mut inputs, "alice2-proxy", &[("password", "x")]);
     let out = compile(&inputs);
     let (reason, message) = verdict(&out, Kind::UserUpstream, "alice2");
@@ -310,7 +317,7 @@ fn a_secret_rotation_changes_the_version_and_the_user_revision() {
 #[test]
 fn passwords_are_hashed_and_credentials_come_from_secrets() {
     let mut inputs = full_inputs();
-    inputs.user_upstreams[0]
+    std::sync::Arc::make_mut(&mut inputs.user_upstreams[0])
         .spec
         .upstream_credentials_secret_ref = Some(LocalRef {
         name: "socks-creds".into(),
@@ -355,7 +362,7 @@ fn passwords_are_hashed_and_credentials_come_from_secrets() {
 fn an_https_upstream_takes_its_ca_from_a_secret() {
     let pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
     let mut inputs = full_inputs();
-    let spec = &mut inputs.user_upstreams[0].spec;
+    let spec = &mut std::sync::Arc::make_mut(&mut inputs.user_upstreams[0]).spec;
     spec.upstream = "https://proxy.internal:8443".into();
     spec.upstream_ca_secret_ref = Some(postern_api::SecretKeyRef {
         name: "proxy-ca".into(),
@@ -401,7 +408,9 @@ fn an_https_upstream_takes_its_ca_from_a_secret() {
         Reason::InvalidSpec
     );
     secret(&mut inputs, "proxy-ca", &[("ca.crt", pem)]);
-    inputs.user_upstreams[0].spec.upstream = "http://proxy.internal:3128".into();
+    std::sync::Arc::make_mut(&mut inputs.user_upstreams[0])
+        .spec
+        .upstream = "http://proxy.internal:3128".into();
     assert_eq!(
         verdict(&compile(&inputs), Kind::UserUpstream, "alice").0,
         Reason::InvalidSpec
@@ -411,7 +420,9 @@ fn an_https_upstream_takes_its_ca_from_a_secret() {
 #[test]
 fn inline_credentials_are_accepted_with_a_warning() {
     let mut inputs = full_inputs();
-    inputs.user_upstreams[0].spec.upstream = "http://u:p@proxy.internal:3128".into();
+    std::sync::Arc::make_mut(&mut inputs.user_upstreams[0])
+        .spec
+        .upstream = "http://u:p@proxy.internal:3128".into();
     let out = compile(&inputs);
     let (reason, message) = verdict(&out, Kind::UserUpstream, "alice");
     assert_eq!(reason, Reason::Accepted);
@@ -421,8 +432,12 @@ fn inline_credentials_are_accepted_with_a_warning() {
 #[test]
 fn specs_no_schema_checked_are_checked_here() {
     let mut inputs = full_inputs();
-    inputs.user_upstreams[0].spec.upstream = "ftp://x".into();
-    inputs.proxy_targets[1].spec.hostnames = vec!["not a host".into()];
+    std::sync::Arc::make_mut(&mut inputs.user_upstreams[0])
+        .spec
+        .upstream = "ftp://x".into();
+    std::sync::Arc::make_mut(&mut inputs.proxy_targets[1])
+        .spec
+        .hostnames = vec!["not a host".into()];
     let out = compile(&inputs);
     assert_eq!(
         verdict(&out, Kind::UserUpstream, "alice").0,
@@ -437,7 +452,9 @@ fn specs_no_schema_checked_are_checked_here() {
 #[test]
 fn service_backends_resolve_to_cluster_dns_when_the_service_exists() {
     let mut inputs = full_inputs();
-    inputs.proxy_targets[0].spec.backend = Backend {
+    std::sync::Arc::make_mut(&mut inputs.proxy_targets[0])
+        .spec
+        .backend = Backend {
         service: Some(ServiceBackend {
             name: "api".into(),
             port: 8080,
@@ -465,7 +482,9 @@ fn service_backends_resolve_to_cluster_dns_when_the_service_exists() {
 #[test]
 fn objects_carry_their_generation() {
     let mut inputs = full_inputs();
-    inputs.proxy_targets[0].meta.generation = Some(7);
+    std::sync::Arc::make_mut(&mut inputs.proxy_targets[0])
+        .meta
+        .generation = Some(7);
     let out = compile(&inputs);
     let api = out
         .snapshot
@@ -479,7 +498,9 @@ fn objects_carry_their_generation() {
 #[test]
 fn internal_networks_are_normalised_and_garbage_is_refused() {
     let mut inputs = full_inputs();
-    inputs.user_upstreams[0].spec.allow_internal_networks = vec![
+    std::sync::Arc::make_mut(&mut inputs.user_upstreams[0])
+        .spec
+        .allow_internal_networks = vec![
         "127.0.0.1/8".into(),
         "::1".into(),
         "::ffff:169.254.169.254".into(),
@@ -501,7 +522,9 @@ fn internal_networks_are_normalised_and_garbage_is_refused() {
         ["127.0.0.0/8", "::1/128", "169.254.169.254/32"]
     );
     for bad in ["localhost", "127.0.0.0/33", "10.0.0.0/8 ", "*"] {
-        inputs.user_upstreams[0].spec.allow_internal_networks = vec![bad.into()];
+        std::sync::Arc::make_mut(&mut inputs.user_upstreams[0])
+            .spec
+            .allow_internal_networks = vec![bad.into()];
         let out = compile(&inputs);
         let (reason, message) = verdict(&out, Kind::UserUpstream, "alice");
         assert_eq!(reason, Reason::InvalidSpec, "{bad}");

@@ -39,10 +39,10 @@ fn contest(namespaces: &[&str], host: &str, user: &str, policy: &NamePolicy) -> 
         let at = format!("2026-01-0{}T00:00:00Z", day + 1);
         inputs
             .proxy_targets
-            .push(in_ns(target("web", &[host]), ns, &at));
+            .push(in_ns(target("web", &[host]), ns, &at).into());
         inputs
             .user_upstreams
-            .push(in_ns(fixtures::user("u", user, "direct://"), ns, &at));
+            .push(in_ns(fixtures::user("u", user, "direct://"), ns, &at).into());
         secret_in(&mut inputs, ns, "u-proxy", "password");
     }
     inputs
@@ -241,7 +241,7 @@ fn within_one_namespace_the_next_object_takes_over_and_is_named() {
     let mut inputs = contest(&["team-a"], "web.localhost", "alice", &policy);
     let mut newer = created(target("web2", &["web.localhost"]), "2026-02-01T00:00:00Z");
     newer.meta.namespace = Some("team-a".into());
-    inputs.proxy_targets.push(newer);
+    inputs.proxy_targets.push(newer.into());
     let out = compile(&inputs);
     let v = out
         .verdicts

@@ -280,7 +280,7 @@ mod tests {
         );
         pt.meta.generation = Some(generation);
         Inputs {
-            proxy_targets: vec![pt],
+            proxy_targets: vec![pt.into()],
             ..Inputs::default()
         }
     }

@@ -61,7 +61,7 @@ pub fn check(mut inputs: Inputs, objects: &UserObjects, namespace: &str) -> Resu
         .collect();
     inputs
         .user_upstreams
-        .push(Object::new(namespace, &objects.name, objects.spec.clone()));
+        .push(Object::new(namespace, &objects.name, objects.spec.clone()).into());
     let secret = |name: &str, data: &[(&str, &str)]| {
         let key = ObjectKey {
             namespace: namespace.to_string(),
@@ -157,7 +157,7 @@ mod tests {
         };
         let mut existing = Object::new("users", "bob-by-hand", spec);
         existing.meta.creation_timestamp = Some("2026-01-01T00:00:00Z".into());
-        inputs.user_upstreams.push(existing);
+        inputs.user_upstreams.push(existing.into());
         inputs.secrets.insert(
             ObjectKey {
                 namespace: "users".into(),

@@ -52,19 +52,22 @@ fn schema_accepts(schema: &serde_yaml_ng::Value, user: &str) -> bool {
 
 fn compile_accepts(user: &str) -> bool {
     let mut inputs = Inputs::default();
-    inputs.user_upstreams.push(Object::new(
-        "ns",
-        "u",
-        UserUpstreamSpec {
-            user: user.into(),
-            password_secret_ref: SecretKeyRef {
-                name: "pw".into(),
-                key: None,
+    inputs.user_upstreams.push(
+        Object::new(
+            "ns",
+            "u",
+            UserUpstreamSpec {
+                user: user.into(),
+                password_secret_ref: SecretKeyRef {
+                    name: "pw".into(),
+                    key: None,
+                },
+                upstream: "direct://".into(),
+                ..UserUpstreamSpec::default()
             },
-            upstream: "direct://".into(),
-            ..UserUpstreamSpec::default()
-        },
-    ));
+        )
+        .into(),
+    );
     let data = [("password".to_string(), b"x".to_vec())].into();
     inputs.secrets.insert(
         postern_api::ObjectKey::new("ns", "pw"),

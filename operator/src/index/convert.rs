@@ -1,5 +1,7 @@
 //! Kube objects → the kube-free values compilation reads.
 
+use std::sync::Arc;
+
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta as KubeMeta, Time};
 use postern_api::{Object, ObjectKey, ObjectMeta, ResourceStatus};
@@ -11,7 +13,8 @@ use super::store::SameInput;
 /// API server last showed (what the status writer compares against).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Entry<S> {
-    pub object: Object<S>,
+    /// Shared with every compile's inputs, which take it without a copy.
+    pub object: Arc<Object<S>>,
     pub status: Option<ResourceStatus>,
 }
 
@@ -62,10 +65,10 @@ pub fn object_meta(meta: &KubeMeta) -> ObjectMeta {
 
 pub fn entry<S: Clone>(meta: &KubeMeta, spec: &S, status: Option<&ResourceStatus>) -> Entry<S> {
     Entry {
-        object: Object {
+        object: Arc::new(Object {
             meta: object_meta(meta),
             spec: spec.clone(),
-        },
+        }),
         status: status.cloned(),
     }
 }

@@ -148,7 +148,7 @@ impl Index {
 
     /// Compilation input from the current contents.
     pub fn inputs(&self) -> Inputs {
-        fn objects<S: Clone>(store: &Store<Entry<S>>) -> Vec<postern_api::Object<S>> {
+        fn objects<S>(store: &Store<Entry<S>>) -> Vec<std::sync::Arc<postern_api::Object<S>>> {
             store.values().map(|e| e.object.clone()).collect()
         }
         Inputs {

@@ -193,7 +193,7 @@ fn relist_drops_objects_deleted_while_disconnected() {
         .inputs()
         .proxy_targets
         .into_iter()
-        .map(|o| o.meta.name)
+        .map(|o| o.meta.name.clone())
         .collect();
     assert_eq!(names, vec!["new".to_string()]);
 }

@@ -57,7 +57,7 @@ fn published(seq: u64, host: &str) -> Arc<Published> {
         },
     );
     let inputs = Inputs {
-        proxy_targets: vec![pt],
+        proxy_targets: vec![pt.into()],
         ..Inputs::default()
     };
     Arc::new(Published::build(seq, &inputs).expect("build"))

@@ -56,7 +56,7 @@ fn inputs(size: usize) -> Inputs {
         };
         inputs
             .proxy_targets
-            .push(Object::new("bench", &format!("t{i}"), spec));
+            .push(Object::new("bench", &format!("t{i}"), spec).into());
     }
     inputs
 }

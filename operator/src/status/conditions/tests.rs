@@ -27,7 +27,7 @@ fn snapshot_with(generation: i64) -> Arc<Published> {
     );
     pt.meta.generation = Some(generation);
     let inputs = Inputs {
-        proxy_targets: vec![pt],
+        proxy_targets: vec![pt.into()],
         ..Inputs::default()
     };
     Arc::new(Published::build(1, &inputs).expect("build"))
