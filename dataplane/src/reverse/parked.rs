@@ -42,8 +42,11 @@ use crate::net::Prefixed;
 /// flight before it is parked: long enough that a client sending request
 /// after request stays in one spell, short enough that a crowd of clients
 /// arriving together is not all held at full size at once (the allocator
-/// keeps that high-water mark).
-pub const PARK_AFTER: Duration = Duration::from_millis(50);
+/// keeps that high-water mark). 10 ms rather than 50: a crowd opening
+/// connections 200 at a time left 1.9–2.6 KiB per idle connection instead
+/// of 3.6–3.9, and a client pausing 20 ms between requests, parked after
+/// each one, cost no more CPU per request than one kept in its spell.
+pub const PARK_AFTER: Duration = Duration::from_millis(10);
 /// How an HTTP/2 client opens (RFC 9113 §3.4); anything else is HTTP/1.x.
 const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// The most a parked connection reads before hyper takes over: a typical
