@@ -3,6 +3,8 @@
 
 mod fixtures;
 
+use std::sync::Arc;
+
 use fixtures::*;
 use postern_api::{
     BackendProtocol as ApiProtocol, BackendTls as ApiTls, HeaderModifier, HeaderValue, Kind,
@@ -73,10 +75,8 @@ fn defaults_are_http1_system_roots_no_proxy_header_and_backend_host() {
 #[test]
 fn backend_tls_needs_https_and_its_ca_secret() {
     let mut plain = https_target();
-    std::sync::Arc::make_mut(&mut plain.proxy_targets[0])
-        .spec
-        .backend
-        .url = Some("http://10.0.0.5:8080".into());
+    Arc::make_mut(&mut plain.proxy_targets[0]).spec.backend.url =
+        Some("http://10.0.0.5:8080".into());
     let (reason, message) = verdict(&compile(&plain), Kind::ProxyTarget, "api");
     assert_eq!(reason, Reason::InvalidSpec);
     assert!(message.contains("https"), "{message}");
@@ -98,7 +98,7 @@ fn backend_tls_needs_https_and_its_ca_secret() {
 #[test]
 fn a_wildcard_server_name_is_refused() {
     let mut inputs = https_target();
-    let tls = std::sync::Arc::make_mut(&mut inputs.proxy_targets[0])
+    let tls = Arc::make_mut(&mut inputs.proxy_targets[0])
         .spec
         .backend
         .tls

@@ -2,6 +2,8 @@
 
 mod fixtures;
 
+use std::sync::Arc;
+
 use fixtures::*;
 use postern_api::{Backend, Kind, LocalRef, ObjectKey, PathMatchType, ServiceBackend, TlsConfig};
 use postern_compile::{Inputs, Output, Reason, ServiceInfo, compile};
@@ -77,7 +79,7 @@ fn same_inputs_in_any_order_give_identical_bytes_and_version() {
 fn a_change_changes_the_version() {
     let a = compile(&full_inputs()).snapshot;
     let mut changed = full_inputs();
-    std::sync::Arc::make_mut(&mut changed.proxy_targets[0])
+    Arc::make_mut(&mut changed.proxy_targets[0])
         .spec
         .hostnames
         .push("api2.example.com".into());
@@ -259,7 +261,7 @@ fn missing_secrets_and_keys_are_named() {
     assert!(message.contains("no key key"), "{message}");
 
     let mut tls = full_inputs();
-    std::sync::Arc::make_mut(&mut tls.proxy_targets[0]).spec.tls = Some(TlsConfig {
+    Arc::make_mut(&mut tls.proxy_targets[0]).spec.tls = Some(TlsConfig {
         secret_ref: Some(LocalRef {
             name: "api-tls".into(),
         }),
@@ -317,7 +319,7 @@ fn a_secret_rotation_changes_the_version_and_the_user_revision() {
 #[test]
 fn passwords_are_hashed_and_credentials_come_from_secrets() {
     let mut inputs = full_inputs();
-    std::sync::Arc::make_mut(&mut inputs.user_upstreams[0])
+    Arc::make_mut(&mut inputs.user_upstreams[0])
         .spec
         .upstream_credentials_secret_ref = Some(LocalRef {
         name: "socks-creds".into(),
@@ -362,7 +364,7 @@ fn passwords_are_hashed_and_credentials_come_from_secrets() {
 fn an_https_upstream_takes_its_ca_from_a_secret() {
     let pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
     let mut inputs = full_inputs();
-    let spec = &mut std::sync::Arc::make_mut(&mut inputs.user_upstreams[0]).spec;
+    let spec = &mut Arc::make_mut(&mut inputs.user_upstreams[0]).spec;
     spec.upstream = "https://proxy.internal:8443".into();
     spec.upstream_ca_secret_ref = Some(postern_api::SecretKeyRef {
         name: "proxy-ca".into(),
@@ -408,9 +410,8 @@ fn an_https_upstream_takes_its_ca_from_a_secret() {
         Reason::InvalidSpec
     );
     secret(&mut inputs, "proxy-ca", &[("ca.crt", pem)]);
-    std::sync::Arc::make_mut(&mut inputs.user_upstreams[0])
-        .spec
-        .upstream = "http://proxy.internal:3128".into();
+    Arc::make_mut(&mut inputs.user_upstreams[0]).spec.upstream =
+        "http://proxy.internal:3128".into();
     assert_eq!(
         verdict(&compile(&inputs), Kind::UserUpstream, "alice").0,
         Reason::InvalidSpec
@@ -420,9 +421,8 @@ fn an_https_upstream_takes_its_ca_from_a_secret() {
 #[test]
 fn inline_credentials_are_accepted_with_a_warning() {
     let mut inputs = full_inputs();
-    std::sync::Arc::make_mut(&mut inputs.user_upstreams[0])
-        .spec
-        .upstream = "http://u:p@proxy.internal:3128".into();
+    Arc::make_mut(&mut inputs.user_upstreams[0]).spec.upstream =
+        "http://u:p@proxy.internal:3128".into();
     let out = compile(&inputs);
     let (reason, message) = verdict(&out, Kind::UserUpstream, "alice");
     assert_eq!(reason, Reason::Accepted);
@@ -432,12 +432,8 @@ fn inline_credentials_are_accepted_with_a_warning() {
 #[test]
 fn specs_no_schema_checked_are_checked_here() {
     let mut inputs = full_inputs();
-    std::sync::Arc::make_mut(&mut inputs.user_upstreams[0])
-        .spec
-        .upstream = "ftp://x".into();
-    std::sync::Arc::make_mut(&mut inputs.proxy_targets[1])
-        .spec
-        .hostnames = vec!["not a host".into()];
+    Arc::make_mut(&mut inputs.user_upstreams[0]).spec.upstream = "ftp://x".into();
+    Arc::make_mut(&mut inputs.proxy_targets[1]).spec.hostnames = vec!["not a host".into()];
     let out = compile(&inputs);
     assert_eq!(
         verdict(&out, Kind::UserUpstream, "alice").0,
@@ -452,9 +448,7 @@ fn specs_no_schema_checked_are_checked_here() {
 #[test]
 fn service_backends_resolve_to_cluster_dns_when_the_service_exists() {
     let mut inputs = full_inputs();
-    std::sync::Arc::make_mut(&mut inputs.proxy_targets[0])
-        .spec
-        .backend = Backend {
+    Arc::make_mut(&mut inputs.proxy_targets[0]).spec.backend = Backend {
         service: Some(ServiceBackend {
             name: "api".into(),
             port: 8080,
@@ -482,9 +476,7 @@ fn service_backends_resolve_to_cluster_dns_when_the_service_exists() {
 #[test]
 fn objects_carry_their_generation() {
     let mut inputs = full_inputs();
-    std::sync::Arc::make_mut(&mut inputs.proxy_targets[0])
-        .meta
-        .generation = Some(7);
+    Arc::make_mut(&mut inputs.proxy_targets[0]).meta.generation = Some(7);
     let out = compile(&inputs);
     let api = out
         .snapshot
@@ -498,7 +490,7 @@ fn objects_carry_their_generation() {
 #[test]
 fn internal_networks_are_normalised_and_garbage_is_refused() {
     let mut inputs = full_inputs();
-    std::sync::Arc::make_mut(&mut inputs.user_upstreams[0])
+    Arc::make_mut(&mut inputs.user_upstreams[0])
         .spec
         .allow_internal_networks = vec![
         "127.0.0.1/8".into(),
@@ -522,7 +514,7 @@ fn internal_networks_are_normalised_and_garbage_is_refused() {
         ["127.0.0.0/8", "::1/128", "169.254.169.254/32"]
     );
     for bad in ["localhost", "127.0.0.0/33", "10.0.0.0/8 ", "*"] {
-        std::sync::Arc::make_mut(&mut inputs.user_upstreams[0])
+        Arc::make_mut(&mut inputs.user_upstreams[0])
             .spec
             .allow_internal_networks = vec![bad.into()];
         let out = compile(&inputs);
